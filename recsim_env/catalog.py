@@ -14,13 +14,15 @@ step counter, so a user's trajectory never depends on who else is in the batch.
 
 Retrieval is stratified so candidates are distinct by construction, with no rejection loop:
 slot ``s`` belongs to stratum ``s mod m`` and candidate ``j`` is drawn from stratum ``j``,
-popularity-weighted (Walker's alias method) with probability ``popular_retrieval_share``,
-otherwise uniformly. Slots are i.i.d., so strata carry no information.
+from the mixture ``popular_retrieval_share * popularity-weighted + rest * uniform`` through a
+precomputed inverse-CDF table (one lookup per candidate). Slots are i.i.d., so strata carry no
+information.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -36,14 +38,11 @@ class Catalog:
     """Arrays describing every item (rows = item ids; see module docstring)."""
 
     features: np.ndarray  #: (R + 1, T + 3) float32: topic, appeal, price feature, popularity
-    quality: np.ndarray  #: (R + 1,) float32 hidden quality in [0, 1]
-    price: np.ndarray  #: (R + 1,) float32 price in [price_min, price_max]
+    hidden: np.ndarray  #: (R + 1, 3) float32: conversion logit base, quality, price
     clickbait: np.ndarray  #: (R + 1,) bool
     # Row R (the last) is all zeros: the padding item of empty history entries.
     slot_phase: np.ndarray  #: (N,) int64 churn phase of each slot
-    alias_prob: np.ndarray  #: (m, S) float32 alias-method acceptance per stratum
-    alias_index: np.ndarray  #: (m, S) int64 alias-method fallback (index within stratum)
-    stratum_size: np.ndarray  #: (m,) float32 items per stratum
+    retrieval_table: np.ndarray  #: (m, S) int64 inverse-CDF retrieval table per stratum
     num_items: int
     num_topics: int
     generations: int
@@ -62,6 +61,16 @@ class Catalog:
     def price_feature(self) -> np.ndarray:
         """(R,) log(price/price_min)/log(price_max/price_min) in [0, 1]."""
         return self.features[:, self.num_topics + 1]
+
+    @property
+    def quality(self) -> np.ndarray:
+        """(R,) hidden quality in [0, 1]."""
+        return self.hidden[:, 1]
+
+    @property
+    def price(self) -> np.ndarray:
+        """(R,) price in [price_min, price_max] (0 for the padding row)."""
+        return self.hidden[:, 2]
 
 
 def make_catalog(params: Params) -> Catalog:
@@ -95,18 +104,19 @@ def make_catalog(params: Params) -> Catalog:
     features[:rows, t] = appeal
     features[:rows, t + 1] = price_feature
     features[:rows, t + 2] = np.tile(popularity, generations)
-    quality, price, clickbait = (np.append(a, 0) for a in (quality, price, clickbait))
 
-    alias_prob, alias_index, stratum_size = _stratum_alias_tables(popularity, params.num_candidates)
+    retrieval_table = _stratum_retrieval_tables(popularity, params)
     slot_phase = np.zeros(n, dtype=np.int64)
     if params.item_lifetime > 0:
         slot_phase = (np.arange(n) * params.item_lifetime) // n
-    quality, price, clickbait = quality.astype(np.float32), price.astype(np.float32), clickbait.astype(bool)
-    for arr in (features, quality, price, clickbait):
+    conversion_base = (params.conversion_bias + params.conversion_quality * quality
+                       - params.conversion_price * price_feature)
+    hidden = np.zeros((rows + 1, 3), dtype=np.float32)
+    hidden[:rows] = np.stack([conversion_base, quality, price], axis=1)
+    for arr in (features, hidden, clickbait, retrieval_table, slot_phase):
         arr.setflags(write=False)
-    return Catalog(features=features, quality=quality, price=price, clickbait=clickbait,
-                   slot_phase=slot_phase,
-                   alias_prob=alias_prob, alias_index=alias_index, stratum_size=stratum_size,
+    return Catalog(features=features, hidden=hidden, clickbait=np.append(clickbait, False),
+                   slot_phase=slot_phase, retrieval_table=retrieval_table,
                    num_items=n, num_topics=t, generations=generations)
 
 
@@ -123,53 +133,41 @@ def _truncated_lognormal(rng: np.random.Generator, params: Params, size: int) ->
         "widen the bounds or move price_log_mean inside them")
 
 
-def _stratum_alias_tables(weights: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Walker alias tables for sampling a slot of each stratum ``j`` (slots j, j+m, ...)."""
-    sizes = np.array([len(range(j, len(weights), m)) for j in range(m)])
-    width = int(sizes.max())
-    prob = np.ones((m, width), dtype=np.float32)
-    alias = np.tile(np.arange(width), (m, 1))
+#: Entries per stratum of the inverse-CDF retrieval table (probability resolution 1/4096).
+RETRIEVAL_TABLE_SIZE = 4096
+
+
+def _stratum_retrieval_tables(popularity: np.ndarray, params: Params) -> np.ndarray:
+    """(m, S) slot ids: entry ``s`` of row ``j`` is the inverse CDF at ``(s + 0.5) / S`` of the
+    retrieval distribution of stratum ``j`` (slots j, j+m, ...): the mixture
+    ``share * popularity-weighted + (1 - share) * uniform``."""
+    m, size = params.num_candidates, RETRIEVAL_TABLE_SIZE
+    table = np.empty((m, size), dtype=np.int64)
+    quantiles = (np.arange(size) + 0.5) / size
     for j in range(m):
-        w = weights[j::m]
-        scaled = w * (len(w) / w.sum())
-        small = [i for i in range(len(w)) if scaled[i] < 1.0]
-        large = [i for i in range(len(w)) if scaled[i] >= 1.0]
-        while small and large:
-            s, g = small.pop(), large.pop()
-            prob[j, s], alias[j, s] = scaled[s], g
-            scaled[g] -= 1.0 - scaled[s]
-            (small if scaled[g] < 1.0 else large).append(g)
-    return prob, alias, sizes.astype(np.float32)
+        slots = np.arange(j, len(popularity), m)
+        pop = popularity[slots] / popularity[slots].sum()
+        mix = params.popular_retrieval_share * pop + (1 - params.popular_retrieval_share) / len(slots)
+        cdf = np.cumsum(mix)
+        table[j] = slots[np.minimum(np.searchsorted(cdf / cdf[-1], quantiles), len(slots) - 1)]
+    return table
 
 
 def retrieve(catalog: Catalog, params: Params, u: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Candidate item ids ``(B, m)`` from uniforms ``u`` (B, m) at user steps ``t`` (B,).
-
-    One uniform per candidate chooses popular-vs-uniform retrieval, the slot within the
-    stratum and the alias-method coin (its bits are reused after each decision).
-    """
-    m = params.num_candidates
-    share = params.popular_retrieval_share
-    popular = u < share
-    if 0.0 < share < 1.0:
-        v = np.where(popular, u / np.float32(share), (u - np.float32(share)) / np.float32(1 - share))
-    else:
-        v = u
-    x = v * catalog.stratum_size
-    local = x.astype(np.int64)
-    np.minimum(local, (catalog.stratum_size - 1).astype(np.int64), out=local)
-    if share > 0.0:
-        col = np.arange(m)
-        coin = x - local
-        via_alias = catalog.alias_index[col, local]
-        accept = coin < catalog.alias_prob[col, local]
-        local = np.where(popular & ~accept, via_alias, local)
-    slot = np.arange(m) + m * local
+    """Candidate item ids ``(B, m)`` from uniforms ``u`` (B, m) at user steps ``t`` (B,)."""
+    entry = (u * np.float32(RETRIEVAL_TABLE_SIZE)).astype(np.int64)
+    entry += _table_offsets(params.num_candidates)
+    slot = np.take(catalog.retrieval_table, entry)
     if catalog.generations > 1:
         generation = (t[:, None] + catalog.slot_phase[slot]) // params.item_lifetime
         np.minimum(generation, catalog.generations - 1, out=generation)  # t past max_steps
-        slot = slot + generation * catalog.num_items
+        slot += generation * catalog.num_items
     return slot
+
+
+@lru_cache(maxsize=32)
+def _table_offsets(m: int) -> np.ndarray:
+    return np.arange(m, dtype=np.int64) * RETRIEVAL_TABLE_SIZE
 
 
 def candidate_popularity_ramp(catalog: Catalog, params: Params, items: np.ndarray,

@@ -10,6 +10,7 @@ To add a model, write the function and add it to :data:`CHOICE_MODELS`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 
@@ -18,9 +19,19 @@ from recsim_env.params import Params
 ChoiceModel = Callable[[np.ndarray, Params], np.ndarray]
 
 
-def position_examination(params: Params, k: int) -> np.ndarray:
+@lru_cache(maxsize=64)
+def position_examination(position_decay: float, k: int) -> np.ndarray:
     """Examination probability ``position_decay**i`` of positions ``i = 0..k-1`` (float32)."""
-    return (params.position_decay ** np.arange(k)).astype(np.float32)
+    rho = (position_decay ** np.arange(k)).astype(np.float32)
+    rho.setflags(write=False)
+    return rho
+
+
+@lru_cache(maxsize=64)
+def _mnl_offset(position_decay: float, no_click_utility: float, k: int) -> np.ndarray:
+    offset = (np.log(position_examination(position_decay, k)) - no_click_utility).astype(np.float32)
+    offset.setflags(write=False)
+    return offset
 
 
 def multinomial_logit(utility: np.ndarray, params: Params) -> np.ndarray:
@@ -33,8 +44,9 @@ def multinomial_logit(utility: np.ndarray, params: Params) -> np.ndarray:
     """
     k = utility.shape[1]
     probs = np.empty((utility.shape[0], k + 1), dtype=np.float32)
-    np.exp(utility - np.float32(params.no_click_utility), out=probs[:, :k])
-    probs[:, :k] *= position_examination(params, k)
+    weights = probs[:, :k]
+    np.add(utility, _mnl_offset(params.position_decay, params.no_click_utility, k), out=weights)
+    np.exp(weights, out=weights)
     probs[:, k] = 1.0
     probs /= probs.sum(axis=1, keepdims=True)
     return probs

@@ -21,7 +21,8 @@ Dynamics of one step, for every user at once (``e`` = topic vector, ``q`` = qual
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
+from functools import lru_cache
 
 import numpy as np
 
@@ -40,11 +41,15 @@ HISTORY_FLAGS = ("click", "conversion", "valid")
 _SQRT12 = np.float32(np.sqrt(12.0))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class State:
-    """Latent and observable state of B users. All arrays have a leading batch axis."""
+    """Latent and observable state of B users. All arrays have a leading batch axis.
+
+    Treated as immutable: :func:`step` returns a new state and never writes into this one.
+    """
 
     key: np.ndarray  #: (B,) uint64 episode key (see rng.seed_to_key)
+    stream: np.ndarray  #: (B,) uint32 random-stream counter (advanced every step)
     t: np.ndarray  #: (B,) int64 steps taken in the episode
     interest: np.ndarray  #: (B, T) float32 in [-1, 1]
     base_interest: np.ndarray  #: (B, T) float32 in [-1, 1], target of mean reversion
@@ -52,8 +57,7 @@ class State:
     fatigue: np.ndarray  #: (B, T) float32 in [0, 1]
     satisfaction: np.ndarray  #: (B,) float32 in [0, 1]
     candidates: np.ndarray  #: (B, m) int64 candidate item ids for the next slate
-    history_items: np.ndarray  #: (B, H) int64 item ids, oldest first (padding = catalog row R)
-    history_flags: np.ndarray  #: (B, H, 3) float32 click, conversion, valid
+    history: np.ndarray  #: (B, H, T+6) float32 last H interactions, oldest first (observation)
 
     @property
     def batch_size(self) -> int:
@@ -61,20 +65,24 @@ class State:
         return int(self.t.shape[0])
 
     def take(self, index: np.ndarray | slice) -> State:
-        """The sub-batch of users ``index``."""
-        return State(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        """The sub-batch of users ``index`` (copies)."""
+        return State(*(getattr(self, name)[index] for name in STATE_FIELDS))
 
-    def merge(self, mask: np.ndarray, other: State) -> State:
-        """A state with users where ``mask`` is True taken from ``other``."""
-        out = {}
-        for f in fields(self):
-            mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            shaped = mask.reshape((-1,) + (1,) * (mine.ndim - 1))
-            out[f.name] = np.where(shaped, theirs, mine)
-        return State(**out)
+    def assign(self, index: np.ndarray, other: State) -> None:
+        """Overwrite users ``index`` with ``other``'s users, IN PLACE. Only for states you own
+        (the env shells use it for autoreset)."""
+        for name in STATE_FIELDS:
+            target = getattr(self, name)
+            if not target.flags.writeable:
+                target = target.copy()
+                setattr(self, name, target)
+            target[index] = getattr(other, name)
 
 
-@dataclass(frozen=True)
+STATE_FIELDS = tuple(f.name for f in fields(State))
+
+
+@dataclass(slots=True)
 class StepResult:
     """Per-user outcome of one step (arrays of shape (B,) unless noted)."""
 
@@ -90,8 +98,17 @@ class StepResult:
     end_reason: np.ndarray  #: int8 code into END_REASONS
 
 
-def _padding_row(catalog: Catalog) -> int:
-    return catalog.features.shape[0] - 1
+@lru_cache(maxsize=64)
+def _offsets(b: int, width: int) -> np.ndarray:
+    """Flat-index offsets ``row * width`` (B, 1) for gathering one entry per row."""
+    offsets = (np.arange(b, dtype=np.int64) * width)[:, None]
+    offsets.setflags(write=False)
+    return offsets
+
+
+def _gather_rows(table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``table[b, index[b, j]]`` for a (B, W) table and (B, J) index (a flat ``np.take``)."""
+    return np.take(table, index + _offsets(*table.shape[:2]))
 
 
 def _profiles(params: Params, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,43 +124,45 @@ def _profiles(params: Params, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def reset(params: Params, catalog: Catalog, keys: np.ndarray) -> State:
     """Fresh users for episode keys ``keys`` (B,) uint64."""
     b, t = keys.shape[0], params.num_topics
-    u = rng.uniforms(rng.step_keys(keys, 0, rng.SALT_RESET), 2 * t + 1 + params.num_candidates)
+    keys = keys.astype(np.uint64)
+    stream = rng.stream_start(keys)
+    u = rng.uniforms(stream, 2 * t + 1 + params.num_candidates, rng.SALT_RESET)
     base, declared = _profiles(params, u[:, : 2 * t])
     satisfaction = np.clip(params.initial_satisfaction + 0.2 * (u[:, 2 * t] - 0.5), 0.0, 1.0)
     steps = np.zeros(b, dtype=np.int64)
-    h = params.history_length
+    history = np.zeros((b, params.history_length, t + 3 + len(HISTORY_FLAGS)), dtype=np.float32)
     return State(
-        key=keys.astype(np.uint64), t=steps, interest=base.copy(), base_interest=base,
+        key=keys, stream=stream, t=steps, interest=base.copy(), base_interest=base,
         declared=declared, fatigue=np.zeros((b, t), dtype=np.float32),
         satisfaction=satisfaction.astype(np.float32),
-        candidates=retrieve(catalog, params, u[:, 2 * t + 1:], steps),
-        history_items=np.full((b, h), _padding_row(catalog), dtype=np.int64),
-        history_flags=np.zeros((b, h, len(HISTORY_FLAGS)), dtype=np.float32),
-    )
+        candidates=retrieve(catalog, params, u[:, 2 * t + 1:], steps), history=history)
 
 
-def slate_utility(params: Params, catalog: Catalog, state: State, items: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Position-free utility (B, k) of showing ``items`` (B, k) and the interest affinity (B, k)."""
+def _preference(params: Params, state: State) -> np.ndarray:
+    """(B, T+3, 1) weights so that ``item_features @ preference`` is the position-free utility
+    ``beta <interest, e> - phi <fatigue, e> + gamma appeal``."""
     t = params.num_topics
-    feats = catalog.features[items]
-    topic = feats[..., :t]
-    affinity = np.matmul(topic, state.interest[:, :, None])[..., 0]
-    utility = np.float32(params.affinity_weight) * affinity
-    utility += np.float32(params.appeal_weight) * feats[..., t]
+    pref = np.zeros((state.batch_size, t + 3, 1), dtype=np.float32)
+    np.multiply(state.interest, np.float32(params.affinity_weight), out=pref[:, :t, 0])
     if params.fatigue_weight and params.fatigue_gain:
-        utility -= np.float32(params.fatigue_weight) * np.matmul(topic, state.fatigue[:, :, None])[
-            ..., 0]
-    return utility, affinity
+        pref[:, :t, 0] -= np.float32(params.fatigue_weight) * state.fatigue
+    pref[:, t, 0] = params.appeal_weight
+    return pref
 
 
-def conversion_probability(params: Params, catalog: Catalog, affinity: np.ndarray,
-                           items: np.ndarray) -> np.ndarray:
-    """P(convert | click) for clicked ``items`` given their interest ``affinity``."""
-    logit = (params.conversion_bias + params.conversion_affinity * affinity
-             + params.conversion_quality * catalog.quality[items]
-             - params.conversion_price * catalog.price_feature[items])
-    return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+def slate_utility(params: Params, catalog: Catalog, state: State, items: np.ndarray) -> np.ndarray:
+    """Position-free utility (B, k) of showing ``items`` (B, k) to each user."""
+    feats = np.take(catalog.features, items, axis=0)
+    return np.matmul(feats, _preference(params, state))[..., 0]
+
+
+def conversion_probability(params: Params, catalog: Catalog, state: State, items: np.ndarray
+                           ) -> np.ndarray:
+    """P(convert | click) (B, J) for ``items`` (B, J)."""
+    topic = np.take(catalog.topics, items, axis=0)
+    affinity = np.matmul(topic, state.interest[:, :, None])[..., 0]
+    logit = np.take(catalog.hidden[:, 0], items) + np.float32(params.conversion_affinity) * affinity
+    return 1.0 / (1.0 + np.exp(-logit))
 
 
 def step(params: Params, catalog: Catalog, state: State, slate: np.ndarray
@@ -153,87 +172,86 @@ def step(params: Params, catalog: Catalog, state: State, slate: np.ndarray
     The slate is assumed valid (the env shells validate it). Returns the new state and the
     per-user outcome; ``state`` is not modified.
     """
-    b, t_dim, k = state.batch_size, params.num_topics, slate.shape[1]
-    m = params.num_candidates
-    rows = np.arange(b)
-    items = np.take_along_axis(state.candidates, slate, axis=1)
+    b, n_topics, k = state.batch_size, params.num_topics, slate.shape[1]
+    items = _gather_rows(state.candidates, slate)
 
     # --- choice ------------------------------------------------------------------------
-    utility, affinity = slate_utility(params, catalog, state, items)
-    probs = choice_probabilities(utility, params)
-    noise_cols = t_dim if params.interest_noise > 0 else 0
-    u = rng.uniforms(rng.step_keys(state.key, state.t, rng.SALT_STEP), 4 + noise_cols + m)
+    probs = choice_probabilities(slate_utility(params, catalog, state, items), params)
+    noise_cols = n_topics if params.interest_noise > 0 else 0
+    u = rng.uniforms(state.stream, 4 + noise_cols + params.num_candidates, rng.SALT_STEP)
     position = sample_choice(probs, u[:, 0])
     click = position < k
     shown = np.minimum(position, k - 1)
-    clicked_item = items[rows, shown]
-    clicked_affinity = affinity[rows, shown]
+    chosen = _gather_rows(items, shown[:, None])  # (B, 1): clicked item, or the first one shown
+    logged = np.where(click[:, None], chosen, items[:, :1])[:, 0]
 
     # --- conversion and reward ----------------------------------------------------------
-    p_convert = conversion_probability(params, catalog, clicked_affinity, clicked_item)
-    conversion = click & (u[:, 1] < p_convert)
-    price = catalog.price[clicked_item]
-    revenue = np.where(conversion, price, np.float32(0.0))
-    conv_value = revenue if params.reward_mode == "revenue" else conversion
-    reward = (np.float32(params.click_weight) * click
-              + np.float32(params.conversion_weight) * conv_value).astype(np.float32)
+    item_feats = np.take(catalog.features, logged, axis=0)  # (B, T+3)
+    topic = item_feats[:, :n_topics]
+    conv_base, quality, price = np.take(catalog.hidden, logged, axis=0).T
+    affinity = np.einsum("bt,bt->b", topic, state.interest)
+    p_convert = 1.0 / (1.0 + np.exp(-(conv_base + np.float32(params.conversion_affinity) * affinity)))
+    conversion = (u[:, 1] < p_convert) & click
+    revenue = price * conversion
+    reward = np.float32(params.click_weight) * click
+    reward += np.float32(params.conversion_weight) * (
+        revenue if params.reward_mode == "revenue" else conversion)
 
     # --- satisfaction, fatigue, interest -------------------------------------------------
-    quality = catalog.quality[clicked_item]
-    satisfaction = np.where(
-        click, state.satisfaction + np.float32(params.satisfaction_rate) * (quality - state.satisfaction),
-        state.satisfaction * np.float32(1.0 - params.no_click_penalty))
-    topic = catalog.topics[clicked_item] * click[:, None]  # zero row when nothing was clicked
+    s = state.satisfaction
+    rate = np.float32(params.satisfaction_rate)
+    satisfaction = np.where(click, s + rate * (quality - s), s * np.float32(1 - params.no_click_penalty))
+    clicked_topic = topic * click[:, None]  # zero row when nothing was clicked
     fatigue = state.fatigue
     if params.fatigue_gain or params.fatigue_decay:
         fatigue = fatigue * np.float32(1.0 - params.fatigue_decay)
-        fatigue += np.float32(params.fatigue_gain) * topic * (1.0 - fatigue)
+        fatigue += np.float32(params.fatigue_gain) * clicked_topic * (1.0 - fatigue)
     interest = state.interest
     if params.interest_update_rate:
-        direction = (2.0 * quality - 1.0) * np.float32(params.interest_update_rate)
-        interest = interest + direction[:, None] * topic * (1.0 - np.abs(interest))
+        direction = (quality - np.float32(0.5)) * np.float32(2.0 * params.interest_update_rate)
+        interest = interest + direction[:, None] * clicked_topic * (1.0 - np.abs(interest))
     if params.interest_reversion:
         interest = interest + np.float32(params.interest_reversion) * (state.base_interest - interest)
     if noise_cols:
-        interest = interest + (np.float32(params.interest_noise) * _SQRT12) * (
-            u[:, 4:4 + noise_cols] - np.float32(0.5))
-        interest = np.clip(interest, -1.0, 1.0)
-    base, declared = state.base_interest, state.declared
+        noise = u[:, 4:4 + noise_cols] - np.float32(0.5)
+        noise *= np.float32(params.interest_noise) * _SQRT12
+        interest = np.clip(interest + noise, -1.0, 1.0)
+    base = state.base_interest
     if params.regime_shift_prob:
-        shifted = u[:, 3] < params.regime_shift_prob
-        if shifted.any():
-            idx = np.flatnonzero(shifted)
-            new_u = rng.uniforms(rng.step_keys(state.key[idx], state.t[idx], rng.SALT_REGIME),
-                                 2 * t_dim)
-            new_base, _ = _profiles(params, new_u)
+        shifted = np.flatnonzero(u[:, 3] < params.regime_shift_prob)
+        if shifted.size:
+            new_base, _ = _profiles(params, rng.uniforms(state.stream[shifted], 2 * n_topics,
+                                                         rng.SALT_REGIME))
             base = base.copy()
-            base[idx] = new_base
-            interest = interest.copy() if interest is state.interest else interest
-            interest[idx] = new_base
+            base[shifted] = new_base
+            interest = interest.copy()
+            interest[shifted] = new_base
 
     # --- episode end ----------------------------------------------------------------------
     steps = state.t + 1
-    churn_p = params.churn_base + params.churn_scale * np.square(1.0 - satisfaction)
+    churn_p = np.float32(params.churn_scale) * np.square(1.0 - satisfaction)
+    churn_p += np.float32(params.churn_base)
     terminated = u[:, 2] < churn_p
-    truncated = (steps >= params.max_steps) & ~terminated
-    end_reason = (terminated * END_CHURN + truncated * END_MAX_STEPS).astype(np.int8)
+    truncated = steps >= params.max_steps
+    truncated &= ~terminated
+    end_reason = terminated.astype(np.int8)
+    end_reason[truncated] = END_MAX_STEPS
 
     # --- history and next candidates -----------------------------------------------------
-    logged = np.where(click, clicked_item, items[:, 0])
-    flags = np.empty((b, 1, len(HISTORY_FLAGS)), dtype=np.float32)
-    flags[:, 0, 0], flags[:, 0, 1], flags[:, 0, 2] = click, conversion, 1.0
-    history_items = np.concatenate([state.history_items[:, 1:], logged[:, None]], axis=1)
-    history_flags = np.concatenate([state.history_flags[:, 1:], flags], axis=1)
+    entry = np.empty((b, 1, state.history.shape[2]), dtype=np.float32)
+    entry[:, 0, : n_topics + 3] = item_feats
+    entry[:, 0, n_topics + 3] = click
+    entry[:, 0, n_topics + 4] = conversion
+    entry[:, 0, n_topics + 5] = 1.0
+    history = np.concatenate([state.history[:, 1:], entry], axis=1)
     candidates = retrieve(catalog, params, u[:, 4 + noise_cols:], steps)
 
-    new_state = replace(state, t=steps, interest=interest, base_interest=base, declared=declared,
-                        fatigue=fatigue, satisfaction=satisfaction.astype(np.float32),
-                        candidates=candidates, history_items=history_items,
-                        history_flags=history_flags)
-    result = StepResult(reward=reward, click=click, conversion=conversion,
-                        revenue=revenue.astype(np.float32),
+    new_state = State(key=state.key, stream=state.stream + rng.WEYL32, t=steps, interest=interest,
+                      base_interest=base, declared=state.declared, fatigue=fatigue,
+                      satisfaction=satisfaction, candidates=candidates, history=history)
+    result = StepResult(reward=reward, click=click, conversion=conversion, revenue=revenue,
                         position=np.where(click, position, -1),
-                        item=np.where(click, clicked_item, -1), choice_probs=probs,
+                        item=np.where(click, logged, -1), choice_probs=probs,
                         terminated=terminated, truncated=truncated, end_reason=end_reason)
     return new_state, result
 
@@ -261,9 +279,8 @@ def observation_shapes(params: Params) -> dict[str, tuple[tuple[int, ...], float
     return shapes
 
 
-def observe(params: Params, catalog: Catalog, state: State,
-            out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Observation dict with a leading batch axis, written into ``out`` when given.
+def observe(params: Params, catalog: Catalog, state: State) -> dict[str, np.ndarray]:
+    """Observation dict with a leading batch axis. Every array is new (safe to keep).
 
     * ``candidates`` (m, T+3): topic vector, appeal, price feature, observed popularity.
     * ``history`` (H, T+6): the last H interactions, oldest first: the clicked item (or, on a
@@ -272,25 +289,17 @@ def observe(params: Params, catalog: Catalog, state: State,
       drift), then the episode progress ``t / max_steps``.
     * with ``observe_latent``: ``interest``, ``fatigue``, ``satisfaction``, ``candidate_quality``.
     """
-    b = state.batch_size
-    if out is None:
-        out = {key: np.empty((b,) + shape, dtype=np.float32)
-               for key, (shape, _, _) in observation_shapes(params).items()}
-    item_dim = catalog.features.shape[1]
-    cand = out["candidates"]
-    np.take(catalog.features, state.candidates, axis=0, out=cand)
+    cand = np.take(catalog.features, state.candidates, axis=0)
     ramp = candidate_popularity_ramp(catalog, params, state.candidates, state.t)
     if ramp is not None:
-        cand[..., item_dim - 1] *= ramp
-    hist = out["history"]
-    hist[..., :item_dim] = catalog.features[state.history_items]
-    hist[..., item_dim:] = state.history_flags
-    user = out["user"]
+        cand[..., -1] *= ramp
+    user = np.empty((state.batch_size, params.num_topics + 1), dtype=np.float32)
     user[:, :-1] = state.declared
-    user[:, -1] = state.t / np.float32(params.max_steps)
+    user[:, -1] = state.t * np.float32(1.0 / params.max_steps)
+    obs = {"candidates": cand, "history": state.history.copy(), "user": user}
     if params.observe_latent:
-        out["interest"][:] = state.interest
-        out["fatigue"][:] = state.fatigue
-        out["satisfaction"][:, 0] = state.satisfaction
-        out["candidate_quality"][:] = catalog.quality[state.candidates]
-    return out
+        obs["interest"] = state.interest.copy()
+        obs["fatigue"] = state.fatigue.copy()
+        obs["satisfaction"] = state.satisfaction[:, None].copy()
+        obs["candidate_quality"] = np.take(catalog.quality, state.candidates)
+    return obs

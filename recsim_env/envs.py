@@ -13,7 +13,7 @@ from gymnasium.vector.utils import batch_space
 from recsim_env import core
 from recsim_env.params import Params
 from recsim_env.rng import seed_to_key
-from recsim_env.simulator import Simulator
+from recsim_env.simulator import make_simulator
 from recsim_env.spaces import Slate, validate_slates
 
 
@@ -88,19 +88,17 @@ class RecSimEnv(gym.Env):
                  render_mode: str | None = None, **overrides: Any):
         if render_mode is not None:
             raise ValueError(f"render_mode {render_mode!r} is not supported; use None")
-        self.sim = Simulator.from_preset(preset, params, **overrides)
+        self.sim = make_simulator(preset, params, **overrides)
         self.params = self.sim.params
         self.observation_space = self.sim.observation_space()
         self.action_space = Slate(self.params.num_candidates, self.params.slate_size)
-        self._buffers = self.sim.empty_observation(1)
         self._state: core.State | None = None
         self._done = False
         self._user_seed: int | None = None
         self._episode = 0
 
     def _obs(self) -> dict[str, np.ndarray]:
-        out = self.sim.observe(self._state, self._buffers)
-        return {key: value[0].copy() for key, value in out.items()}
+        return {key: value[0] for key, value in self.sim.observe(self._state).items()}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -131,7 +129,7 @@ class RecSimEnv(gym.Env):
             "click": bool(result.click[0]), "conversion": bool(result.conversion[0]),
             "revenue": float(result.revenue[0]), "position": int(result.position[0]),
             "item": int(result.item[0]), "choice_probs": result.choice_probs[0],
-            "end_reason": core.END_REASONS[result.end_reason[0]],
+            "end_reason": self.sim.end_reasons[result.end_reason[0]],
         }
         return self._obs(), float(result.reward[0]), terminated, truncated, info
 
@@ -157,14 +155,13 @@ class RecSimVectorEnv(VectorEnv):
     resets at once; the last observation is in ``info["final_obs"]`` rows where
     ``info["_final_obs"]``) or ``DISABLED`` (use ``reset(options={"reset_mask": mask})``).
 
-    ``copy=False`` returns the env's internal observation buffers (overwritten next step):
-    faster, for trainers that copy observations themselves.
+    Observations are new arrays every step: keeping or modifying them is safe.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
     def __init__(self, num_envs: int = 1, preset: str = "default", params: Params | None = None,
-                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, copy: bool = True,
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
                  render_mode: str | None = None, **overrides: Any):
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
@@ -172,16 +169,13 @@ class RecSimVectorEnv(VectorEnv):
             raise ValueError(f"render_mode {render_mode!r} is not supported; use None")
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
-        self.sim = Simulator.from_preset(preset, params, **overrides)
+        self.sim = make_simulator(preset, params, **overrides)
         self.params = self.sim.params
         self.num_envs = num_envs
-        self.copy = copy
         self.single_observation_space = self.sim.observation_space()
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.single_action_space = Slate(self.params.num_candidates, self.params.slate_size)
         self.action_space = Slate(self.params.num_candidates, self.params.slate_size, num_envs)
-        self._buffers = self.sim.empty_observation(num_envs)
-        self._final_buffers: dict[str, np.ndarray] | None = None
         self._state: core.State | None = None
         self._seeds = np.zeros(num_envs, dtype=np.uint64)
         self._episodes = np.zeros(num_envs, dtype=np.uint64)
@@ -194,19 +188,12 @@ class RecSimVectorEnv(VectorEnv):
         return seed_to_key(self._seeds[index], self._episodes[index])
 
     def _obs(self) -> dict[str, np.ndarray]:
-        out = self.sim.observe(self._state, self._buffers)
-        return {key: value.copy() for key, value in out.items()} if self.copy else out
+        return self.sim.observe(self._state)
 
     def _reset_slots(self, index: np.ndarray) -> None:
         """Start the next episode in slots ``index`` (in place on the env's own state)."""
         self._episodes[index] += np.uint64(1)
-        fresh = self.sim.reset(self._keys(index))
-        for name in core.State.__dataclass_fields__:
-            target = getattr(self._state, name)
-            if not target.flags.writeable or target is getattr(fresh, name):
-                target = target.copy()
-                object.__setattr__(self._state, name, target)
-            target[index] = getattr(fresh, name)
+        self._state.assign(index, self.sim.reset(self._keys(index)))
         self._ended[index] = False
 
     def reset(self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
@@ -262,7 +249,7 @@ class RecSimVectorEnv(VectorEnv):
         self._ended = ended
         if self.autoreset_mode == AutoresetMode.SAME_STEP and ended.any():
             index = np.flatnonzero(ended)
-            info["final_obs"] = {k: v.copy() for k, v in self.sim.observe(self._state).items()}
+            info["final_obs"] = self.sim.observe(self._state)
             info["_final_obs"] = ended.copy()
             self._reset_slots(index)
         return self._obs(), reward, terminated, truncated, info

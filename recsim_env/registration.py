@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from recsim_env.presets import preset_names
+from recsim_env.simulator import all_preset_names
 
 _ENTRY = "recsim_env.envs:RecSimEnv"
 _VECTOR_ENTRY = "recsim_env.envs:RecSimVectorEnv"
@@ -12,7 +12,7 @@ _VECTOR_ENTRY = "recsim_env.envs:RecSimVectorEnv"
 
 def env_ids() -> list[str]:
     """Registered ids: ``recsim/RecSim-v0`` and ``recsim/<preset>-v0`` for each preset."""
-    return ["recsim/RecSim-v0"] + [f"recsim/{name}-v0" for name in preset_names()]
+    return ["recsim/RecSim-v0"] + [f"recsim/{name}-v0" for name in all_preset_names()]
 
 
 def register_envs() -> None:

@@ -10,8 +10,10 @@ users in a handful of vectorised numpy operations.
 * ``seed_to_key(seed, episode)`` - the 64-bit key of one user episode. A single env reset with
   seed ``s`` and the vector env's slot ``b`` reset with seed ``s + b`` (Gymnasium's convention)
   get the same key, so their trajectories are identical.
-* ``step_keys(keys, t, salt)`` - a 32-bit key per user for step ``t`` and purpose ``salt``.
-* ``uniforms(step_keys, n)`` - ``(B, n)`` float32 uniforms in [0, 1) with 24-bit resolution.
+* ``stream_start(keys)`` - a 32-bit counter per user, advanced by ``WEYL32`` every step, so at
+  step ``t`` it is ``start + t * WEYL32``.
+* ``uniforms(stream, n, salt)`` - ``(B, n)`` float32 uniforms in [0, 1) with 24-bit resolution
+  for purpose ``salt`` (reset, step, regime shift) at the users' current counters.
 
 The hashes are SplitMix64's finaliser (64-bit) and Chris Wellons' ``lowbias32`` (32-bit).
 """
@@ -66,24 +68,30 @@ def seed_to_key(seed: int | np.ndarray, episode: int | np.ndarray = 0) -> np.nda
         return mix64(mix64(seed + _GOLDEN64) + episode * _GOLDEN64)
 
 
-def step_keys(keys: np.ndarray, t: np.ndarray | int, salt: int) -> np.ndarray:
-    """32-bit per-user keys for step ``t`` (scalar or per user) and purpose ``salt``."""
-    t = np.asarray(t, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        mixed = mix64(keys + (t * np.uint64(0x100000001B3) + np.uint64(salt)) * _GOLDEN64)
-    return (mixed >> _S32).astype(np.uint32)
+#: Increment of a user's 32-bit stream counter per step (a Weyl sequence).
+WEYL32 = np.uint32(0x9E3779B9)
+
+
+def stream_start(keys: np.ndarray) -> np.ndarray:
+    """Initial 32-bit stream counters (B,) uint32 of episode keys (B,) uint64."""
+    return (mix64(keys) >> _S32).astype(np.uint32)
 
 
 @lru_cache(maxsize=64)
-def _column_codes(n: int) -> np.ndarray:
-    codes = hash32(np.arange(n, dtype=np.uint32) * np.uint32(0x9E3779B9) + np.uint32(0x632BE5AB))
+def _column_codes(n: int, salt: int) -> np.ndarray:
+    salt_code = np.uint32((salt * 0x632BE5AB) % 2**32)
+    codes = hash32(np.arange(n, dtype=np.uint32) * np.uint32(0x85EBCA6B) + salt_code)
     codes.setflags(write=False)
     return codes
 
 
-def uniforms(keys32: np.ndarray, n: int) -> np.ndarray:
-    """``(B, n)`` independent uniforms in [0, 1) for per-user 32-bit keys ``keys32`` (B,)."""
-    x = keys32[:, None] ^ _column_codes(n)[None, :]
+def uniforms(stream: np.ndarray, n: int, salt: int) -> np.ndarray:
+    """``(B, n)`` uniforms in [0, 1) for the users' current stream counters (B,) uint32.
+
+    Entry ``(b, j)`` is ``lowbias32(stream_b XOR code(j, salt))`` scaled to 24 bits: a function
+    of that user's key, step and ``(j, salt)`` only.
+    """
+    x = stream[:, None] ^ _column_codes(n, salt)
     hash32(x)
     x >>= _S8
     out = x.astype(np.float32)

@@ -7,6 +7,7 @@ another simulator) plugs in by subclassing it and overriding those methods.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -16,7 +17,7 @@ from gymnasium import spaces
 from recsim_env import core
 from recsim_env.catalog import Catalog, make_catalog
 from recsim_env.params import Params
-from recsim_env.presets import make_params
+from recsim_env.presets import make_params, preset_names
 
 
 @lru_cache(maxsize=16)
@@ -38,6 +39,11 @@ class Simulator:
         """Build from a preset name (or explicit ``params``) and keyword overrides."""
         return cls(make_params(preset, params, **overrides))
 
+    @property
+    def end_reasons(self) -> tuple[str, ...]:
+        """Names of ``StepResult.end_reason`` codes."""
+        return core.END_REASONS
+
     def reset(self, keys: np.ndarray) -> core.State:
         """New users for episode keys ``keys`` (B,) uint64."""
         return core.reset(self.params, self.catalog, keys)
@@ -46,10 +52,9 @@ class Simulator:
         """One step for every user (``slates`` already validated)."""
         return core.step(self.params, self.catalog, state, slates)
 
-    def observe(self, state: core.State, out: dict[str, np.ndarray] | None = None
-                ) -> dict[str, np.ndarray]:
-        """Batched observation dict (written into ``out`` when given)."""
-        return core.observe(self.params, self.catalog, state, out)
+    def observe(self, state: core.State) -> dict[str, np.ndarray]:
+        """Batched observation dict (new arrays)."""
+        return core.observe(self.params, self.catalog, state)
 
     def observation_space(self) -> spaces.Dict:
         """Per-user observation space."""
@@ -57,7 +62,25 @@ class Simulator:
             key: spaces.Box(low, high, shape=shape, dtype=np.float32)
             for key, (shape, low, high) in core.observation_shapes(self.params).items()})
 
-    def empty_observation(self, batch_size: int) -> dict[str, np.ndarray]:
-        """Preallocated observation buffers for ``batch_size`` users."""
-        return {key: np.zeros((batch_size,) + shape, dtype=np.float32)
-                for key, (shape, _, _) in core.observation_shapes(self.params).items()}
+
+#: Presets backed by another world model: name -> (description, factory). A factory is called
+#: as ``factory(params=None, **overrides)`` and returns a :class:`Simulator` subclass instance.
+WORLD_MODELS: dict[str, tuple[str, Callable[..., Simulator]]] = {}
+
+
+def register_world_model(name: str, description: str, factory: Callable[..., Simulator]) -> None:
+    """Make ``name`` a preset backed by ``factory`` (see :data:`WORLD_MODELS`)."""
+    WORLD_MODELS[name] = (description, factory)
+
+
+def make_simulator(preset: str = "default", params: Any = None, **overrides: Any) -> Simulator:
+    """The simulator of ``preset``: a world-model preset, or the default world with a
+    :data:`~recsim_env.presets.PRESETS` entry's overrides."""
+    if preset in WORLD_MODELS:
+        return WORLD_MODELS[preset][1](params=params, **overrides)
+    return Simulator.from_preset(preset, params, **overrides)
+
+
+def all_preset_names() -> list[str]:
+    """Every preset: the default world's presets, then the world-model presets."""
+    return preset_names() + [name for name in WORLD_MODELS if name not in preset_names()]

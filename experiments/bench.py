@@ -1,0 +1,170 @@
+"""Throughput benchmarks.
+
+``python -m experiments.bench env`` measures user-steps per second of the single env (through
+``gymnasium.make``, wrappers included) and of the native vector env at several batch sizes,
+with random valid slates, plus each configuration's peak resident memory (every configuration
+runs in its own subprocess, so peaks do not mix). It also times a plain copy of the same
+observation bytes: the memory-bandwidth floor of producing those observations. Prints a
+table and writes JSON.
+
+Figures are only comparable within one run (shared, noisy machines): compare ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_BATCH_SIZES = (1, 64, 1024, 4096)
+
+
+def _slate_pool(rng: np.random.Generator, m: int, k: int, batch: int | None, n: int) -> list:
+    shape = (n,) if batch is None else (n, batch)
+    pool = np.argsort(rng.random(shape + (m,)), axis=-1)[..., :k].astype(np.int64)
+    return list(pool)
+
+
+def measure(preset: str, mode: str, batch_size: int, seconds: float, seed: int = 0) -> dict[str, Any]:
+    """Steps/s of one configuration in this process (``mode`` = 'single' or 'vector')."""
+    import gymnasium as gym
+
+    import recsim_env  # noqa: F401  (registers the ids)
+
+    env_id = f"recsim/{preset}-v0"
+    rng = np.random.default_rng(seed)
+    if mode == "single":
+        env = gym.make(env_id)
+        params = env.unwrapped.params
+        pool = _slate_pool(rng, params.num_candidates, params.slate_size, None, 1024)
+        env.reset(seed=seed)
+        step = env.step
+
+        def run(n: int) -> None:
+            for i in range(n):
+                _, _, terminated, truncated, _ = step(pool[i % 1024])
+                if terminated or truncated:
+                    env.reset()
+        users = 1
+    else:
+        env = gym.make_vec(env_id, num_envs=batch_size)
+        params = env.unwrapped.params if hasattr(env, "unwrapped") else env.params
+        pool = _slate_pool(rng, params.num_candidates, params.slate_size, batch_size, 8)
+        env.reset(seed=seed)
+
+        def run(n: int) -> None:
+            for i in range(n):
+                env.step(pool[i % 8])
+        users = batch_size
+
+    run(3)  # warm-up
+    n, elapsed = 1, 0.0
+    while elapsed < seconds:  # grow the step count until one timed run lasts long enough
+        n = max(2 * n, int(n * seconds / max(elapsed, 1e-9)) if elapsed > 0.05 else 2 * n)
+        start = time.perf_counter()
+        run(n)
+        elapsed = time.perf_counter() - start
+    steps_per_s = n * users / elapsed
+    obs = env.reset(seed=seed)[0]
+    obs_bytes = int(sum(v.nbytes for v in obs.values())) * (batch_size if mode == "single" else 1)
+    floor = _copy_floor(obs_bytes)
+    return {
+        "preset": preset, "mode": mode, "batch_size": batch_size,
+        "user_steps_per_s": steps_per_s, "seconds": elapsed, "steps": n * users,
+        "obs_bytes_per_step": obs_bytes,
+        "copy_floor_user_steps_per_s": users / floor if mode != "single" else None,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _copy_floor(nbytes: int) -> float:
+    """Seconds to copy ``nbytes`` once (best of several): the observation bandwidth floor."""
+    src = np.ones(max(nbytes // 4, 1), dtype=np.float32)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(20):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_env(presets: list[str], batch_sizes: list[int], seconds: float, out: Path) -> list[dict]:
+    """Run every configuration in its own subprocess; print a table and write JSON to ``out``."""
+    configs = [(p, "single", 1) for p in presets] + [
+        (p, "vector", b) for p in presets for b in batch_sizes]
+    rows = []
+    try:
+        from tqdm import tqdm
+        iterator = tqdm(configs, desc="bench env", unit="config", file=sys.stderr)
+    except ImportError:  # pragma: no cover
+        iterator = configs
+    for preset, mode, batch in iterator:
+        cmd = [sys.executable, "-m", "experiments.bench", "_one", preset, mode, str(batch),
+               str(seconds)]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"benchmark {preset}/{mode}/B={batch} failed:\n{result.stderr}")
+        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    print(format_table(rows))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": "env", "python": platform.python_version(),
+               "machine": platform.machine(), "processor": platform.processor(),
+               "numpy": np.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "rows": rows}
+    out.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {out}")
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """Plain-text table of benchmark rows."""
+    head = (f"{'preset':<12} {'env':<22} {'user-steps/s':>14} {'copy floor/s':>14} "
+            f"{'peak RSS MiB':>13}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        env = "gymnasium.make" if r["mode"] == "single" else f"vector B={r['batch_size']}"
+        floor = r["copy_floor_user_steps_per_s"]
+        lines.append(f"{r['preset']:<12} {env:<22} {r['user_steps_per_s']:>14,.0f} "
+                     f"{(f'{floor:,.0f}' if floor else '-'):>14} {r['peak_rss_mib']:>13.0f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point (``python -m experiments.bench --help``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_one"]:  # internal: one configuration, JSON on stdout
+        preset, mode, batch, seconds = argv[1], argv[2], int(argv[3]), float(argv[4])
+        print(json.dumps(measure(preset, mode, batch, seconds)))
+        return
+    import recsim_env
+
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    env = sub.add_parser("env", help="env throughput (user-steps/s) and peak memory")
+    env.add_argument("--presets", nargs="+", default=["default"],
+                     choices=recsim_env.preset_names(), help="presets to measure (default: default)")
+    env.add_argument("--batch-sizes", nargs="+", type=int, default=list(DEFAULT_BATCH_SIZES),
+                     help="vector env batch sizes (default: 1 64 1024 4096)")
+    env.add_argument("--seconds", type=float, default=2.0,
+                     help="minimum timed seconds per configuration (default: 2)")
+    env.add_argument("--out", type=Path, default=Path("bench_results/env.json"),
+                     help="JSON output path (default: bench_results/env.json)")
+    args = parser.parse_args(argv)
+    if any(b < 1 for b in args.batch_sizes):
+        parser.error(f"--batch-sizes must be >= 1, got {args.batch_sizes}")
+    if args.seconds <= 0:
+        parser.error(f"--seconds must be > 0, got {args.seconds}")
+    bench_env(args.presets, args.batch_sizes, args.seconds, args.out)
+
+
+if __name__ == "__main__":
+    main()
