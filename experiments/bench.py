@@ -144,14 +144,14 @@ def main(argv: list[str] | None = None) -> None:
         preset, mode, batch, seconds = argv[1], argv[2], int(argv[3]), float(argv[4])
         print(json.dumps(measure(preset, mode, batch, seconds)))
         return
-    import recsim_env
+    from recsim_env.simulator import all_preset_names
 
     parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     env = sub.add_parser("env", help="env throughput (user-steps/s) and peak memory")
     env.add_argument("--presets", nargs="+", default=["default"],
-                     choices=recsim_env.preset_names(), help="presets to measure (default: default)")
+                     choices=all_preset_names(), help="presets to measure (default: default)")
     env.add_argument("--batch-sizes", nargs="+", type=int, default=list(DEFAULT_BATCH_SIZES),
                      help="vector env batch sizes (default: 1 64 1024 4096)")
     env.add_argument("--seconds", type=float, default=2.0,

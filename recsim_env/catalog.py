@@ -33,7 +33,7 @@ from recsim_env.params import Params
 ITEM_SCALAR_FEATURES = ("appeal", "price", "popularity")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Catalog:
     """Arrays describing every item (rows = item ids; see module docstring)."""
 

@@ -6,7 +6,8 @@ Everything the Gymnasium and SB3 shells do is a view of these three functions. T
 state. Randomness comes only from each user's episode key (see :mod:`recsim_env.rng`), so user
 ``b``'s trajectory depends on its key and the slates shown to it, and on nothing else.
 
-Dynamics of one step, for every user at once (``e`` = topic vector, ``q`` = quality):
+Dynamics of one step, for every user at once (``e`` = topic vector, ``q`` = quality; the
+arithmetic runs in the compiled :mod:`recsim_env.kernel`):
 
 1. utility ``u_j = beta <interest, e_j> + gamma appeal_j - phi <fatigue, e_j>``; the choice model
    turns the slate's utilities into click probabilities per position plus no-click.
@@ -22,13 +23,11 @@ Dynamics of one step, for every user at once (``e`` = topic vector, ``q`` = qual
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from functools import lru_cache
 
 import numpy as np
 
-from recsim_env import rng
+from recsim_env import kernel, rng
 from recsim_env.catalog import Catalog, candidate_popularity_ramp, retrieve
-from recsim_env.choice import choice_probabilities, sample_choice
 from recsim_env.params import Params
 
 #: ``StepResult.end_reason`` codes.
@@ -98,19 +97,6 @@ class StepResult:
     end_reason: np.ndarray  #: int8 code into END_REASONS
 
 
-@lru_cache(maxsize=64)
-def _offsets(b: int, width: int) -> np.ndarray:
-    """Flat-index offsets ``row * width`` (B, 1) for gathering one entry per row."""
-    offsets = (np.arange(b, dtype=np.int64) * width)[:, None]
-    offsets.setflags(write=False)
-    return offsets
-
-
-def _gather_rows(table: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """``table[b, index[b, j]]`` for a (B, W) table and (B, J) index (a flat ``np.take``)."""
-    return np.take(table, index + _offsets(*table.shape[:2]))
-
-
 def _profiles(params: Params, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Base interest profiles and declared multi-hot from uniforms ``u`` (B, 2T)."""
     t = params.num_topics
@@ -138,31 +124,22 @@ def reset(params: Params, catalog: Catalog, keys: np.ndarray) -> State:
         candidates=retrieve(catalog, params, u[:, 2 * t + 1:], steps), history=history)
 
 
-def _preference(params: Params, state: State) -> np.ndarray:
-    """(B, T+3, 1) weights so that ``item_features @ preference`` is the position-free utility
-    ``beta <interest, e> - phi <fatigue, e> + gamma appeal``."""
-    t = params.num_topics
-    pref = np.zeros((state.batch_size, t + 3, 1), dtype=np.float32)
-    np.multiply(state.interest, np.float32(params.affinity_weight), out=pref[:, :t, 0])
-    if params.fatigue_weight and params.fatigue_gain:
-        pref[:, :t, 0] -= np.float32(params.fatigue_weight) * state.fatigue
-    pref[:, t, 0] = params.appeal_weight
-    return pref
+_KERNEL_INPUTS: dict[tuple[int, int], tuple] = {}
 
 
-def slate_utility(params: Params, catalog: Catalog, state: State, items: np.ndarray) -> np.ndarray:
-    """Position-free utility (B, k) of showing ``items`` (B, k) to each user."""
-    feats = np.take(catalog.features, items, axis=0)
-    return np.matmul(feats, _preference(params, state))[..., 0]
-
-
-def conversion_probability(params: Params, catalog: Catalog, state: State, items: np.ndarray
-                           ) -> np.ndarray:
-    """P(convert | click) (B, J) for ``items`` (B, J)."""
-    topic = np.take(catalog.topics, items, axis=0)
-    affinity = np.matmul(topic, state.interest[:, :, None])[..., 0]
-    logit = np.take(catalog.hidden[:, 0], items) + np.float32(params.conversion_affinity) * affinity
-    return 1.0 / (1.0 + np.exp(-logit))
+def _kernel_inputs(params: Params, catalog: Catalog) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kernel constants for (params, catalog), cached by identity (hashing Params per step
+    would cost more than the step itself at B = 1)."""
+    cached = _KERNEL_INPUTS.get((id(params), id(catalog)))
+    if cached is not None and cached[0] is params and cached[1] is catalog:
+        return cached[2]
+    constants, flags = kernel.constants(params, catalog)
+    columns = 4 + int(flags[kernel.I_NOISE_COLS]) + params.num_candidates
+    codes = rng.column_codes(columns, rng.SALT_STEP).astype(np.uint64)
+    if len(_KERNEL_INPUTS) > 64:
+        _KERNEL_INPUTS.clear()
+    _KERNEL_INPUTS[(id(params), id(catalog))] = (params, catalog, (constants, flags, codes))
+    return constants, flags, codes
 
 
 def step(params: Params, catalog: Catalog, state: State, slate: np.ndarray
@@ -170,89 +147,30 @@ def step(params: Params, catalog: Catalog, state: State, slate: np.ndarray
     """Advance every user one step given ``slate`` (B, k) of distinct candidate positions.
 
     The slate is assumed valid (the env shells validate it). Returns the new state and the
-    per-user outcome; ``state`` is not modified.
+    per-user outcome; ``state`` is not modified. The per-user arithmetic runs in
+    :func:`recsim_env.kernel.step_kernel` (its docstring lists the equations).
     """
-    b, n_topics, k = state.batch_size, params.num_topics, slate.shape[1]
-    items = _gather_rows(state.candidates, slate)
-
-    # --- choice ------------------------------------------------------------------------
-    probs = choice_probabilities(slate_utility(params, catalog, state, items), params)
-    noise_cols = n_topics if params.interest_noise > 0 else 0
-    u = rng.uniforms(state.stream, 4 + noise_cols + params.num_candidates, rng.SALT_STEP)
-    position = sample_choice(probs, u[:, 0])
-    click = position < k
-    shown = np.minimum(position, k - 1)
-    chosen = _gather_rows(items, shown[:, None])  # (B, 1): clicked item, or the first one shown
-    logged = np.where(click[:, None], chosen, items[:, :1])[:, 0]
-
-    # --- conversion and reward ----------------------------------------------------------
-    item_feats = np.take(catalog.features, logged, axis=0)  # (B, T+3)
-    topic = item_feats[:, :n_topics]
-    conv_base, quality, price = np.take(catalog.hidden, logged, axis=0).T
-    affinity = np.einsum("bt,bt->b", topic, state.interest)
-    p_convert = 1.0 / (1.0 + np.exp(-(conv_base + np.float32(params.conversion_affinity) * affinity)))
-    conversion = (u[:, 1] < p_convert) & click
-    revenue = price * conversion
-    reward = np.float32(params.click_weight) * click
-    reward += np.float32(params.conversion_weight) * (
-        revenue if params.reward_mode == "revenue" else conversion)
-
-    # --- satisfaction, fatigue, interest -------------------------------------------------
-    s = state.satisfaction
-    rate = np.float32(params.satisfaction_rate)
-    satisfaction = np.where(click, s + rate * (quality - s), s * np.float32(1 - params.no_click_penalty))
-    clicked_topic = topic * click[:, None]  # zero row when nothing was clicked
-    fatigue = state.fatigue
-    if params.fatigue_gain or params.fatigue_decay:
-        fatigue = fatigue * np.float32(1.0 - params.fatigue_decay)
-        fatigue += np.float32(params.fatigue_gain) * clicked_topic * (1.0 - fatigue)
-    interest = state.interest
-    if params.interest_update_rate:
-        direction = (quality - np.float32(0.5)) * np.float32(2.0 * params.interest_update_rate)
-        interest = interest + direction[:, None] * clicked_topic * (1.0 - np.abs(interest))
-    if params.interest_reversion:
-        interest = interest + np.float32(params.interest_reversion) * (state.base_interest - interest)
-    if noise_cols:
-        noise = u[:, 4:4 + noise_cols] - np.float32(0.5)
-        noise *= np.float32(params.interest_noise) * _SQRT12
-        interest = np.clip(interest + noise, -1.0, 1.0)
+    constants, flags, codes = _kernel_inputs(params, catalog)
+    (interest, fatigue, satisfaction, candidates, history, reward, click, conversion, revenue,
+     position, item, probs, terminated, truncated, end_reason, shifted) = kernel.step_kernel(
+        catalog.features, catalog.hidden, catalog.retrieval_table, catalog.slot_phase, codes,
+        state.stream, state.t, state.interest, state.base_interest, state.fatigue,
+        state.satisfaction, state.candidates, state.history, slate, constants, flags)
     base = state.base_interest
-    if params.regime_shift_prob:
-        shifted = np.flatnonzero(u[:, 3] < params.regime_shift_prob)
-        if shifted.size:
-            new_base, _ = _profiles(params, rng.uniforms(state.stream[shifted], 2 * n_topics,
-                                                         rng.SALT_REGIME))
-            base = base.copy()
-            base[shifted] = new_base
-            interest = interest.copy()
-            interest[shifted] = new_base
-
-    # --- episode end ----------------------------------------------------------------------
-    steps = state.t + 1
-    churn_p = np.float32(params.churn_scale) * np.square(1.0 - satisfaction)
-    churn_p += np.float32(params.churn_base)
-    terminated = u[:, 2] < churn_p
-    truncated = steps >= params.max_steps
-    truncated &= ~terminated
-    end_reason = terminated.astype(np.int8)
-    end_reason[truncated] = END_MAX_STEPS
-
-    # --- history and next candidates -----------------------------------------------------
-    entry = np.empty((b, 1, state.history.shape[2]), dtype=np.float32)
-    entry[:, 0, : n_topics + 3] = item_feats
-    entry[:, 0, n_topics + 3] = click
-    entry[:, 0, n_topics + 4] = conversion
-    entry[:, 0, n_topics + 5] = 1.0
-    history = np.concatenate([state.history[:, 1:], entry], axis=1)
-    candidates = retrieve(catalog, params, u[:, 4 + noise_cols:], steps)
-
-    new_state = State(key=state.key, stream=state.stream + rng.WEYL32, t=steps, interest=interest,
-                      base_interest=base, declared=state.declared, fatigue=fatigue,
-                      satisfaction=satisfaction, candidates=candidates, history=history)
+    if params.regime_shift_prob and shifted.any():  # rare: redraw these users' profiles
+        index = np.flatnonzero(shifted)
+        new_base, _ = _profiles(params, rng.uniforms(state.stream[index], 2 * params.num_topics,
+                                                     rng.SALT_REGIME))
+        base = base.copy()
+        base[index] = new_base
+        interest[index] = new_base
+    new_state = State(key=state.key, stream=state.stream + rng.WEYL32, t=state.t + 1,
+                      interest=interest, base_interest=base, declared=state.declared,
+                      fatigue=fatigue, satisfaction=satisfaction, candidates=candidates,
+                      history=history)
     result = StepResult(reward=reward, click=click, conversion=conversion, revenue=revenue,
-                        position=np.where(click, position, -1),
-                        item=np.where(click, logged, -1), choice_probs=probs,
-                        terminated=terminated, truncated=truncated, end_reason=end_reason)
+                        position=position, item=item, choice_probs=probs, terminated=terminated,
+                        truncated=truncated, end_reason=end_reason)
     return new_state, result
 
 

@@ -78,7 +78,8 @@ def stream_start(keys: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def _column_codes(n: int, salt: int) -> np.ndarray:
+def column_codes(n: int, salt: int) -> np.ndarray:
+    """The per-column codes XOR-ed into a user's stream (read-only uint32 array)."""
     salt_code = np.uint32((salt * 0x632BE5AB) % 2**32)
     codes = hash32(np.arange(n, dtype=np.uint32) * np.uint32(0x85EBCA6B) + salt_code)
     codes.setflags(write=False)
@@ -91,7 +92,7 @@ def uniforms(stream: np.ndarray, n: int, salt: int) -> np.ndarray:
     Entry ``(b, j)`` is ``lowbias32(stream_b XOR code(j, salt))`` scaled to 24 bits: a function
     of that user's key, step and ``(j, salt)`` only.
     """
-    x = stream[:, None] ^ _column_codes(n, salt)
+    x = stream[:, None] ^ column_codes(n, salt)
     hash32(x)
     x >>= _S8
     out = x.astype(np.float32)

@@ -59,6 +59,11 @@ def validate_slates(action: Any, params: Params, batch_size: int | None) -> np.n
     repeat is replaced by the lowest-index candidate not yet in that slate.
     """
     m, k = params.num_candidates, params.slate_size
+    if batch_size is None and isinstance(action, np.ndarray) and action.shape == (k,) and (
+            action.dtype.kind in "iu"):  # fast path of the single env: plain Python on k ints
+        values = action.tolist()
+        if min(values) >= 0 and max(values) < m and len(set(values)) == k:
+            return action.astype(np.int64).reshape(1, k)
     expected = (k,) if batch_size is None else (batch_size, k)
     what = (f"a slate: {k} distinct integer candidate positions in [0, {m})" if batch_size is None
             else f"{batch_size} slates: an integer array of shape ({batch_size}, {k}) with "
