@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 
 def _f(default: Any, doc: str, low: float | None = None, high: float | None = None,
@@ -147,7 +150,7 @@ class Params:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            _check_field(f, getattr(self, f.name))
+            object.__setattr__(self, f.name, _check_field(f, getattr(self, f.name)))
         _check(self.slate_size <= self.num_candidates, "slate_size",
                f"must be <= num_candidates ({self.num_candidates}), got {self.slate_size}")
         _check(self.num_candidates <= self.num_items, "num_candidates",
@@ -158,6 +161,15 @@ class Params:
                f"must be > price_min ({self.price_min}), got {self.price_max}")
         _check(self.churn_base + self.churn_scale <= 1.0, "churn_scale",
                f"churn_base + churn_scale must be <= 1, got {self.churn_base + self.churn_scale}")
+        generations = 1
+        if self.item_lifetime > 0:
+            generations = -(-self.max_steps // self.item_lifetime) + 1
+        catalog_mib = self.num_items * generations * (self.num_topics + 6) * 4 / 2**20
+        _check(catalog_mib <= MAX_CATALOG_MIB, "num_items",
+               f"with num_topics={self.num_topics}, item_lifetime={self.item_lifetime} and "
+               f"max_steps={self.max_steps} gives a catalog of {catalog_mib:,.0f} MiB "
+               f"({self.num_items * generations:,} items); the limit is {MAX_CATALOG_MIB} MiB: "
+               "use fewer items or topics, or a longer item_lifetime")
 
     def replace(self, **overrides: Any) -> Params:
         """Return a copy with ``overrides``; unknown names raise ``ValueError`` listing valid ones."""
@@ -173,31 +185,41 @@ class Params:
         return float(self.click_weight + conv)
 
 
+#: Largest catalog (item features over all churn generations) a Params may ask for.
+MAX_CATALOG_MIB = 1024
+
+
 def _check(ok: bool, name: str, message: str) -> None:
     if not ok:
         raise ValueError(f"Params.{name} {message}")
 
 
-def _check_field(f: dataclasses.Field, value: Any) -> None:
+def _check_field(f: dataclasses.Field, value: Any) -> Any:
+    """Validate one field; return it as the plain Python type (numpy scalars are accepted)."""
     meta = f.metadata
     expected = f.type if isinstance(f.type, type) else {"int": int, "float": float, "bool": bool,
                                                        "str": str}[f.type]
     if expected is bool:
-        _check(isinstance(value, (bool,)), f.name, f"must be a bool, got {value!r}")
-        return
+        _check(isinstance(value, (bool, np.bool_)), f.name, f"must be a bool, got {value!r}")
+        return bool(value)
     if expected is str:
-        _check(value in meta["choices"], f.name, f"must be one of {meta['choices']}, got {value!r}")
-        return
+        _check(isinstance(value, str) and value in meta["choices"], f.name,
+               f"must be one of {meta['choices']}, got {value!r}")
+        return value
+    is_bool = isinstance(value, (bool, np.bool_))
     if expected is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        _check(ok, f.name, f"must be an int, got {value!r}")
+        _check(isinstance(value, numbers.Integral) and not is_bool, f.name,
+               f"must be an int, got {value!r}")
+        value = int(value)
     else:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = isinstance(value, numbers.Real) and not is_bool and math.isfinite(value)
         _check(ok, f.name, f"must be a finite number, got {value!r}")
+        value = float(value)
     low, high = meta["low"], meta["high"]
     bracket = "(" if meta["low_open"] else "["
     in_range = (value > low if meta["low_open"] else value >= low) and value <= high
-    _check(in_range, f.name, f"must be in {bracket}{low}, {high}], got {value!r}")
+    _check(in_range, f.name, f"must be in {bracket}{low:g}, {high:g}], got {value!r}")
+    return value
 
 
 def field_names() -> list[str]:
