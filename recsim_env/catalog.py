@@ -22,7 +22,6 @@ information.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -42,7 +41,7 @@ class Catalog:
     clickbait: np.ndarray  #: (R + 1,) bool
     # Row R (the last) is all zeros: the padding item of empty history entries.
     slot_phase: np.ndarray  #: (N,) int64 churn phase of each slot
-    retrieval_table: np.ndarray  #: (m, S) int64 inverse-CDF retrieval table per stratum
+    retrieval_table: np.ndarray  #: (m, S) int32 inverse-CDF retrieval table per stratum
     num_items: int
     num_topics: int
     generations: int
@@ -142,7 +141,7 @@ def _stratum_retrieval_tables(popularity: np.ndarray, params: Params) -> np.ndar
     retrieval distribution of stratum ``j`` (slots j, j+m, ...): the mixture
     ``share * popularity-weighted + (1 - share) * uniform``."""
     m, size = params.num_candidates, RETRIEVAL_TABLE_SIZE
-    table = np.empty((m, size), dtype=np.int64)
+    table = np.empty((m, size), dtype=np.int32)
     quantiles = (np.arange(size) + 0.5) / size
     for j in range(m):
         slots = np.arange(j, len(popularity), m)
@@ -151,23 +150,6 @@ def _stratum_retrieval_tables(popularity: np.ndarray, params: Params) -> np.ndar
         cdf = np.cumsum(mix)
         table[j] = slots[np.minimum(np.searchsorted(cdf / cdf[-1], quantiles), len(slots) - 1)]
     return table
-
-
-def retrieve(catalog: Catalog, params: Params, u: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Candidate item ids ``(B, m)`` from uniforms ``u`` (B, m) at user steps ``t`` (B,)."""
-    entry = (u * np.float32(RETRIEVAL_TABLE_SIZE)).astype(np.int64)
-    entry += _table_offsets(params.num_candidates)
-    slot = np.take(catalog.retrieval_table, entry)
-    if catalog.generations > 1:
-        generation = (t[:, None] + catalog.slot_phase[slot]) // params.item_lifetime
-        np.minimum(generation, catalog.generations - 1, out=generation)  # t past max_steps
-        slot += generation * catalog.num_items
-    return slot
-
-
-@lru_cache(maxsize=32)
-def _table_offsets(m: int) -> np.ndarray:
-    return np.arange(m, dtype=np.int64) * RETRIEVAL_TABLE_SIZE
 
 
 def candidate_popularity_ramp(catalog: Catalog, params: Params, items: np.ndarray,

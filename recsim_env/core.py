@@ -27,7 +27,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from recsim_env import kernel, rng
-from recsim_env.catalog import Catalog, candidate_popularity_ramp, retrieve
+from recsim_env.catalog import Catalog, candidate_popularity_ramp
 from recsim_env.params import Params
 
 #: ``StepResult.end_reason`` codes.
@@ -97,37 +97,45 @@ class StepResult:
     end_reason: np.ndarray  #: int8 code into END_REASONS
 
 
-def _profiles(params: Params, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Base interest profiles and declared multi-hot from uniforms ``u`` (B, 2T)."""
-    t = params.num_topics
-    favourite = np.argsort(u[:, :t], axis=1)[:, t - params.declared_topics:]
-    declared = np.zeros((u.shape[0], t), dtype=np.float32)
-    np.put_along_axis(declared, favourite, 1.0, axis=1)
-    base = np.where(declared > 0, 0.5 + 0.5 * u[:, t:], 0.8 * (u[:, t:] - 0.5)).astype(np.float32)
-    return base, declared
-
-
 def reset(params: Params, catalog: Catalog, keys: np.ndarray) -> State:
     """Fresh users for episode keys ``keys`` (B,) uint64."""
     b, t = keys.shape[0], params.num_topics
-    keys = keys.astype(np.uint64)
-    stream = rng.stream_start(keys)
-    u = rng.uniforms(stream, 2 * t + 1 + params.num_candidates, rng.SALT_RESET)
-    base, declared = _profiles(params, u[:, : 2 * t])
-    satisfaction = np.clip(params.initial_satisfaction + 0.2 * (u[:, 2 * t] - 0.5), 0.0, 1.0)
-    steps = np.zeros(b, dtype=np.int64)
-    history = np.zeros((b, params.history_length, t + 3 + len(HISTORY_FLAGS)), dtype=np.float32)
-    return State(
-        key=keys, stream=stream, t=steps, interest=base.copy(), base_interest=base,
-        declared=declared, fatigue=np.zeros((b, t), dtype=np.float32),
-        satisfaction=satisfaction.astype(np.float32),
-        candidates=retrieve(catalog, params, u[:, 2 * t + 1:], steps), history=history)
+    h_dim = t + 3 + len(HISTORY_FLAGS)
+    state = State(
+        key=keys.astype(np.uint64), stream=np.empty(b, np.uint32), t=np.empty(b, np.int64),
+        interest=np.empty((b, t), np.float32), base_interest=np.empty((b, t), np.float32),
+        declared=np.empty((b, t), np.float32), fatigue=np.empty((b, t), np.float32),
+        satisfaction=np.empty(b, np.float32),
+        candidates=np.empty((b, params.num_candidates), np.int64),
+        history=np.empty((b, params.history_length, h_dim), np.float32))
+    reset_into(params, catalog, state, np.arange(b), state.key)
+    return state
+
+
+def reset_into(params: Params, catalog: Catalog, state: State, index: np.ndarray,
+               keys: np.ndarray) -> None:
+    """Start new episodes with ``keys`` for users ``index`` of ``state``, IN PLACE.
+
+    For states you own (the env shells use it for autoreset); :func:`reset` is the pure form.
+    """
+    constants, flags, _, _ = _kernel_inputs(params, catalog)
+    codes = _reset_codes(params)
+    state.key[index] = keys
+    kernel.reset_kernel(np.asarray(index, dtype=np.int64), rng.stream_start(keys.astype(np.uint64)),
+                        codes, catalog.retrieval_table, catalog.slot_phase, constants, flags,
+                        state.stream, state.t, state.interest, state.base_interest, state.declared,
+                        state.fatigue, state.satisfaction, state.candidates, state.history)
+
+
+def _reset_codes(params: Params) -> np.ndarray:
+    n = 2 * params.num_topics + 1 + params.num_candidates
+    return rng.column_codes(n, rng.SALT_RESET).astype(np.uint64)
 
 
 _KERNEL_INPUTS: dict[tuple[int, int], tuple] = {}
 
 
-def _kernel_inputs(params: Params, catalog: Catalog) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _kernel_inputs(params: Params, catalog: Catalog) -> tuple[np.ndarray, ...]:
     """Kernel constants for (params, catalog), cached by identity (hashing Params per step
     would cost more than the step itself at B = 1)."""
     cached = _KERNEL_INPUTS.get((id(params), id(catalog)))
@@ -136,10 +144,12 @@ def _kernel_inputs(params: Params, catalog: Catalog) -> tuple[np.ndarray, np.nda
     constants, flags = kernel.constants(params, catalog)
     columns = 4 + int(flags[kernel.I_NOISE_COLS]) + params.num_candidates
     codes = rng.column_codes(columns, rng.SALT_STEP).astype(np.uint64)
+    regime_codes = rng.column_codes(2 * params.num_topics, rng.SALT_REGIME).astype(np.uint64)
+    inputs = (constants, flags, codes, regime_codes)
     if len(_KERNEL_INPUTS) > 64:
         _KERNEL_INPUTS.clear()
-    _KERNEL_INPUTS[(id(params), id(catalog))] = (params, catalog, (constants, flags, codes))
-    return constants, flags, codes
+    _KERNEL_INPUTS[(id(params), id(catalog))] = (params, catalog, inputs)
+    return inputs
 
 
 def step(params: Params, catalog: Catalog, state: State, slate: np.ndarray
@@ -150,20 +160,12 @@ def step(params: Params, catalog: Catalog, state: State, slate: np.ndarray
     per-user outcome; ``state`` is not modified. The per-user arithmetic runs in
     :func:`recsim_env.kernel.step_kernel` (its docstring lists the equations).
     """
-    constants, flags, codes = _kernel_inputs(params, catalog)
-    (interest, fatigue, satisfaction, candidates, history, reward, click, conversion, revenue,
-     position, item, probs, terminated, truncated, end_reason, shifted) = kernel.step_kernel(
+    constants, flags, codes, regime_codes = _kernel_inputs(params, catalog)
+    (interest, base, fatigue, satisfaction, candidates, history, reward, click, conversion, revenue,
+     position, item, probs, terminated, truncated, end_reason) = kernel.step_kernel(
         catalog.features, catalog.hidden, catalog.retrieval_table, catalog.slot_phase, codes,
-        state.stream, state.t, state.interest, state.base_interest, state.fatigue,
+        regime_codes, state.stream, state.t, state.interest, state.base_interest, state.fatigue,
         state.satisfaction, state.candidates, state.history, slate, constants, flags)
-    base = state.base_interest
-    if params.regime_shift_prob and shifted.any():  # rare: redraw these users' profiles
-        index = np.flatnonzero(shifted)
-        new_base, _ = _profiles(params, rng.uniforms(state.stream[index], 2 * params.num_topics,
-                                                     rng.SALT_REGIME))
-        base = base.copy()
-        base[index] = new_base
-        interest[index] = new_base
     new_state = State(key=state.key, stream=state.stream + rng.WEYL32, t=state.t + 1,
                       interest=interest, base_interest=base, declared=state.declared,
                       fatigue=fatigue, satisfaction=satisfaction, candidates=candidates,

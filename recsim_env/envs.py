@@ -193,7 +193,7 @@ class RecSimVectorEnv(VectorEnv):
     def _reset_slots(self, index: np.ndarray) -> None:
         """Start the next episode in slots ``index`` (in place on the env's own state)."""
         self._episodes[index] += np.uint64(1)
-        self._state.assign(index, self.sim.reset(self._keys(index)))
+        self.sim.reset_into(self._state, index, self._keys(index))
         self._ended[index] = False
 
     def reset(self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None

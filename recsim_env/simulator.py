@@ -48,6 +48,10 @@ class Simulator:
         """New users for episode keys ``keys`` (B,) uint64."""
         return core.reset(self.params, self.catalog, keys)
 
+    def reset_into(self, state: core.State, index: np.ndarray, keys: np.ndarray) -> None:
+        """Start new episodes with ``keys`` for users ``index`` of ``state``, in place (autoreset)."""
+        core.reset_into(self.params, self.catalog, state, index, keys)
+
     def step(self, state: core.State, slates: np.ndarray) -> tuple[core.State, core.StepResult]:
         """One step for every user (``slates`` already validated)."""
         return core.step(self.params, self.catalog, state, slates)
