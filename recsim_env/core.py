@@ -204,7 +204,8 @@ def observe(params: Params, catalog: Catalog, state: State) -> dict[str, np.ndar
 
     * ``candidates`` (m, T+3): topic vector, appeal, price feature, observed popularity.
     * ``history`` (H, T+6): the last H interactions, oldest first: the clicked item (or, on a
-      no-click step, the item shown first) with its features, then click, conversion, valid.
+      no-click step, the item shown first) with its features as observed then (popularity
+      included), then click, conversion, valid.
     * ``user`` (T+1,): declared favourite topics (multi-hot, from sign-up: they do not follow
       drift), then the episode progress ``t / max_steps``.
     * with ``observe_latent``: ``interest``, ``fatigue``, ``satisfaction``, ``candidate_quality``.

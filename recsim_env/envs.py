@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -163,8 +164,9 @@ class RecSimVectorEnv(VectorEnv):
     def __init__(self, num_envs: int = 1, preset: str = "default", params: Params | None = None,
                  autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
                  render_mode: str | None = None, **overrides: Any):
-        if not isinstance(num_envs, int) or num_envs < 1:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, numbers.Integral) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        num_envs = int(num_envs)
         if render_mode is not None:
             raise ValueError(f"render_mode {render_mode!r} is not supported; use None")
         self.autoreset_mode = AutoresetMode(autoreset_mode)
@@ -190,9 +192,13 @@ class RecSimVectorEnv(VectorEnv):
     def _obs(self) -> dict[str, np.ndarray]:
         return self.sim.observe(self._state)
 
-    def _reset_slots(self, index: np.ndarray) -> None:
-        """Start the next episode in slots ``index`` (in place on the env's own state)."""
-        self._episodes[index] += np.uint64(1)
+    def _reset_slots(self, index: np.ndarray, seeds: np.ndarray | None = None) -> None:
+        """Start the next episode in slots ``index`` (in place on the env's own state), or the
+        first episode of ``seeds`` when given."""
+        if seeds is None:
+            self._episodes[index] += np.uint64(1)
+        else:
+            self._seeds[index], self._episodes[index] = seeds, 0
         self.sim.reset_into(self._state, index, self._keys(index))
         self._ended[index] = False
 
@@ -200,27 +206,32 @@ class RecSimVectorEnv(VectorEnv):
               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Reset every slot (or, with ``options={"reset_mask": mask}``, only the masked ones)."""
         mask = None if options is None else options.get("reset_mask")
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.dtype != bool or mask.shape != (self.num_envs,):
+                raise ValueError(f"options['reset_mask'] must be a bool array of shape "
+                                 f"({self.num_envs},), got {mask.dtype} {mask.shape}")
+        seeds = None
         if seed is not None:
-            seeds = ([int(seed) + b for b in range(self.num_envs)] if np.isscalar(seed)
-                     else [int(s) for s in seed])
-            if len(seeds) != self.num_envs:
-                raise ValueError(f"reset(seed=...) got {len(seeds)} seeds for {self.num_envs} envs")
+            given = np.asarray(seed)
+            if given.ndim == 0:
+                seeds = int(given) + np.arange(self.num_envs, dtype=np.uint64)
+            else:
+                seeds = np.array([int(s) for s in given.ravel()], dtype=np.uint64)
+                if len(seeds) != self.num_envs:
+                    raise ValueError(f"reset(seed=...) got {len(seeds)} seeds for {self.num_envs} envs")
+        if mask is not None and self._state is not None:
+            self._reset_slots(np.flatnonzero(mask), None if seeds is None else seeds[mask])
+            return self._obs(), {}
+        if seeds is not None:
             self._seeds[:] = seeds
             self._episodes[:] = 0
         elif self._state is None:
-            base = _fresh_seed()
-            self._seeds[:] = [(base + b) % 2**63 for b in range(self.num_envs)]
-        elif mask is None:
-            self._episodes += np.uint64(1)
-        if mask is not None and self._state is not None and seed is None:
-            mask = np.asarray(mask, dtype=bool)
-            if mask.shape != (self.num_envs,):
-                raise ValueError(f"options['reset_mask'] must have shape ({self.num_envs},), "
-                                 f"got {mask.shape}")
-            self._reset_slots(np.flatnonzero(mask))
+            self._seeds[:] = (_fresh_seed() + np.arange(self.num_envs, dtype=np.uint64)) % np.uint64(2**63)
         else:
-            self._state = self.sim.reset(self._keys())
-            self._ended[:] = False
+            self._episodes += np.uint64(1)
+        self._state = self.sim.reset(self._keys())
+        self._ended[:] = False
         return self._obs(), {}
 
     def step(self, actions: Any) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray,

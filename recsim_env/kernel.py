@@ -38,7 +38,7 @@ from numba import njit
 # Indices into the float64 constants vector built by ``constants(params)``.
 (C_BETA, C_GAMMA, C_PHI, C_NO_CLICK, C_RHO, C_CONV_AFFINITY, C_W_CLICK, C_W_CONV, C_ETA,
  C_NOISE, C_REVERSION, C_REGIME, C_GAIN, C_DECAY, C_SAT_RATE, C_PENALTY, C_CHURN_BASE,
- C_CHURN_SCALE, C_INIT_SATISFACTION) = range(19)
+ C_CHURN_SCALE, C_INIT_SATISFACTION, C_COLD_START_RAMP) = range(20)
 # Indices into the int64 flags vector.
 (I_CASCADE, I_REVENUE, I_NOISE_COLS, I_MAX_STEPS, I_LIFETIME, I_NUM_ITEMS, I_GENERATIONS,
  I_DECLARED) = range(8)
@@ -179,6 +179,9 @@ def step_kernel(features, hidden, retrieval_table, slot_phase, codes, regime_cod
         # --- 5. history and next candidates ------------------------------------------------
         new_history[b, : h_len - 1] = history[b, 1:]
         new_history[b, h_len - 1, :item_dim] = features[logged]
+        if generations > 1:  # a new item's observed popularity is still ramping up (cold start)
+            age = (t[b] + slot_phase[logged % num_items]) % lifetime
+            new_history[b, h_len - 1, item_dim - 1] *= min(1.0, age / c[C_COLD_START_RAMP])
         new_history[b, h_len - 1, item_dim] = click_value
         new_history[b, h_len - 1, item_dim + 1] = conv_flag
         new_history[b, h_len - 1, item_dim + 2] = 1.0
@@ -248,7 +251,7 @@ def reset_kernel(rows, streams, codes, retrieval_table, slot_phase, c, flags, st
 
 def constants(params, catalog) -> tuple[np.ndarray, np.ndarray]:
     """The kernel's float64 constants and int64 flags for ``params`` and its ``catalog``."""
-    c = np.zeros(19)
+    c = np.zeros(20)
     c[C_BETA], c[C_GAMMA] = params.affinity_weight, params.appeal_weight
     c[C_PHI] = params.fatigue_weight if params.fatigue_gain else 0.0
     c[C_NO_CLICK], c[C_RHO] = params.no_click_utility, params.position_decay
@@ -261,6 +264,7 @@ def constants(params, catalog) -> tuple[np.ndarray, np.ndarray]:
     c[C_SAT_RATE], c[C_PENALTY] = params.satisfaction_rate, params.no_click_penalty
     c[C_CHURN_BASE], c[C_CHURN_SCALE] = params.churn_base, params.churn_scale
     c[C_INIT_SATISFACTION] = params.initial_satisfaction
+    c[C_COLD_START_RAMP] = params.cold_start_ramp
     flags = np.zeros(8, dtype=np.int64)
     flags[I_CASCADE] = params.choice_model == "cascade"
     flags[I_REVENUE] = params.reward_mode == "revenue"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
+from gymnasium.vector.utils import batch_space
 
 from recsim_env.params import Params
 
@@ -48,6 +50,15 @@ class Slate(spaces.MultiDiscrete):
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, Slate) and super().__eq__(other)
+
+
+@batch_space.register(Slate)
+def _batch_slate(space: Slate, n: int = 1) -> spaces.Space:
+    """Gymnasium's ``batch_space`` (used by ``SyncVectorEnv``/``AsyncVectorEnv`` and vector
+    wrappers) would turn a Slate into a ``Box`` whose samples repeat candidates: keep it a Slate."""
+    if space.batch_size is not None:
+        return batch_space.dispatch(spaces.MultiDiscrete)(space, n)
+    return Slate(space.num_candidates, space.slate_size, n, seed=deepcopy(space.np_random))
 
 
 def validate_slates(action: Any, params: Params, batch_size: int | None) -> np.ndarray:
