@@ -8,6 +8,7 @@ and ``recsim/<preset>-v0`` for every preset, each with a native vector entry poi
     envs = gym.make_vec("recsim/default-v0", num_envs=1024)
 """
 
+from recsim_env import interest_evolution  # noqa: F401  (registers the preset)
 from recsim_env.core import END_REASONS, State, StepResult
 from recsim_env.envs import RecSimEnv, RecSimVectorEnv
 from recsim_env.params import Params, field_table
