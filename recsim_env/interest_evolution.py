@@ -27,8 +27,8 @@ Model, for every user at once:
   default, 27 000) truncates, which practically never happens.
 
 Randomness comes from each user's counter-based stream (:mod:`recsim_env.rng`), so a vector
-env of B users equals B single envs. See ``docs/interest_evolution.md`` for what is observed
-and every known difference from RecSim.
+env of B users equals B single envs. The README section "The RecSim interest-evolution preset"
+lists what is observed and every known difference from RecSim.
 """
 
 from __future__ import annotations
@@ -424,7 +424,7 @@ class InterestEvolutionSimulator(Simulator):
                             for key, (shape, low, high) in self.observation_shapes().items()})
 
     def observe(self, state: IEState) -> dict[str, np.ndarray]:
-        """Batched observation dict (new arrays); keys in ``docs/interest_evolution.md``.
+        """Batched observation dict (new arrays); keys in the README section on this preset.
 
         * ``candidates`` (m, T): topic one-hot of each candidate (RecSim's document observation).
         * ``history`` (H, T+3): last H steps, oldest first: topic of the clicked item (of the
