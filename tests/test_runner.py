@@ -1,0 +1,154 @@
+"""The experiment runner end to end: config validation, CLI, outputs, resume, backends."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from experiments.cli import main as cli_main
+from experiments.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class FirstK:
+    """A tiny plug-in agent (``tests.test_runner:FirstK``): shows the first k candidates."""
+
+    def __init__(self, slate_size: int = 5, **_: object) -> None:
+        self.slate_size = slate_size
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        batch = obs["candidates"].shape[0]
+        return np.tile(np.arange(self.slate_size), (batch, 1))
+
+
+class SlowLearner(FirstK):
+    """Learns nothing but sleeps, so a run can be killed mid-way (``tests.test_runner:SlowLearner``)."""
+
+    def learn(self, env, total_steps: int, callback=None) -> None:
+        obs, _ = env.reset(seed=0)
+        done = 0
+        while done < total_steps:
+            obs, *_ = env.step(self.act(obs))
+            done += env.num_envs
+            time.sleep(0.05)
+            if callback is not None:
+                callback(self, done)
+
+
+def _config(tmp_path: Path, **overrides) -> Path:
+    raw = {"name": "tiny", "env": {"preset": "static", "overrides": {"num_items": 200}},
+           "agents": [{"name": "random"}, {"name": "tests.test_runner:FirstK", "label": "first_k"}],
+           "seeds": 2, "train_steps": 0, "num_envs": 8,
+           "eval": {"every_steps": 0, "users": 20, "final_users": 30},
+           "output_dir": str(tmp_path / "run")}
+    raw.update(overrides)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("mutation, key", [
+    ({"agnets": []}, "agnets"),
+    ({"eval": {"users": 0}}, "eval.users"),
+    ({"eval": {"every": 5}}, "eval.every"),
+    ({"seeds": 0}, "seeds"),
+    ({"train_steps": -1}, "train_steps"),
+    ({"env": {"preset": "nope"}}, "env.preset"),
+    ({"env": {"preset": "default", "overrides": {"slate_size": 0}}}, "slate_size"),
+    ({"env": {"preset": "default", "overrides": {"not_a_field": 1}}}, "not_a_field"),
+    ({"agents": [{"name": "no_such_agent"}]}, "agents[0].name"),
+    ({"agents": [{"name": "random", "lr": 3}]}, "agents[0].lr"),
+])
+def test_bad_config_names_the_key(tmp_path: Path, mutation: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        load_config(_config(tmp_path, **mutation))
+
+
+def test_bad_config_fails_before_training(tmp_path: Path, capsys) -> None:
+    code = cli_main(["run", str(_config(tmp_path, eval={"users": -3})), "--quiet"])
+    assert code == 2
+    assert "eval.users" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_run_writes_every_output(tmp_path: Path) -> None:
+    assert cli_main(["run", str(_config(tmp_path)), "--quiet"]) == 0
+    out = tmp_path / "run"
+    for name in ("manifest.json", "evaluations.csv", "summary.json", "report.md", "reward_curves.png",
+                 "final_return.png", "improvement.png", "metrics.png"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader((out / "evaluations.csv").open()))
+    assert {(r["agent"], r["seed"]) for r in rows} == {
+        (a, s) for a in ("random", "first_k") for s in ("0", "1")}
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["agents"]) == {"random", "first_k"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seeds"] == [0, 1] and "numpy" in manifest["versions"]
+    report = (out / "report.md").read_text()
+    assert "| random |" in report and "reward_curves.png" in report
+    # A second run into the same directory without --resume refuses to overwrite results.
+    assert cli_main(["run", str(_config(tmp_path)), "--quiet"]) == 2
+
+
+def test_killed_run_resumes_without_losing_or_duplicating(tmp_path: Path) -> None:
+    config = _config(tmp_path, agents=[{"name": "tests.test_runner:FirstK", "label": "a"},
+                                       {"name": "tests.test_runner:SlowLearner", "label": "slow"}],
+                     seeds=2, train_steps=400, eval={"every_steps": 100, "users": 10, "final_users": 10})
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "experiments.cli", "run", str(config), "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "jobs").glob("a__seed*.json"))) < 2:
+        time.sleep(0.1)
+    time.sleep(0.5)  # now inside a SlowLearner job
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = sorted(p.name for p in (out / "jobs").glob("*.json"))
+    assert "a__seed0.json" in done_before and len(done_before) < 4
+    assert cli_main(["run", str(config), "--quiet", "--resume"]) == 0
+    done_after = sorted(p.name for p in (out / "jobs").glob("*.json"))
+    assert done_after == ["a__seed0.json", "a__seed1.json", "slow__seed0.json", "slow__seed1.json"]
+    rows = list(csv.DictReader((out / "evaluations.csv").open()))
+    keys = [(r["agent"], r["seed"], r["env_steps"]) for r in rows]
+    assert len(keys) == len(set(keys))
+    assert {k[:2] for k in keys} == {(a, s) for a in ("a", "slow") for s in ("0", "1")}
+
+
+def test_same_results_whatever_the_worker_count(tmp_path: Path) -> None:
+    serial = _config(tmp_path)
+    assert cli_main(["run", str(serial), "--quiet"]) == 0
+    parallel_dir = tmp_path / "parallel"
+    assert cli_main(["run", str(serial), "--quiet", "--workers", "2", "--out", str(parallel_dir)]) == 0
+    a = json.loads((tmp_path / "run" / "summary.json").read_text())["agents"]
+    b = json.loads((parallel_dir / "summary.json").read_text())["agents"]
+    for agent in a:
+        assert a[agent]["metrics"]["return"]["per_seed"] == b[agent]["metrics"]["return"]["per_seed"]
+
+
+def test_ray_backend_matches_local(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    config = _config(tmp_path)
+    assert cli_main(["run", str(config), "--quiet"]) == 0
+    ray_dir = tmp_path / "ray"
+    assert cli_main(["run", str(config), "--quiet", "--backend", "ray", "--out", str(ray_dir)]) == 0
+    local = json.loads((tmp_path / "run" / "summary.json").read_text())["agents"]
+    remote = json.loads((ray_dir / "summary.json").read_text())["agents"]
+    for agent in local:
+        assert local[agent]["metrics"]["return"]["per_seed"] == \
+            remote[agent]["metrics"]["return"]["per_seed"]
+
+
+def test_parse_config_defaults() -> None:
+    config = parse_config({"name": "x", "agents": ["random"]})
+    assert config.seeds == (0, 1, 2, 3, 4) and config.output_dir == "runs/x"
