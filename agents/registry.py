@@ -30,6 +30,12 @@ BUILTINS: dict[str, tuple[str, str]] = {
     "oracle_myopic": ("agents.reference:OracleMyopicAgent",
                       "best immediate expected reward under the true model (reads the latent "
                       "state: an upper bound for myopic play)"),
+    "popularity": ("agents.bandits:PopularityAgent",
+                   "items that earned the most reward per impression so far (online)"),
+    "epsilon_greedy": ("agents.bandits:EpsilonGreedyAgent",
+                       "linear click model, epsilon-greedy exploration (online)"),
+    "linucb": ("agents.bandits:LinUCBAgent", "linear click model, upper confidence bound (online)"),
+    "thompson": ("agents.bandits:ThompsonAgent", "linear click model, Thompson sampling (online)"),
 }
 
 

@@ -84,3 +84,28 @@ def test_oracle_myopic_beats_random_on_every_preset(preset: str) -> None:
         returns[name] = evaluate(agent, preset, n_users=300, seed=5000).per_user["return"]
     diff = returns["oracle_myopic"] - returns["random"]  # same users: paired
     assert diff.mean() - 2.6 * diff.std(ddof=1) / np.sqrt(len(diff)) > 0, (preset, diff.mean())
+
+
+def _learned_return(name: str, steps: int, preset: str = "static") -> np.ndarray:
+    from recsim_env import RecSimVectorEnv
+
+    params = make_simulator(preset).params
+    agent = registry.make(name, params=params, seed=0)
+    if hasattr(agent, "learn"):
+        env = RecSimVectorEnv(64, preset=preset)
+        env.reset(seed=3_000_000)  # training users, disjoint from the evaluation users below
+        agent.learn(env, steps)
+    return evaluate(agent, preset, n_users=400, seed=9000).per_user["return"]
+
+
+@pytest.mark.parametrize("name", ["epsilon_greedy", "linucb", "thompson"])
+def test_bandits_beat_random_clearly_on_static(name: str) -> None:
+    random_return = _learned_return("random", 0)
+    diff = _learned_return(name, 20_000) - random_return  # same users: paired
+    assert diff.mean() > 0.05 * random_return.mean(), (name, diff.mean(), random_return.mean())
+    assert diff.mean() - 2.6 * diff.std(ddof=1) / np.sqrt(len(diff)) > 0
+
+
+def test_popularity_beats_random_on_static() -> None:
+    diff = _learned_return("popularity", 50_000) - _learned_return("random", 0)
+    assert diff.mean() - 2.6 * diff.std(ddof=1) / np.sqrt(len(diff)) > 0, diff.mean()

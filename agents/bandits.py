@@ -1,0 +1,243 @@
+"""Online learners: popularity and contextual bandits (epsilon-greedy, LinUCB, Thompson sampling).
+
+All four learn from slate feedback through :meth:`observe` and rank candidates by a score,
+showing the top k (best first). ``learn(env, total_steps)`` runs them online on a vector env
+for that many env steps; evaluation then uses the learned model (frozen unless the harness
+is asked to keep learning).
+
+Context features of a (user, candidate) pair, for the linear bandits: the candidate's
+observable features (topic vector, appeal, price feature, popularity), the element-wise
+product of its topic vector with the user's recent click profile (mean topic vector of the
+clicked history entries) and with the declared interests, and a bias - ``3T + 4`` numbers.
+
+Feedback: the clicked item is labelled with the step's reward (click plus conversion value, so
+the models learn expected immediate reward, not just clicks); the items shown *above* it were
+examined and
+skipped (negatives); items below the click and all items of a no-click slate get no label
+apart from the first position, which was examined (a cascade-style reading of slate feedback
+that avoids teaching the model the position bias).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agents.base import BaseAgent, Observation, Transition
+from agents.heuristics import top_k
+
+
+def item_keys(candidates: np.ndarray, num_topics: int) -> np.ndarray:
+    """64-bit keys identifying items by their static features (topic vector, appeal, price)."""
+    static = np.ascontiguousarray(candidates[..., : num_topics + 2]).view(np.uint32).astype(np.uint64)
+    weights = (np.arange(1, static.shape[-1] + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+               ) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        mixed = static * weights
+        mixed ^= mixed >> np.uint64(29)
+        return (mixed * np.uint64(0xBF58476D1CE4E5B9)).sum(axis=-1)
+
+
+def _labels(transition: Transition, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(B, k) labels (the step's reward at the clicked position - click plus conversion value -,
+    0 where examined and skipped) and a mask of labelled positions."""
+    position = np.asarray(transition.info["position"])
+    slots = np.arange(k)[None, :]
+    clicked = position[:, None] == slots
+    examined = np.where(position[:, None] >= 0, slots <= position[:, None], slots == 0)
+    return clicked * np.asarray(transition.reward, dtype=float)[:, None], examined
+
+
+def _run_online(agent: Any, env: Any, total_steps: int, callback: Any) -> None:
+    """Act and observe on ``env`` (a RecSimVectorEnv) for ``total_steps`` user-steps."""
+    obs, _ = env.reset()
+    done = 0
+    ended = np.zeros(env.num_envs, dtype=bool)
+    while done < total_steps:
+        slates = agent.act(obs)
+        next_obs, reward, terminated, truncated, info = env.step(slates)
+        live = ~ended  # slots that autoreset this step carry no feedback
+        if live.any():
+            agent.observe(Transition(
+                {k: v[live] for k, v in obs.items()}, slates[live], reward[live],
+                {k: v[live] for k, v in next_obs.items()}, terminated[live], truncated[live],
+                {k: np.asarray(v)[live] for k, v in info.items() if not k.startswith("_")}))
+        done += int(live.sum())
+        ended = terminated | truncated
+        obs = next_obs
+        if callback is not None and callback(agent, done) is False:
+            break
+
+
+class PopularityAgent(BaseAgent):
+    """Shows the candidates that earned the most per impression so far: the reward their clicks
+    produced (conversions included) over their shows, smoothed toward the global mean with
+    ``smoothing`` pseudo-shows (learned online; ties: observed popularity prior). Items are told
+    apart by their static features (:func:`item_keys`).
+
+    :param smoothing: pseudo-impressions at the global mean reward (shrinks rarely shown items)
+    """
+
+    def __init__(self, params: Any, smoothing: float = 5.0, seed: int = 0):
+        if smoothing <= 0:
+            raise ValueError(f"smoothing must be > 0, got {smoothing}")
+        self.smoothing = smoothing
+        self.slate_size, self.num_topics = params.slate_size, params.num_topics
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.clicks = np.empty(0)
+        self.shows = np.empty(0)
+
+    def _lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        index = np.searchsorted(self.keys, keys)
+        index = np.minimum(index, max(len(self.keys) - 1, 0))
+        found = (self.keys[index] == keys) if len(self.keys) else np.zeros(keys.shape, bool)
+        return index, found
+
+    def act(self, obs: Observation) -> np.ndarray:
+        """Top-k by smoothed reward per impression, then by observed popularity."""
+        keys = item_keys(obs["candidates"], self.num_topics)
+        index, found = self._lookup(keys)
+        prior = self.clicks.sum() / max(self.shows.sum(), 1.0)
+        earned = np.where(found, self.clicks[index] if len(self.clicks) else 0.0, 0.0)
+        shows = np.where(found, self.shows[index] if len(self.shows) else 0.0, 0.0)
+        score = (earned + self.smoothing * prior) / (shows + self.smoothing)
+        return top_k(score + 1e-3 * obs["candidates"][..., self.num_topics + 2], self.slate_size)
+
+    def observe(self, transition: Transition) -> None:
+        """Add each shown item's earned reward (and a show) to its counts."""
+        shown = np.take_along_axis(item_keys(transition.obs["candidates"], self.num_topics),
+                                   transition.slates, axis=1)
+        clicked, _ = _labels(transition, self.slate_size)
+        keys, inverse = np.unique(shown.ravel(), return_inverse=True)
+        add_clicks = np.bincount(inverse, weights=clicked.ravel(), minlength=len(keys))
+        add_shows = np.bincount(inverse, minlength=len(keys)).astype(float)
+        merged = np.union1d(self.keys, keys)
+        clicks, shows = np.zeros(len(merged)), np.zeros(len(merged))
+        clicks[np.searchsorted(merged, self.keys)] += self.clicks
+        shows[np.searchsorted(merged, self.keys)] += self.shows
+        clicks[np.searchsorted(merged, keys)] += add_clicks
+        shows[np.searchsorted(merged, keys)] += add_shows
+        self.keys, self.clicks, self.shows = merged, clicks, shows
+
+    def learn(self, env: Any, total_steps: int, callback: Any = None) -> None:
+        """Collect click counts online for ``total_steps`` env steps."""
+        _run_online(self, env, total_steps, callback)
+
+
+class LinearBandit(BaseAgent):
+    """Shared linear model of P(click | user, candidate) on :meth:`features`; subclasses pick
+    the exploration rule. Ridge regression with prior precision ``ridge``.
+
+    :param params: the world's Params
+    :param ridge: prior precision of the weights
+    :param seed: exploration randomness
+    """
+
+    def __init__(self, params: Any, ridge: float = 1.0, seed: int = 0):
+        if ridge <= 0:
+            raise ValueError(f"ridge must be > 0, got {ridge}")
+        self.slate_size, self.num_topics = params.slate_size, params.num_topics
+        d = 3 * self.num_topics + 4
+        self.precision = ridge * np.eye(d)
+        self.target = np.zeros(d)
+        self.weights = np.zeros(d)
+        self.covariance = np.eye(d) / ridge
+        self.rng = np.random.default_rng(seed)
+
+    def features(self, obs: Observation) -> np.ndarray:
+        """(B, m, 3T+4) context features of every (user, candidate) pair."""
+        t = self.num_topics
+        cand = obs["candidates"]
+        hist = obs["history"]
+        clicked = hist[..., t + 3:t + 4]  # click flag column
+        profile = (hist[..., :t] * clicked).sum(axis=1) / np.maximum(clicked.sum(axis=1), 1.0)
+        declared = obs["user"][:, :t]
+        topic = cand[..., :t]
+        bias = np.ones(cand.shape[:2] + (1,))
+        return np.concatenate([cand, topic * profile[:, None, :], topic * declared[:, None, :], bias],
+                              axis=2)
+
+    def observe(self, transition: Transition) -> None:
+        """Ridge-regression update from the labelled slate positions."""
+        x = np.take_along_axis(self.features(transition.obs), transition.slates[..., None], axis=1)
+        labels, mask = _labels(transition, self.slate_size)
+        x, y = x[mask], labels[mask]
+        self.precision += x.T @ x
+        self.target += x.T @ y
+        self.covariance = np.linalg.inv(self.precision)
+        self.weights = self.covariance @ self.target
+
+    def learn(self, env: Any, total_steps: int, callback: Any = None) -> None:
+        """Learn online (acting with exploration) for ``total_steps`` env steps."""
+        self.exploring = True
+        try:
+            _run_online(self, env, total_steps, callback)
+        finally:
+            self.exploring = False
+
+    exploring = False
+
+    def scores(self, obs: Observation, x: np.ndarray) -> np.ndarray:
+        """Exploration-adjusted scores (B, m); the greedy estimate when not exploring."""
+        return x @ self.weights
+
+    def act(self, obs: Observation) -> np.ndarray:
+        """Top-k candidates by score."""
+        x = self.features(obs)
+        return top_k(self.scores(obs, x), self.slate_size)
+
+
+class EpsilonGreedyAgent(LinearBandit):
+    """Greedy on the ridge estimate; while learning, each slate is random with prob. epsilon."""
+
+    def __init__(self, params: Any, epsilon: float = 0.1, ridge: float = 1.0, seed: int = 0):
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+        super().__init__(params, ridge, seed)
+        self.epsilon = epsilon
+
+    def act(self, obs: Observation) -> np.ndarray:
+        """Greedy slates, random ones with probability epsilon while learning."""
+        slates = super().act(obs)
+        if self.exploring:
+            explore = self.rng.random(len(slates)) < self.epsilon
+            random = np.argsort(self.rng.random(obs["candidates"].shape[:2]), axis=1)[:, : self.slate_size]
+            slates = np.where(explore[:, None], random, slates)
+        return slates
+
+
+class LinUCBAgent(LinearBandit):
+    """Upper confidence bound ``x w + alpha sqrt(x^T A^-1 x)`` while learning."""
+
+    def __init__(self, params: Any, alpha: float = 1.0, ridge: float = 1.0, seed: int = 0):
+        if alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        super().__init__(params, ridge, seed)
+        self.alpha = alpha
+
+    def scores(self, obs: Observation, x: np.ndarray) -> np.ndarray:
+        """Optimistic scores while learning."""
+        mean = x @ self.weights
+        if not self.exploring:
+            return mean
+        width = np.sqrt(np.maximum(np.einsum("bmd,de,bme->bm", x, self.covariance, x), 0.0))
+        return mean + self.alpha * width
+
+
+class ThompsonAgent(LinearBandit):
+    """Thompson sampling: one weight draw from the Gaussian posterior per step while learning."""
+
+    def __init__(self, params: Any, scale: float = 0.5, ridge: float = 1.0, seed: int = 0):
+        if scale < 0:
+            raise ValueError(f"scale must be >= 0, got {scale}")
+        super().__init__(params, ridge, seed)
+        self.scale = scale
+
+    def scores(self, obs: Observation, x: np.ndarray) -> np.ndarray:
+        """Scores under sampled weights while learning."""
+        if not self.exploring:
+            return x @ self.weights
+        draw = self.rng.multivariate_normal(self.weights, self.scale**2 * self.covariance,
+                                            method="cholesky")
+        return x @ draw
