@@ -36,6 +36,9 @@ BUILTINS: dict[str, tuple[str, str]] = {
                        "linear click model, epsilon-greedy exploration (online)"),
     "linucb": ("agents.bandits:LinUCBAgent", "linear click model, upper confidence bound (online)"),
     "thompson": ("agents.bandits:ThompsonAgent", "linear click model, Thompson sampling (online)"),
+    "ppo_attention": ("agents.ppo_attention:ppo_attention",
+                      "PPO (SB3), attention over history and candidates, Plackett-Luce slates"),
+    "ppo_mlp": ("agents.ppo_attention:ppo_mlp", "PPO (SB3), MLP encoder (ablation)"),
 }
 
 
