@@ -42,11 +42,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _print_summary(out: Path) -> None:
     import json
 
+    from experiments.report import agent_order
+    from experiments.runner import load_records
+
     summary = json.loads((out / "summary.json").read_text())
+    order = agent_order(out, load_records(out))
     reference = summary.get("reference")
     print(f"\nFinal lifetime return on held-out users (mean [95% CI over seeds]); reference: {reference}")
     print(f"{'agent':<22} {'return':>28} {'diff. vs reference':>28} {'coverage':>9}")
-    for agent, entry in summary["agents"].items():
+    for agent in order:
+        entry = summary["agents"][agent]
         m = entry["metrics"]["return"]
         vs = entry.get("vs_reference", {}).get("return_difference")
         diff = f"{vs['mean']:+.1f} [{vs['ci_low']:+.1f}, {vs['ci_high']:+.1f}]" if vs else "-"

@@ -35,7 +35,7 @@ def agent_colors(agents: list[str]) -> dict[str, Any]:
     return {agent: palette(i % palette.N) for i, agent in enumerate(agents)}
 
 
-def _agent_order(out: Path, records: list[dict]) -> list[str]:
+def agent_order(out: Path, records: list[dict]) -> list[str]:
     try:
         manifest = json.loads((out / "manifest.json").read_text())
         order = [a["label"] or a["name"] for a in manifest["config"]["agents"]]
@@ -55,7 +55,7 @@ def make_report(out: str | Path) -> Path:
     if not records:
         raise FileNotFoundError(f"{out} has no finished jobs (expected {out}/jobs/*.json)")
     summary = collect(out)
-    agents = _agent_order(out, records)
+    agents = agent_order(out, records)
     colors = agent_colors(agents)
     _plot_curves(out, records, agents, colors)
     _plot_final(out, summary, agents, colors)

@@ -17,7 +17,7 @@ def train_and_evaluate(job: Any) -> dict[str, Any]:
     """The record of one job: learning curve rows, final metrics, timing.
 
     Agents with ``learn`` train for ``train_steps`` env steps on a vector env of ``num_envs``
-    training users (seeded from ``TRAIN_SEED_BASE * (seed + 1)``), and are evaluated every
+    training users (seeded from ``TRAIN_SEED_BASE * (seed + 1)``), and are evaluated after every
     ``eval.every_steps`` on the same ``eval.users`` held-out users; agents without ``learn``
     are evaluated once. The final evaluation uses ``eval.final_users`` held-out users.
     """
@@ -44,9 +44,8 @@ def train_and_evaluate(job: Any) -> dict[str, Any]:
                               **{**cfg.env.overrides, **({"observe_latent": True} if latent else {})})
         env.reset(seed=TRAIN_SEED_BASE * (job.seed + 1))
         every = cfg.eval.every_steps
-        if every:
-            curve.append(evaluate_now(0, cfg.eval.users))
-        next_eval = every
+        next_eval = every  # curves start at the first scheduled evaluation (some agents build
+        # their model inside learn and cannot act before it)
         eval_seconds = 0.0
 
         def callback(_agent: Any, steps_done: int) -> bool:

@@ -109,3 +109,15 @@ def test_bandits_beat_random_clearly_on_static(name: str) -> None:
 def test_popularity_beats_random_on_static() -> None:
     diff = _learned_return("popularity", 50_000) - _learned_return("random", 0)
     assert diff.mean() - 2.6 * diff.std(ddof=1) / np.sqrt(len(diff)) > 0, diff.mean()
+
+
+def test_example_custom_agent_runs_and_beats_random() -> None:
+    import runpy
+
+    root = Path(__file__).resolve().parents[1]
+    namespace = runpy.run_path(str(root / "examples" / "custom_agent.py"))
+    params = make_simulator("default").params
+    mine = evaluate(namespace["TopicMatcher"](params), "default", n_users=300, seed=11).per_user["return"]
+    rand = evaluate(registry.make("random", params=params), "default", n_users=300, seed=11)
+    assert mine.mean() > rand.per_user["return"].mean()
+    assert "topic_matcher" in registry.list_agents()

@@ -20,7 +20,15 @@ def test_readme_config_table_matches_params() -> None:
 
 def test_readme_gives_setup_and_test_commands() -> None:
     text = README.read_text()
-    assert "python -m experiments.demo" in text
+    assert "recsim run experiments/configs/quick.yaml" in text
+    assert (README.parent / "experiments" / "configs" / "quick.yaml").is_file()
     assert "python -m pytest" in text
     ci = (README.parent / ".ci" / "run").read_text()
     assert "python -m pytest" in ci
+
+
+def test_shipped_configs_are_valid() -> None:
+    from experiments.config import load_config
+
+    for path in sorted((README.parent / "experiments" / "configs").glob("*.yaml")):
+        load_config(path)
