@@ -51,18 +51,23 @@ def _labels(transition: Transition, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _run_online(agent: Any, env: Any, total_steps: int, callback: Any) -> None:
     """Act and observe on ``env`` (a RecSimVectorEnv) for ``total_steps`` user-steps."""
+    from gymnasium.vector import AutoresetMode
+
     obs, _ = env.reset()
     done = 0
     ended = np.zeros(env.num_envs, dtype=bool)
+    next_step_reset = env.autoreset_mode == AutoresetMode.NEXT_STEP
     while done < total_steps:
         slates = agent.act(obs)
         next_obs, reward, terminated, truncated, info = env.step(slates)
-        live = ~ended  # slots that autoreset this step carry no feedback
+        live = ~ended if next_step_reset else np.ones(env.num_envs, dtype=bool)
+        # (with NEXT_STEP autoreset, slots that only restarted this step carry no feedback)
         if live.any():
             agent.observe(Transition(
                 {k: v[live] for k, v in obs.items()}, slates[live], reward[live],
                 {k: v[live] for k, v in next_obs.items()}, terminated[live], truncated[live],
-                {k: np.asarray(v)[live] for k, v in info.items() if not k.startswith("_")}))
+                {k: np.asarray(v)[live] for k, v in info.items()
+                 if not k.startswith("_") and k != "final_obs"}))
         done += int(live.sum())
         ended = terminated | truncated
         obs = next_obs

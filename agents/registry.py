@@ -36,9 +36,21 @@ BUILTINS: dict[str, tuple[str, str]] = {
                        "linear click model, epsilon-greedy exploration (online)"),
     "linucb": ("agents.bandits:LinUCBAgent", "linear click model, upper confidence bound (online)"),
     "thompson": ("agents.bandits:ThompsonAgent", "linear click model, Thompson sampling (online)"),
+    "logreg": ("agents.click_models:LogRegAgent",
+               "logistic-regression click/conversion model fit on logs, top-k by predicted reward"),
+    "two_tower": ("agents.click_models:TwoTowerAgent",
+                  "two-tower (item-id + feature towers) click model fit on logs, top-k by predicted reward"),
+    "din": ("agents.click_models:DINAgent",
+            "DIN-style attention click model fit on logs, top-k by predicted reward"),
     "ppo_attention": ("agents.ppo_attention:ppo_attention",
                       "PPO (SB3), attention over history and candidates, Plackett-Luce slates"),
     "ppo_mlp": ("agents.ppo_attention:ppo_mlp", "PPO (SB3), MLP encoder (ablation)"),
+    "slateq": ("agents.slateq:SlateQAgent",
+               "deep SlateQ: item-level Q, learned conditional-logit choice, exact slate optimiser"),
+    "slate_q_tabular": ("agents.slate_q_tabular:TabularSlateQAgent",
+                        "tabular SlateQ over a bucketed state and item abstraction"),
+    "full_slate_q": ("agents.slate_q_tabular:FullSlateQAgent",
+                     "tabular Q over whole slates (tiny configs only: shows why SlateQ decomposes)"),
 }
 
 

@@ -16,10 +16,11 @@ from recsim_env.simulator import make_simulator
 def train_and_evaluate(job: Any) -> dict[str, Any]:
     """The record of one job: learning curve rows, final metrics, timing.
 
-    Agents with ``learn`` train for ``train_steps`` env steps on a vector env of ``num_envs``
-    training users (seeded from ``TRAIN_SEED_BASE * (seed + 1)``), and are evaluated after every
-    ``eval.every_steps`` on the same ``eval.users`` held-out users; agents without ``learn``
-    are evaluated once. The final evaluation uses ``eval.final_users`` held-out users.
+    Agents with ``learn`` train for ``train_steps`` env steps on a (same-step autoreset) vector
+    env of ``num_envs`` training users (seeded from ``TRAIN_SEED_BASE * (seed + 1)``), and are
+    evaluated after every ``eval.every_steps`` on the same ``eval.users`` held-out users;
+    agents without ``learn`` are evaluated once. The final evaluation uses ``eval.final_users``
+    held-out users.
     """
     from experiments.runner import EVAL_SEED_BASE, EVAL_SEED_STRIDE, TRAIN_SEED_BASE
 
@@ -40,8 +41,9 @@ def train_and_evaluate(job: Any) -> dict[str, Any]:
     train_seconds = 0.0
     if trained:
         latent = bool(getattr(agent, "requires_latent", False))
-        env = RecSimVectorEnv(cfg.num_envs, preset=cfg.env.preset,
-                              **{**cfg.env.overrides, **({"observe_latent": True} if latent else {})})
+        overrides = {**cfg.env.overrides, **({"observe_latent": True} if latent else {})}
+        env = RecSimVectorEnv(cfg.num_envs, preset=cfg.env.preset, autoreset_mode="SameStep",
+                              **overrides)
         env.reset(seed=TRAIN_SEED_BASE * (job.seed + 1))
         every = cfg.eval.every_steps
         next_eval = every  # curves start at the first scheduled evaluation (some agents build

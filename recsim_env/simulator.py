@@ -88,3 +88,13 @@ def make_simulator(preset: str = "default", params: Any = None, **overrides: Any
 def all_preset_names() -> list[str]:
     """Every preset: the default world's presets, then the world-model presets."""
     return preset_names() + [name for name in WORLD_MODELS if name not in preset_names()]
+
+
+def simulator_for(params: Any) -> Simulator:
+    """The simulator of any world's params (default-world ``Params`` or a world model's)."""
+    if isinstance(params, Params):
+        return Simulator(params)
+    for _, factory in WORLD_MODELS.values():
+        if type(factory().params) is type(params):
+            return factory(params=params)
+    raise TypeError(f"no world model takes params of type {type(params).__name__}")

@@ -1,0 +1,412 @@
+"""Deep SlateQ (Ie et al., IJCAI 2019) in torch, one file, CleanRL style.
+
+SlateQ decomposes the value of a slate into item values weighted by the user's choice::
+
+    Q(s, A) = sum_{j in A} P(j | s, A) Qbar(s, j) + P(none | s, A) Qbar(s, none)
+
+* ``Qbar(s, j)`` (:class:`ItemQNetwork`): an MLP over [candidate features, user context], the
+  context an MLP over the user features and the flattened history; a second head gives
+  ``Qbar(s, none)``, the value of a step without a click (no-clicks cost satisfaction or time
+  budget in our worlds, so it is not zero).
+* ``P(j | s, A)`` (:class:`ChoiceNetwork`): a conditional logit learned from the clicks seen in
+  ``info`` (never the simulator's ``choice_probs`` or latent state): utility ``u(s, j)`` from the
+  same kind of MLP, plus a learned log-examination bias per position; no-click utility 0.
+* TD learning on the *consumed* item: ``Qbar(s, j) <- r + gamma * Q(s', A*(s'))`` where
+  ``j`` is the clicked item (or "none") and ``A*(s')`` maximises the decomposed ``Q`` at the
+  NEXT observation ``s'`` (fed to the target network; RecSim's SlateQ fed the current one,
+  its issue #26). ``double_q`` picks ``A*`` with the online network and values it with the
+  target network.
+* Slates are optimised with :mod:`agents.slate_optim`: ``top_k``, ``greedy``, ``dinkelbach``
+  (exact, batched) or ``lp`` (exact, ``scipy.optimize.linprog``; slow), for acting and targets.
+
+Exploration is epsilon-greedy per user (a uniformly random slate). Training runs on the native
+:class:`recsim_env.RecSimVectorEnv` with ``SAME_STEP`` autoreset so the true last observation of
+each episode is stored. ``python -m agents.slateq --help`` trains and evaluates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from torch import nn
+
+from agents.base import BaseAgent
+from agents.slate_optim import OPTIMISERS, optimise_slates
+from recsim_env import RecSimVectorEnv
+from recsim_env.simulator import make_simulator, simulator_for
+
+OBS_KEYS = ("candidates", "history", "user")
+
+
+@dataclass
+class SlateQConfig:
+    """Hyperparameters of deep SlateQ (every field documented; defaults for ``default``)."""
+
+    preset: str = field(default="default", metadata={"doc": "World preset to train on."})
+    num_envs: int = field(default=64, metadata={"doc": "Users stepped together (vector env)."})
+    total_steps: int = field(default=300_000, metadata={"doc": "Training budget in user-steps."})
+    gamma: float = field(default=0.99, metadata={"doc": "Discount of the TD target."})
+    learning_rate: float = field(default=1e-3, metadata={"doc": "Adam step size (Q and choice)."})
+    buffer_size: int = field(default=50_000, metadata={"doc": "Replay buffer capacity."})
+    batch_size: int = field(default=256, metadata={"doc": "Replay minibatch size."})
+    learning_starts: int = field(default=5_000, metadata={"doc": "User-steps before learning."})
+    gradient_steps: int = field(default=1, metadata={"doc": "Updates per vector-env step."})
+    target_tau: float = field(default=0.01, metadata={"doc": "Polyak rate of the target network."})
+    double_q: bool = field(default=True, metadata={"doc": "Pick A*(s') online, value it by target."})
+    epsilon_start: float = field(default=1.0, metadata={"doc": "Initial random-slate probability."})
+    epsilon_end: float = field(default=0.05, metadata={"doc": "Final random-slate probability."})
+    exploration_fraction: float = field(default=0.3, metadata={
+        "doc": "Share of the budget over which epsilon decays linearly."})
+    optimiser: str = field(default="dinkelbach", metadata={
+        "doc": f"Slate optimiser for acting and targets: one of {OPTIMISERS}."})
+    hidden: int = field(default=128, metadata={"doc": "Width of the MLPs."})
+    truncation_is_terminal: bool = field(default=True, metadata={
+        "doc": "Do not bootstrap at max_steps (the lifetime ends there; progress is observed)."})
+    reward_scale: float = field(default=1.0, metadata={
+        "doc": "Rewards are multiplied by this for learning (keeps Q-values near the Huber range)."})
+    max_grad_norm: float = field(default=10.0, metadata={"doc": "Gradient clipping norm."})
+    seed: int = field(default=0, metadata={"doc": "Seed of torch, exploration and training users "
+                                           "(training users use env seeds >= 10**6)."})
+    log_interval: int = field(default=10_000, metadata={"doc": "User-steps between callbacks."})
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks
+class ContextEncoder(nn.Module):
+    """User features + flattened history -> context vector (B, hidden)."""
+
+    def __init__(self, user_dim: int, history_dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(user_dim + history_dim, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, hidden), nn.ReLU())
+
+    def forward(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([user, history.flatten(1)], dim=1))
+
+
+class CandidateScorer(nn.Module):
+    """Context + candidate features -> one score per candidate (B, m), plus a context head (B,)."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], hidden: int):
+        super().__init__()
+        (h, fh), (_, fc), (fu,) = shapes["history"], shapes["candidates"], shapes["user"]
+        self.context = ContextEncoder(fu, h * fh, hidden)
+        # first layer of the item MLP on [candidate, context], split so the context part is
+        # computed once per user rather than once per candidate
+        self.item_in = nn.Linear(fc, hidden)
+        self.context_in = nn.Linear(hidden, hidden, bias=False)
+        self.item_out = nn.Sequential(nn.ReLU(), nn.Linear(hidden, 1))
+        self.none = nn.Linear(hidden, 1)
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx = self.context(obs["user"], obs["history"])
+        joint = self.item_in(obs["candidates"]) + self.context_in(ctx)[:, None]
+        return self.item_out(joint).squeeze(2), self.none(ctx).squeeze(1)
+
+
+class ItemQNetwork(CandidateScorer):
+    """``Qbar(s, j)`` for every candidate (B, m) and ``Qbar(s, none)`` (B,)."""
+
+
+class ChoiceNetwork(CandidateScorer):
+    """Conditional logit: candidate utilities (B, m) and log-examination per position (k,).
+
+    ``P(position p | s, A) = exp(u_{A_p} + b_p) / (1 + sum_q exp(u_{A_q} + b_q))``, ``b_0 = 0``.
+    """
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], hidden: int, slate_size: int):
+        super().__init__(shapes, hidden)
+        self.position_bias = nn.Parameter(torch.zeros(max(slate_size - 1, 0)))
+
+    def log_examination(self) -> torch.Tensor:
+        return torch.cat([torch.zeros(1), self.position_bias])
+
+    def slate_logits(self, utility: torch.Tensor, slates: torch.Tensor) -> torch.Tensor:
+        """Logits of (each position, no click) (B, k+1) for the shown ``slates``."""
+        shown = utility.gather(1, slates) + self.log_examination()
+        return torch.cat([shown, torch.zeros_like(shown[:, :1])], dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+class ReplayBuffer:
+    """Fixed-size ring buffer of (obs, slate, click position, reward, next obs, done)."""
+
+    def __init__(self, capacity: int, shapes: dict[str, tuple[int, ...]], slate_size: int):
+        self.capacity, self.size, self.cursor = capacity, 0, 0
+        self.obs = {key: np.zeros((capacity, *shapes[key]), np.float32) for key in OBS_KEYS}
+        self.next_obs = {key: np.zeros((capacity, *shapes[key]), np.float32) for key in OBS_KEYS}
+        self.slate = np.zeros((capacity, slate_size), np.int64)
+        self.position = np.zeros(capacity, np.int64)  # k = no click
+        self.reward = np.zeros(capacity, np.float32)
+        self.done = np.zeros(capacity, np.float32)
+
+    def add(self, obs: dict[str, np.ndarray], slate: np.ndarray, position: np.ndarray,
+            reward: np.ndarray, next_obs: dict[str, np.ndarray], done: np.ndarray) -> None:
+        index = (self.cursor + np.arange(len(reward))) % self.capacity
+        for key in OBS_KEYS:
+            self.obs[key][index] = obs[key]
+            self.next_obs[key][index] = next_obs[key]
+        self.slate[index], self.position[index] = slate, position
+        self.reward[index], self.done[index] = reward, done
+        self.cursor = int((self.cursor + len(reward)) % self.capacity)
+        self.size = min(self.size + len(reward), self.capacity)
+
+    def sample(self, batch_size: int, generator: np.random.Generator) -> dict[str, Any]:
+        index = generator.integers(0, self.size, batch_size)
+        return {
+            "obs": {key: torch.from_numpy(self.obs[key][index]) for key in OBS_KEYS},
+            "next_obs": {key: torch.from_numpy(self.next_obs[key][index]) for key in OBS_KEYS},
+            "slate": torch.from_numpy(self.slate[index]),
+            "position": torch.from_numpy(self.position[index]),
+            "reward": torch.from_numpy(self.reward[index]),
+            "done": torch.from_numpy(self.done[index]),
+        }
+
+
+def _tensors(obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {key: torch.as_tensor(np.asarray(obs[key], np.float32)) for key in OBS_KEYS}
+
+
+# ---------------------------------------------------------------------------------------------
+class SlateQAgent(BaseAgent):
+    """Deep SlateQ agent (:mod:`agents.base` protocol): ``act(obs) -> slates (B, k)``,
+    ``learn(env | None, total_steps, callback)``, ``save(path)`` / ``SlateQAgent.load(path)``.
+    Reads only ``candidates``, ``history``, ``user``; ``learning_curve`` holds the log rows."""
+
+    name = "slateq"
+
+    def __init__(self, config: SlateQConfig | None = None, seed: int | None = None, params: Any = None,
+                 **overrides: Any):
+        if seed is not None:
+            overrides["seed"] = seed
+        self.config = dataclasses.replace(config or SlateQConfig(), **overrides)
+        self.learning_curve: list[dict[str, Any]] = []
+        cfg = self.config
+        if cfg.optimiser not in OPTIMISERS:
+            raise ValueError(f"SlateQConfig.optimiser must be one of {OPTIMISERS}, got {cfg.optimiser!r}")
+        # the world's params (as the registry passes them) fix the shapes; else the preset's
+        sim = make_simulator(cfg.preset) if params is None else simulator_for(params)
+        space = sim.observation_space()
+        self.shapes = {key: tuple(space[key].shape) for key in OBS_KEYS}
+        self.slate_size = sim.params.slate_size
+        torch.manual_seed(cfg.seed)
+        self.q = ItemQNetwork(self.shapes, cfg.hidden)
+        self.q_target = ItemQNetwork(self.shapes, cfg.hidden)
+        self.q_target.load_state_dict(self.q.state_dict())
+        self.choice = ChoiceNetwork(self.shapes, cfg.hidden, self.slate_size)
+        self.optimizer = torch.optim.Adam([*self.q.parameters(), *self.choice.parameters()],
+                                          lr=cfg.learning_rate)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.epsilon = 0.0
+        self.env_steps = 0
+
+    # ------------------------------------------------------------------ acting
+    def _best_slates(self, q_items: torch.Tensor, q_none: torch.Tensor, utility: torch.Tensor
+                     ) -> np.ndarray:
+        rho = self.choice.log_examination().detach().exp().numpy()
+        value = (q_items - q_none[:, None]).detach().numpy()
+        return optimise_slates(self.config.optimiser, utility.detach().exp().numpy(), value, rho)
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> np.ndarray:
+        """Best slates under the learned Q and choice model; epsilon-random if not deterministic."""
+        x = _tensors(obs)
+        q_items, q_none = self.q(x)
+        utility, _ = self.choice(x)
+        slates = self._best_slates(q_items, q_none, utility)
+        if not deterministic and self.epsilon > 0:
+            explore = self.rng.random(len(slates)) < self.epsilon
+            if explore.any():
+                keys = self.rng.random((int(explore.sum()), q_items.shape[1]))
+                slates[explore] = np.argsort(keys, axis=1)[:, : self.slate_size]
+        return slates
+
+
+    # ------------------------------------------------------------------ learning
+    @torch.no_grad()
+    def td_target(self, batch: dict[str, Any]) -> torch.Tensor:
+        """``r + gamma (1 - done) Q_target(s', A*(s'))``: reads only reward, done and NEXT obs."""
+        cfg, k = self.config, self.slate_size
+        next_q_target, next_none_target = self.q_target(batch["next_obs"])
+        next_utility, _ = self.choice(batch["next_obs"])
+        if cfg.double_q:
+            next_q_online, next_none_online = self.q(batch["next_obs"])
+            best = self._best_slates(next_q_online, next_none_online, next_utility)
+        else:
+            best = self._best_slates(next_q_target, next_none_target, next_utility)
+        best = torch.from_numpy(best)
+        probs = self.choice.slate_logits(next_utility, best).softmax(1)
+        next_value = (probs[:, :k] * next_q_target.gather(1, best)).sum(1) + (
+            probs[:, k] * next_none_target)
+        return batch["reward"] + cfg.gamma * (1.0 - batch["done"]) * next_value
+
+    def update(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One gradient step on the TD loss of the consumed item plus the choice log-loss."""
+        cfg, k = self.config, self.slate_size
+        target = self.td_target(batch)
+        q_items, q_none = self.q(batch["obs"])
+        clicked = batch["position"] < k
+        item = batch["slate"].gather(1, batch["position"].clamp(max=k - 1)[:, None]).squeeze(1)
+        predicted = torch.where(clicked, q_items.gather(1, item[:, None]).squeeze(1), q_none)
+        td_loss = nn.functional.smooth_l1_loss(predicted, target)
+        utility, _ = self.choice(batch["obs"])
+        choice_loss = nn.functional.cross_entropy(
+            self.choice.slate_logits(utility, batch["slate"]), batch["position"])
+        self.optimizer.zero_grad()
+        (td_loss + choice_loss).backward()
+        nn.utils.clip_grad_norm_([*self.q.parameters(), *self.choice.parameters()], cfg.max_grad_norm)
+        self.optimizer.step()
+        with torch.no_grad():
+            for p, tp in zip(self.q.parameters(), self.q_target.parameters(), strict=True):
+                tp.mul_(1.0 - cfg.target_tau).add_(p, alpha=cfg.target_tau)
+        return {"td_loss": td_loss.item(), "choice_loss": choice_loss.item()}
+
+    def learn(self, env: RecSimVectorEnv | None = None, total_steps: int | None = None,
+              callback: Callable[[Any, int], bool | None] | None = None) -> SlateQAgent:
+        """Train for ``total_steps`` user-steps on a vector env of the config's preset (built
+        when ``None``; SAME_STEP or NEXT_STEP autoreset). Every ``log_interval`` user-steps a
+        row (``env_steps``, ``episode_return``, ``episodes``, ``steps_per_second``, losses,
+        ``epsilon``) is appended to ``learning_curve`` and ``callback(agent, steps_done)`` is
+        called; returning ``False`` stops training."""
+        cfg = self.config
+        total_steps = cfg.total_steps if total_steps is None else total_steps
+        if env is None:
+            env = RecSimVectorEnv(cfg.num_envs, preset=cfg.preset, autoreset_mode=AutoresetMode.SAME_STEP)
+        if env.autoreset_mode not in (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP):
+            raise ValueError("SlateQAgent.learn needs SAME_STEP or NEXT_STEP autoreset")
+        shapes = {key: tuple(env.single_observation_space[key].shape) for key in OBS_KEYS}
+        if shapes != self.shapes:
+            raise ValueError(f"env observations {shapes} do not match the agent's preset "
+                             f"{self.config.preset!r} {self.shapes}")
+        restarting = np.zeros(env.num_envs, dtype=bool)  # NEXT_STEP: slot only resets this step
+        buffer = ReplayBuffer(cfg.buffer_size, self.shapes, self.slate_size)
+        obs, _ = env.reset(seed=10**6 + cfg.seed * 10**5)
+        returns = np.zeros(env.num_envs)
+        finished: list[float] = []
+        losses: dict[str, float] = {}
+        start, last_log, start_steps = time.perf_counter(), self.env_steps, self.env_steps
+        while self.env_steps - start_steps < total_steps:
+            progress = (self.env_steps - start_steps) / max(cfg.exploration_fraction * total_steps, 1)
+            self.epsilon = cfg.epsilon_start + min(progress, 1.0) * (cfg.epsilon_end - cfg.epsilon_start)
+            slates = self.act(obs, deterministic=False)
+            next_obs, reward, terminated, truncated, info = env.step(slates)
+            ended = terminated | truncated
+            stored_next = next_obs
+            if ended.any() and "final_obs" in info:
+                stored_next = {key: next_obs[key].copy() for key in OBS_KEYS}
+                for key in OBS_KEYS:
+                    stored_next[key][ended] = info["final_obs"][key][ended]
+            done = terminated | (truncated & cfg.truncation_is_terminal)
+            position = np.where(info["click"], info["position"], self.slate_size)
+            keep = ~restarting
+            buffer.add({key: obs[key][keep] for key in OBS_KEYS}, slates[keep], position[keep],
+                       reward[keep] * cfg.reward_scale, {key: stored_next[key][keep] for key in OBS_KEYS},
+                       done[keep])
+            if env.autoreset_mode == AutoresetMode.NEXT_STEP:
+                restarting = ended
+            returns += reward
+            finished.extend(returns[ended].tolist())
+            returns[ended] = 0.0
+            obs = next_obs
+            self.env_steps += env.num_envs
+            if buffer.size >= cfg.learning_starts:
+                for _ in range(cfg.gradient_steps):
+                    losses = self.update(buffer.sample(cfg.batch_size, self.rng))
+            if self.env_steps - last_log >= cfg.log_interval:
+                last_log = self.env_steps
+                row = {"env_steps": self.env_steps, "episodes": len(finished),
+                       "episode_return": float(np.mean(finished)) if finished else float("nan"),
+                       "epsilon": self.epsilon, **losses,
+                       "steps_per_second": (self.env_steps - start_steps) / (time.perf_counter() - start)}
+                finished = []
+                self.learning_curve.append(row)
+                if callback is not None and callback(self, self.env_steps - start_steps) is False:
+                    break
+        return self
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        """Write config, networks and step count to ``path`` (torch file)."""
+        torch.save({"config": dataclasses.asdict(self.config), "q": self.q.state_dict(),
+                    "q_target": self.q_target.state_dict(), "choice": self.choice.state_dict(),
+                    "env_steps": self.env_steps}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SlateQAgent:
+        """Rebuild an agent written by :meth:`save`."""
+        data = torch.load(path, weights_only=True)
+        agent = cls(SlateQConfig(**data["config"]))
+        agent.q.load_state_dict(data["q"])
+        agent.q_target.load_state_dict(data["q_target"])
+        agent.choice.load_state_dict(data["choice"])
+        agent.env_steps = int(data["env_steps"])
+        return agent
+
+
+# ---------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    """Train deep SlateQ, then evaluate it as ``experiments.demo`` evaluates its policies."""
+    parser = argparse.ArgumentParser(prog="python -m agents.slateq", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(SlateQConfig):
+        kind = (lambda s: s.lower() in ("1", "true", "yes")) if f.type in (bool, "bool") else type(f.default)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default,
+                            help=f"{f.metadata['doc']} (default: {f.default})")
+    parser.add_argument("--eval-users", type=int, default=1000, help="users per evaluation seed")
+    parser.add_argument("--eval-seeds", type=int, default=5, help="evaluation seeds")
+    parser.add_argument("--save", type=Path, default=None, help="write the trained agent here")
+    parser.add_argument("--load", type=Path, default=None, help="evaluate this saved agent (no training)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.load:
+        agent = SlateQAgent.load(args.load)
+    else:
+        config = SlateQConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SlateQConfig)})
+        agent = SlateQAgent(config)
+        start = time.perf_counter()
+        agent.learn(callback=lambda a, steps: print({k: round(v, 4) if isinstance(v, float) else v
+                                                     for k, v in a.learning_curve[-1].items()}, flush=True))
+        wall = time.perf_counter() - start
+        print(f"trained {agent.env_steps} user-steps in {wall:.1f} s ({agent.env_steps / wall:.0f} steps/s)")
+        if args.save:
+            agent.save(args.save)
+    evaluate(agent, args.eval_users, args.eval_seeds)
+
+
+def evaluate(agent: SlateQAgent, users: int = 1000, seeds: int = 5) -> dict[str, list[float]]:
+    """Lifetime return per seed of the agent, random and oracle-myopic on the users of
+    ``experiments.demo`` (seed ``10_000 + s * users``); prints means with 95% CIs and the
+    paired difference to oracle-myopic."""
+    from agents import heuristics
+    from experiments.demo import mean_ci, run_cohort
+    sim = make_simulator(agent.config.preset, observe_latent=True)  # latent keys: oracle only
+    policies = {
+        "slateq": lambda obs, p, g: agent.act({key: obs[key] for key in OBS_KEYS}),
+        "random": lambda obs, p, g: heuristics.random_slates(g, obs["user"].shape[0], p),
+    }
+    if hasattr(heuristics, "myopic_greedy") and agent.config.preset not in ("interest_evolution",):
+        policies["oracle_myopic"] = lambda obs, p, g: heuristics.myopic_greedy(obs, p)
+    per_seed = {name: [float(run_cohort(sim, policy, users, 10_000 + s * users)["return"].mean())
+                       for s in range(seeds)] for name, policy in policies.items()}
+    for name, values in per_seed.items():
+        mean, low, high = mean_ci(np.array(values))
+        print(f"{name:>14} on {agent.config.preset}: lifetime return {mean:.1f} [{low:.1f}, {high:.1f}]")
+    if "oracle_myopic" in per_seed:
+        diff = np.array(per_seed["slateq"]) - np.array(per_seed["oracle_myopic"])
+        mean, low, high = mean_ci(diff)
+        print(f"slateq - oracle_myopic (paired by seed): {mean:.1f} [{low:.1f}, {high:.1f}]")
+    return per_seed
+
+
+if __name__ == "__main__":
+    main()
