@@ -6,9 +6,10 @@ for that many env steps; evaluation then uses the learned model (frozen unless t
 is asked to keep learning).
 
 Context features of a (user, candidate) pair, for the linear bandits: the candidate's
-observable features (topic vector, appeal, price feature, popularity), the element-wise
-product of its topic vector with the user's recent click profile (mean topic vector of the
-clicked history entries) and with the declared interests, and a bias - ``3T + 4`` numbers.
+observable features (on the default world: topic vector, appeal, price feature, popularity),
+the element-wise product of its topic vector with the user's recent click profile (mean topic
+vector of the clicked history entries) and with the declared interests (zeros on worlds
+without them), and a bias.
 
 Feedback: the clicked item is labelled with the step's reward (click plus conversion value, so
 the models learn expected immediate reward, not just clicks); the items shown *above* it were
@@ -37,6 +38,18 @@ def item_keys(candidates: np.ndarray, num_topics: int) -> np.ndarray:
         mixed = static * weights
         mixed ^= mixed >> np.uint64(29)
         return (mixed * np.uint64(0xBF58476D1CE4E5B9)).sum(axis=-1)
+
+
+def _candidate_dim(params: Any) -> int:
+    from recsim_env.simulator import simulator_for
+
+    return simulator_for(params).observation_space()["candidates"].shape[-1]
+
+
+def _user_dim(params: Any) -> int:
+    from recsim_env.simulator import simulator_for
+
+    return simulator_for(params).observation_space()["user"].shape[-1]
 
 
 def _labels(transition: Transition, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,6 +102,9 @@ class PopularityAgent(BaseAgent):
             raise ValueError(f"smoothing must be > 0, got {smoothing}")
         self.smoothing = smoothing
         self.slate_size, self.num_topics = params.slate_size, params.num_topics
+        # identifying columns: topic, appeal, price where the world has them (on worlds whose
+        # candidates are only a topic, "popularity" becomes popularity per topic)
+        self.key_columns = min(_candidate_dim(params), params.num_topics + 2)
         self.keys = np.empty(0, dtype=np.uint64)
         self.clicks = np.empty(0)
         self.shows = np.empty(0)
@@ -101,17 +117,19 @@ class PopularityAgent(BaseAgent):
 
     def act(self, obs: Observation) -> np.ndarray:
         """Top-k by smoothed reward per impression, then by observed popularity."""
-        keys = item_keys(obs["candidates"], self.num_topics)
+        keys = item_keys(obs["candidates"], self.key_columns - 2)
         index, found = self._lookup(keys)
         prior = self.clicks.sum() / max(self.shows.sum(), 1.0)
         earned = np.where(found, self.clicks[index] if len(self.clicks) else 0.0, 0.0)
         shows = np.where(found, self.shows[index] if len(self.shows) else 0.0, 0.0)
         score = (earned + self.smoothing * prior) / (shows + self.smoothing)
-        return top_k(score + 1e-3 * obs["candidates"][..., self.num_topics + 2], self.slate_size)
+        if obs["candidates"].shape[-1] > self.num_topics + 2:  # observed popularity breaks ties
+            score = score + 1e-3 * obs["candidates"][..., self.num_topics + 2]
+        return top_k(score, self.slate_size)
 
     def observe(self, transition: Transition) -> None:
         """Add each shown item's earned reward (and a show) to its counts."""
-        shown = np.take_along_axis(item_keys(transition.obs["candidates"], self.num_topics),
+        shown = np.take_along_axis(item_keys(transition.obs["candidates"], self.key_columns - 2),
                                    transition.slates, axis=1)
         clicked, _ = _labels(transition, self.slate_size)
         keys, inverse = np.unique(shown.ravel(), return_inverse=True)
@@ -143,7 +161,8 @@ class LinearBandit(BaseAgent):
         if ridge <= 0:
             raise ValueError(f"ridge must be > 0, got {ridge}")
         self.slate_size, self.num_topics = params.slate_size, params.num_topics
-        d = 3 * self.num_topics + 4
+        self.declared = _user_dim(params) > params.num_topics  # default world: declared topics
+        d = _candidate_dim(params) + 2 * self.num_topics + 1
         self.precision = ridge * np.eye(d)
         self.target = np.zeros(d)
         self.weights = np.zeros(d)
@@ -151,13 +170,13 @@ class LinearBandit(BaseAgent):
         self.rng = np.random.default_rng(seed)
 
     def features(self, obs: Observation) -> np.ndarray:
-        """(B, m, 3T+4) context features of every (user, candidate) pair."""
+        """(B, m, F + 2T + 1) context features of every (user, candidate) pair."""
         t = self.num_topics
         cand = obs["candidates"]
         hist = obs["history"]
-        clicked = hist[..., t + 3:t + 4]  # click flag column
+        clicked = hist[..., -3:-2]  # click flag column (history ends with click, ..., valid)
         profile = (hist[..., :t] * clicked).sum(axis=1) / np.maximum(clicked.sum(axis=1), 1.0)
-        declared = obs["user"][:, :t]
+        declared = obs["user"][:, :t] if self.declared else np.zeros_like(profile)
         topic = cand[..., :t]
         bias = np.ones(cand.shape[:2] + (1,))
         return np.concatenate([cand, topic * profile[:, None, :], topic * declared[:, None, :], bias],

@@ -41,7 +41,7 @@ from gymnasium.vector import AutoresetMode
 from agents.base import BaseAgent, Transition
 from agents.slate_optim import OPTIMISERS, optimise_slates
 from recsim_env import RecSimVectorEnv
-from recsim_env.simulator import make_simulator
+from recsim_env.simulator import make_simulator, simulator_for
 
 
 @dataclass
@@ -158,7 +158,7 @@ class TinySlateMDP:
 class Abstraction:
     """State and item abstraction of a world (see the module docstring)."""
 
-    def __init__(self, config: TabularSlateQConfig):
+    def __init__(self, config: TabularSlateQConfig, params: Any = None):
         self.kind = config.abstraction
         if self.kind == "tiny":
             self.num_states, self.num_items = TinySlateMDP.num_states, TinySlateMDP.num_types
@@ -166,7 +166,7 @@ class Abstraction:
             return
         if self.kind != "recsim":
             raise ValueError(f"TabularSlateQConfig.abstraction must be 'recsim' or 'tiny', got {self.kind!r}")
-        sim = make_simulator(config.preset)
+        sim = make_simulator(config.preset) if params is None else simulator_for(params)
         space = sim.observation_space()
         self.num_topics = sim.params.num_topics
         self.slate_size = sim.params.slate_size
@@ -228,7 +228,7 @@ class TabularSlateQAgent(BaseAgent):
     name = "slate_q_tabular"
 
     def __init__(self, config: TabularSlateQConfig | None = None, seed: int | None = None,
-                 **overrides: Any):
+                 params: Any = None, **overrides: Any):
         if seed is not None:
             overrides["seed"] = seed
         self.config = cfg = dataclasses.replace(config or TabularSlateQConfig(), **overrides)
@@ -236,7 +236,8 @@ class TabularSlateQAgent(BaseAgent):
         if cfg.optimiser not in OPTIMISERS or cfg.target not in ("q_learning", "sarsa"):
             raise ValueError(f"optimiser must be one of {OPTIMISERS} and target 'q_learning' or "
                              f"'sarsa', got {cfg.optimiser!r}, {cfg.target!r}")
-        self.abstraction = Abstraction(cfg)
+        # the world's params (as the registry passes them) fix the abstraction; else the preset's
+        self.abstraction = Abstraction(cfg, params)
         s, i, k = self.abstraction.num_states, self.abstraction.num_items, self.abstraction.slate_size
         self.q_items = np.zeros((s, i))  # Qbar(s, item class)
         self.q_none = np.zeros(s)  # Qbar(s, none)

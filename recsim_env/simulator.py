@@ -79,7 +79,10 @@ def register_world_model(name: str, description: str, factory: Callable[..., Sim
 
 def make_simulator(preset: str = "default", params: Any = None, **overrides: Any) -> Simulator:
     """The simulator of ``preset``: a world-model preset, or the default world with a
-    :data:`~recsim_env.presets.PRESETS` entry's overrides."""
+    :data:`~recsim_env.presets.PRESETS` entry's overrides. Explicit ``params`` decide the world
+    by their type (``preset`` is then ignored)."""
+    if params is not None:
+        return simulator_for(params.replace(**overrides) if overrides else params)
     if preset in WORLD_MODELS:
         return WORLD_MODELS[preset][1](params=params, **overrides)
     return Simulator.from_preset(preset, params, **overrides)
