@@ -1,7 +1,8 @@
 """Throughput benchmarks.
 
-``python -m experiments.bench env`` measures user-steps per second of the single env (through
-``gymnasium.make``, wrappers included) and of the native vector env at several batch sizes,
+``python -m experiments.bench eval`` times the evaluation harness (random agent, 10,000 users
+to the end of their lifetimes). ``python -m experiments.bench env`` measures user-steps per
+second of the single env (through ``gymnasium.make``, wrappers included) and of the native vector env at several batch sizes,
 with random valid slates, plus each configuration's peak resident memory (every configuration
 runs in its own subprocess, so peaks do not mix). It also times a plain copy of the same
 observation bytes: the memory-bandwidth floor of producing those observations. Prints a
@@ -137,6 +138,30 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def bench_eval(preset: str, users: int, out: Path) -> dict[str, Any]:
+    """Time :func:`experiments.evaluate.evaluate` of the random agent on ``users`` users."""
+    from agents import registry
+    from experiments.evaluate import evaluate
+    from recsim_env.simulator import make_simulator
+
+    params = make_simulator(preset).params
+    evaluate(registry.make("random", params=params), preset, 50, seed=0)  # warm-up (compile)
+    start = time.perf_counter()
+    result = evaluate(registry.make("random", params=params), preset, users, seed=0)
+    seconds = time.perf_counter() - start
+    row = {"benchmark": "eval", "preset": preset, "agent": "random", "users": users,
+           "seconds": seconds, "user_steps": result.user_steps,
+           "user_steps_per_s": result.user_steps / seconds,
+           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    print(f"evaluate(random, {preset}, {users:,} users): {seconds:.1f} s, "
+          f"{result.user_steps:,} user-steps ({row['user_steps_per_s']:,.0f}/s), "
+          f"mean lifetime return {result.means()['return']:.1f}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(row, indent=2))
+    print(f"wrote {out}")
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point (``python -m experiments.bench --help``)."""
     argv = sys.argv[1:] if argv is None else argv
@@ -158,7 +183,16 @@ def main(argv: list[str] | None = None) -> None:
                      help="minimum timed seconds per configuration (default: 2)")
     env.add_argument("--out", type=Path, default=Path("bench_results/env.json"),
                      help="JSON output path (default: bench_results/env.json)")
+    ev = sub.add_parser("eval", help="time the evaluation harness (random agent, full lifetimes)")
+    ev.add_argument("--preset", default="default", choices=all_preset_names())
+    ev.add_argument("--users", type=int, default=10_000, help="users (default: 10000)")
+    ev.add_argument("--out", type=Path, default=Path("bench_results/eval.json"))
     args = parser.parse_args(argv)
+    if args.what == "eval":
+        if args.users < 1:
+            parser.error(f"--users must be >= 1, got {args.users}")
+        bench_eval(args.preset, args.users, args.out)
+        return
     if any(b < 1 for b in args.batch_sizes):
         parser.error(f"--batch-sizes must be >= 1, got {args.batch_sizes}")
     if args.seconds <= 0:
