@@ -1,12 +1,12 @@
 """Throughput benchmarks.
 
-``python -m experiments.bench eval`` times the evaluation harness (random agent, 10,000 users
-to the end of their lifetimes). ``python -m experiments.bench env`` measures user-steps per
-second of the single env (through ``gymnasium.make``, wrappers included) and of the native
-vector env at several batch sizes, with random valid slates, plus each configuration's peak resident memory (every configuration
-runs in its own subprocess, so peaks do not mix). It also times a plain copy of the same
-observation bytes: the memory-bandwidth floor of producing those observations. Prints a
-table and writes JSON.
+``python -m experiments.bench env`` measures user-steps per second of the single env (through
+``gymnasium.make``, wrappers included) and of the native vector env at several batch sizes,
+with random valid slates, plus each configuration's peak resident memory (every
+configuration runs in its own subprocess, so peaks do not mix). It also times a plain copy of
+the same observation bytes: the memory-bandwidth floor of producing those observations.
+Prints a table and writes JSON. ``python -m experiments.bench eval`` times the evaluation
+harness (random agent, 10,000 users to the end of their lifetimes).
 
 Figures are only comparable within one run (shared, noisy machines): compare ratios.
 """
