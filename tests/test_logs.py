@@ -1,0 +1,89 @@
+"""Interaction logs: schema round trip, propensities, validation of wrong or truncated files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recsim_env.logs import (
+    LogFormatError,
+    epsilon_popularity_policy,
+    generate_logs,
+    load_logs,
+    save_logs,
+    split_by_user,
+    uniform_policy,
+)
+
+
+@pytest.fixture(scope="module")
+def logs() -> dict[str, np.ndarray]:
+    return generate_logs("static", n_steps=3000, batch_size=200, seed=1)
+
+
+def test_schema_round_trip(logs, tmp_path):
+    path = save_logs(logs, tmp_path / "logs.npz", policy="epsilon_popularity")
+    loaded, meta = load_logs(path)
+    assert meta["rows"] == 3000 and meta["policy"] == "epsilon_popularity"
+    assert set(loaded) == set(logs)
+    for name, column in logs.items():
+        assert loaded[name].dtype == column.dtype
+        assert np.array_equal(loaded[name], column), name
+
+
+def test_columns_are_consistent(logs):
+    k = logs["slate"].shape[1]
+    assert len(logs["user"]) == 3000
+    assert np.all(np.sort(logs["slate"], axis=1)[:, 1:] != np.sort(logs["slate"], axis=1)[:, :-1])
+    assert np.array_equal(logs["click"], logs["position"] >= 0)
+    assert not np.any(logs["conversion"] & ~logs["click"])
+    assert logs["position"].max() < k
+    assert np.all((logs["propensity"] > 0) & (logs["propensity"] <= 1))
+    # users are replaced when they leave: steps restart at 0 for new ids
+    assert len(np.unique(logs["user"])) > 200
+    assert np.all(logs["step"][logs["user"] >= 200] >= 0)
+
+
+def test_propensities_match_the_policies():
+    gen = np.random.default_rng(0)
+    obs = {"candidates": gen.random((20000, 10, 4)).astype(np.float32)}
+    _, prop = uniform_policy(3)(obs, gen)
+    assert np.allclose(prop[0], [1 / 10, 1 / 9, 1 / 8])
+    slates, prop = epsilon_popularity_policy(3, epsilon=0.5)(obs, gen)
+    most_popular = obs["candidates"][..., -1].argmax(1)
+    first = slates[:, 0] == most_popular
+    # P(top item first) = 0.5 + 0.5/10, and the logged propensity says so
+    assert abs(first.mean() - 0.55) < 0.02
+    assert np.allclose(prop[first, 0], 0.55) and np.allclose(prop[~first, 0], 0.05)
+
+
+def test_split_by_user_is_disjoint(logs):
+    train, test = split_by_user(logs, 0.25)
+    assert not set(train["user"]) & set(test["user"])
+    assert len(train["user"]) + len(test["user"]) == len(logs["user"])
+
+
+def test_truncated_file_fails_clearly(logs, tmp_path):
+    path = save_logs(logs, tmp_path / "logs.npz")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(LogFormatError, match="corrupted or truncated"):
+        load_logs(path)
+
+
+def test_wrong_files_fail_clearly(logs, tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file at all")
+    with pytest.raises(LogFormatError, match="corrupted or truncated"):
+        load_logs(tmp_path / "junk.npz")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(LogFormatError, match="__meta__"):
+        load_logs(tmp_path / "other.npz")
+    short = dict(logs, click=logs["click"][:-5])
+    with pytest.raises(LogFormatError, match="'click' has 2995 rows"):
+        save_logs(short, tmp_path / "short.npz")
+    wrong = dict(logs, propensity=logs["propensity"].astype(np.float64))
+    with pytest.raises(LogFormatError, match="propensity"):
+        save_logs(wrong, tmp_path / "wrong.npz")
+    missing = {k: v for k, v in logs.items() if k != "revenue"}
+    with pytest.raises(LogFormatError, match="revenue"):
+        save_logs(missing, tmp_path / "missing.npz")
