@@ -127,13 +127,13 @@ def bench_env(presets: list[str], batch_sizes: list[int], seconds: float, out: P
 
 def format_table(rows: list[dict]) -> str:
     """Plain-text table of benchmark rows."""
-    head = (f"{'preset':<12} {'env':<22} {'user-steps/s':>14} {'copy floor/s':>14} "
+    head = (f"{'preset':<19} {'env':<22} {'user-steps/s':>14} {'copy floor/s':>14} "
             f"{'peak RSS MiB':>13}")
     lines = [head, "-" * len(head)]
     for r in rows:
         env = "gymnasium.make" if r["mode"] == "single" else f"vector B={r['batch_size']}"
         floor = r["copy_floor_user_steps_per_s"]
-        lines.append(f"{r['preset']:<12} {env:<22} {r['user_steps_per_s']:>14,.0f} "
+        lines.append(f"{r['preset']:<19} {env:<22} {r['user_steps_per_s']:>14,.0f} "
                      f"{(f'{floor:,.0f}' if floor else '-'):>14} {r['peak_rss_mib']:>13.0f}")
     return "\n".join(lines)
 
