@@ -216,6 +216,17 @@ def _next_obs(next_obs: dict[str, np.ndarray], ended: np.ndarray, info: dict[str
     return out
 
 
+def _epsilon_explore(rng: np.random.Generator, epsilon: float, slates: np.ndarray,
+                     obs: dict[str, np.ndarray]) -> np.ndarray:
+    """Replace each slate by a uniformly random one with probability ``epsilon`` (in place)."""
+    if epsilon > 0:
+        explore = rng.random(len(slates)) < epsilon
+        if explore.any():
+            slates[explore] = _random_slates(rng, int(explore.sum()), obs["candidates"].shape[1],
+                                             slates.shape[1])
+    return slates
+
+
 def _random_slates(rng: np.random.Generator, rows: int, m: int, k: int) -> np.ndarray:
     return np.argsort(rng.random((rows, m)), axis=1)[:, :k]
 
@@ -276,12 +287,7 @@ class TabularSlateQAgent(BaseAgent):
     def act(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> np.ndarray:
         """Best slates (B, k) under the table and choice model; epsilon-random when exploring."""
         slates = self._best(self.abstraction.states(obs), self.abstraction.items(obs))
-        if not deterministic and self.epsilon > 0:
-            explore = self.rng.random(len(slates)) < self.epsilon
-            if explore.any():
-                slates[explore] = _random_slates(self.rng, int(explore.sum()), obs["candidates"].shape[1],
-                                                 slates.shape[1])
-        return slates
+        return slates if deterministic else _epsilon_explore(self.rng, self.epsilon, slates, obs)
 
     # ------------------------------------------------------------------ learning
     def update(self, obs: dict[str, np.ndarray], slates: np.ndarray, reward: np.ndarray,
@@ -431,12 +437,7 @@ class FullSlateQAgent(BaseAgent):
     def act(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> np.ndarray:
         """Greedy (or epsilon-greedy) slate from the table."""
         slates, _ = self._best(self.abstraction.states(obs), self.abstraction.items(obs))
-        if not deterministic and self.epsilon > 0:
-            explore = self.rng.random(len(slates)) < self.epsilon
-            if explore.any():
-                slates[explore] = _random_slates(self.rng, int(explore.sum()), obs["candidates"].shape[1],
-                                                 slates.shape[1])
-        return slates
+        return slates if deterministic else _epsilon_explore(self.rng, self.epsilon, slates, obs)
 
     def learn(self, env: Any = None, total_steps: int | None = None,
               callback: Callable[[Any, int], bool | None] | None = None) -> FullSlateQAgent:

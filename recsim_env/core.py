@@ -68,17 +68,22 @@ class State:
         return State(*(getattr(self, name)[index] for name in STATE_FIELDS))
 
     def assign(self, index: np.ndarray, other: State) -> None:
-        """Overwrite users ``index`` with ``other``'s users, IN PLACE. Only for states you own
-        (the env shells use it for autoreset)."""
-        for name in STATE_FIELDS:
-            target = getattr(self, name)
-            if not target.flags.writeable:
-                target = target.copy()
-                setattr(self, name, target)
-            target[index] = getattr(other, name)
+        """Overwrite users ``index`` with ``other``'s users, IN PLACE. Only for states you own."""
+        assign_users(self, index, other, STATE_FIELDS)
 
 
 STATE_FIELDS = tuple(f.name for f in fields(State))
+
+
+def assign_users(state: object, index: np.ndarray, other: object, names: tuple[str, ...]) -> None:
+    """Copy users ``index`` of ``other`` into ``state`` for the array fields ``names``, in place
+    (read-only arrays are copied first). Shared by every world's state class."""
+    for name in names:
+        target = getattr(state, name)
+        if not target.flags.writeable:
+            target = target.copy()
+            setattr(state, name, target)
+        target[index] = getattr(other, name)
 
 
 @dataclass(slots=True)

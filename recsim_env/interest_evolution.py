@@ -42,8 +42,9 @@ from gymnasium import spaces
 from scipy.special import ndtri
 
 from recsim_env import rng
-from recsim_env.core import StepResult
+from recsim_env.core import StepResult, assign_users
 from recsim_env.params import _check, _check_field, _f
+from recsim_env.params import field_table as params_field_table
 from recsim_env.simulator import Simulator, register_world_model
 
 #: ``StepResult.end_reason`` codes of this preset.
@@ -190,18 +191,7 @@ class InterestEvolutionParams:
 
 def field_table() -> list[dict[str, str]]:
     """One row per field (name, group, default, allowed, doc), for docs and listings."""
-    rows = []
-    for f in dataclasses.fields(InterestEvolutionParams):
-        m = f.metadata
-        if m["choices"]:
-            allowed = " / ".join(repr(c) for c in m["choices"])
-        elif m["low"] is None:
-            allowed = "True / False"
-        else:
-            allowed = f"{'(' if m['low_open'] else '['}{m['low']:g}, {m['high']:g}]"
-        rows.append({"name": f.name, "group": m["group"], "default": repr(f.default),
-                     "allowed": allowed, "doc": m["doc"]})
-    return rows
+    return params_field_table(InterestEvolutionParams)
 
 
 @dataclass(slots=True)
@@ -232,12 +222,7 @@ class IEState:
 
     def assign(self, index: np.ndarray, other: IEState) -> None:
         """Overwrite users ``index`` with ``other``'s users, IN PLACE (for states you own)."""
-        for name in IE_STATE_FIELDS:
-            target = getattr(self, name)
-            if not target.flags.writeable:
-                target = target.copy()
-                setattr(self, name, target)
-            target[index] = getattr(other, name)
+        assign_users(self, index, other, IE_STATE_FIELDS)
 
 
 IE_STATE_FIELDS = tuple(f.name for f in fields(IEState))

@@ -227,10 +227,11 @@ def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(Params)]
 
 
-def field_table() -> list[dict[str, str]]:
-    """One row per field (name, group, default, allowed, doc): for docs and ``recsim envs``."""
+def field_table(cls: type = Params) -> list[dict[str, str]]:
+    """One row per field of ``cls`` (a params dataclass built with documented, ranged fields):
+    name, group, default, allowed, doc - for docs and listings."""
     rows = []
-    for f in dataclasses.fields(Params):
+    for f in dataclasses.fields(cls):
         m = f.metadata
         if m["choices"]:
             allowed = " / ".join(repr(c) for c in m["choices"])
