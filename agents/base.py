@@ -5,6 +5,10 @@ slate per user::
 
     slates = agent.act(obs)                  # (B, k) int64, distinct candidate positions per row
 
+Rows are users, and which users a batch holds may change between calls (the evaluation
+harness drops users who have left), so an agent keeps no per-row state across calls: what it
+knows about a user comes from the observation (``history``, ``user``).
+
 Optional methods (the runner and evaluation harness call them when present):
 
 * ``observe(transition)`` - online learners see every step's :class:`Transition` batch
@@ -23,6 +27,7 @@ the entry-point group ``recsim.agents``, or named as ``package.module:ClassName`
 
 from __future__ import annotations
 
+import inspect
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,10 +96,23 @@ OPTIONAL_METHODS = ("observe", "learn", "save", "load", "predict")
 
 
 def check_agent(agent: Any, name: str = "") -> None:
-    """Raise ``TypeError`` naming the missing method if ``agent`` does not fit the protocol."""
+    """Raise ``TypeError`` naming what is missing if ``agent`` does not fit the protocol:
+    ``act`` must be a method taking the observation; optional methods, when present, must be
+    callable."""
     label = name or type(agent).__name__
     for method in REQUIRED_METHODS:
         if not callable(getattr(agent, method, None)):
             raise TypeError(f"agent {label!r} does not fit the recsim agent protocol: it has no "
                             f"{method}(obs) method (required: {', '.join(REQUIRED_METHODS)}; "
                             f"optional: {', '.join(OPTIONAL_METHODS)})")
+    try:
+        inspect.signature(agent.act).bind({})
+    except TypeError as err:
+        raise TypeError(f"agent {label!r} does not fit the recsim agent protocol: act must take one "
+                        f"argument, the observation dict (act(obs) -> slates): {err}") from None
+    except ValueError:  # builtins without a signature
+        pass
+    for method in OPTIONAL_METHODS:
+        if hasattr(agent, method) and not callable(getattr(agent, method)):
+            raise TypeError(f"agent {label!r} does not fit the recsim agent protocol: its {method!r} "
+                            "is not a method")

@@ -88,6 +88,48 @@ def myopic_greedy(obs: dict[str, np.ndarray], params: Params) -> np.ndarray:
     return mnl_best_slate(weight, terms["value"], params)
 
 
+def cascade_best_slate(attract: np.ndarray, value: np.ndarray, params: Params) -> np.ndarray:
+    """Slate maximising the expected reward under the cascade model, exactly.
+
+    The user scans positions in order, clicks item ``i`` with probability ``a_i`` (``attract``)
+    and otherwise goes on with probability ``d = position_decay``:
+    ``R = sum_i a_i v_i prod_{j<i} (1 - a_j) d``. Swapping two neighbours shows that any set is
+    best shown in decreasing ``a v / (1 - d + d a)``; so, with candidates in that order, a
+    dynamic programme over (candidate, items still to place) picks the best k-subset:
+    ``best[j, i] = max(best[j, i+1], a_i v_i + (1 - a_i) d best[j-1, i+1])`` (O(m k) per user).
+    """
+    k, d = params.slate_size, params.position_decay
+    batch, m = attract.shape
+    order = np.argsort(-(attract * value) / (1.0 - d + d * attract), axis=1, kind="stable")
+    a = np.take_along_axis(attract, order, axis=1)
+    gain = a * np.take_along_axis(value, order, axis=1)
+    best = np.zeros((k + 1, m + 1, batch))
+    best[1:, m] = -np.inf  # cannot place items past the end
+    take = np.zeros((k + 1, m, batch), dtype=bool)
+    for i in range(m - 1, -1, -1):
+        for j in range(1, k + 1):
+            with_i = gain[:, i] + (1.0 - a[:, i]) * d * best[j - 1, i + 1]
+            take[j, i] = with_i > best[j, i + 1]
+            best[j, i] = np.where(take[j, i], with_i, best[j, i + 1])
+    slate = np.empty((batch, k), dtype=np.int64)
+    left = np.full(batch, k)
+    filled = np.zeros(batch, dtype=np.int64)
+    rows = np.arange(batch)
+    for i in range(m):
+        chosen = (left > 0) & take[left, i, rows]
+        slate[rows[chosen], filled[chosen]] = order[chosen, i]
+        filled += chosen
+        left -= chosen
+    return slate
+
+
+def cascade_myopic(obs: dict[str, np.ndarray], params: Params) -> np.ndarray:
+    """The slate with the highest immediate expected reward under the true cascade model (latent)."""
+    terms = item_terms(obs, params)
+    attract = 1.0 / (1.0 + np.exp(params.no_click_utility - terms["utility"]))
+    return cascade_best_slate(attract, terms["value"], params)
+
+
 def quality_aware(obs: dict[str, np.ndarray], params: Params, quality_bonus: float = 3.0
                   ) -> np.ndarray:
     """Like :func:`myopic_greedy`, but each click is also worth ``quality_bonus * quality``

@@ -32,10 +32,11 @@ class OracleMyopicAgent(BaseAgent):
     conversion model, computed from the latent state (``observe_latent=True``): an upper bound
     for any myopic policy, and the declared exception to "agents see only observations".
 
-    On the default world it is exact for the MNL choice model (Dinkelbach, see
-    :func:`agents.heuristics.mnl_best_slate`); for the cascade model it ranks by value per
-    examination, an approximation. On ``interest_evolution`` it is RecSim's myopic policy
-    (maximal click probability; every click is worth the same watch time).
+    On the default world it is exact for both choice models: MNL by Dinkelbach's iteration
+    (:func:`agents.heuristics.mnl_best_slate`), cascade by an exchange-argument order and a
+    dynamic programme (:func:`agents.heuristics.cascade_best_slate`). On ``interest_evolution``
+    it is RecSim's myopic policy (maximal click probability; every click is worth the same
+    watch time).
 
     :param params: the world's Params
     """
@@ -48,11 +49,9 @@ class OracleMyopicAgent(BaseAgent):
     def act(self, obs: Observation) -> np.ndarray:
         """The myopically best slate per user."""
         if hasattr(self.params, "affinity_weight"):
-            if self.params.choice_model == "mnl":
-                return heuristics.myopic_greedy(obs, self.params)
-            terms = heuristics.item_terms(obs, self.params)
-            attract = 1.0 / (1.0 + np.exp(self.params.no_click_utility - terms["utility"]))
-            return heuristics.top_k(attract * terms["value"], self.params.slate_size)
+            if self.params.choice_model == "cascade":
+                return heuristics.cascade_myopic(obs, self.params)
+            return heuristics.myopic_greedy(obs, self.params)
         from agents.recsim_reference import MyopicPolicy
 
         return MyopicPolicy(self.params)(obs)

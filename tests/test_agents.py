@@ -9,34 +9,112 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents import registry
+from agents import heuristics, registry
 from agents.base import BaseAgent
 from experiments.evaluate import evaluate
 from recsim_env.simulator import all_preset_names, make_simulator
 
 
-class NoAct:
-    """Not an agent: no act method."""
-
-    def learn(self, env, total_steps, callback=None) -> None:
-        pass
+def _write_module(tmp_path: Path, monkeypatch, name: str, source: str) -> None:
+    """A module ``name`` on ``sys.path`` (removed from ``sys.modules`` after the test)."""
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
 
 
 def test_unknown_name_lists_known_agents() -> None:
     with pytest.raises(KeyError, match="random") as err:
         registry.make("no_such_agent")
-    assert "oracle_myopic" in str(err.value)
+    assert "oracle_myopic" in str(err.value) and "package.module:ClassName" in str(err.value)
 
 
-def test_module_class_string_and_protocol_error() -> None:
+def test_module_class_string_is_found_and_evaluated(tmp_path: Path, monkeypatch) -> None:
+    _write_module(tmp_path, monkeypatch, "my_policies", """
+        import numpy as np
+
+        class LastK:
+            def __init__(self, params, seed=0):
+                self.k, self.seed = params.slate_size, seed
+
+            def act(self, obs):
+                m = obs["candidates"].shape[1]
+                return np.tile(np.arange(m - 1, m - 1 - self.k, -1), (obs["candidates"].shape[0], 1))
+    """)
     params = make_simulator("static").params
-    agent = registry.make("agents.reference:RandomAgent", params=params, seed=1)
-    assert agent.act(make_simulator("static").observe(
-        make_simulator("static").reset(np.arange(3, dtype=np.uint64)))).shape == (3, params.slate_size)
-    with pytest.raises(TypeError, match=r"no act\(obs\) method"):
-        registry.make("tests.test_agents:NoAct")
+    agent = registry.make("my_policies:LastK", params=params, seed=4)
+    assert agent.seed == 4
+    result = evaluate(agent, "static", n_users=20, seed=0)
+    assert result.per_user["return"].shape == (20,)
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        registry.make("my_policies:Nope")
     with pytest.raises(ValueError, match="package.module:ClassName"):
         registry.resolve(":Nothing")
+
+
+def test_protocol_errors_name_the_missing_method(tmp_path: Path, monkeypatch) -> None:
+    _write_module(tmp_path, monkeypatch, "not_agents", """
+        class NoAct:
+            def learn(self, env, total_steps, callback=None):
+                pass
+
+        class ActWithoutObs:
+            def act(self):
+                return None
+
+        class ObserveNotCallable:
+            observe = 3
+
+            def act(self, obs):
+                return None
+    """)
+    with pytest.raises(TypeError, match=r"'not_agents:NoAct' .* no act\(obs\) method"):
+        registry.make("not_agents:NoAct")
+    with pytest.raises(TypeError, match="act must take one argument"):
+        registry.make("not_agents:ActWithoutObs")
+    with pytest.raises(TypeError, match="'observe' is not a method"):
+        registry.make("not_agents:ObserveNotCallable")
+    with pytest.raises(TypeError, match="could not build agent 'random'"):
+        registry.make("random", params=make_simulator("static").params, no_such_option=1)
+
+
+def test_predict_is_the_sb3_signature() -> None:
+    sim = make_simulator("default")
+    agent = registry.make("random", params=sim.params, seed=0)
+    obs = sim.observe(sim.reset(np.arange(3, dtype=np.uint64)))
+    slates, state = agent.predict(obs, state=None, episode_start=np.ones(3, bool), deterministic=True)
+    assert slates.shape == (3, sim.params.slate_size) and state is None
+
+
+@pytest.mark.parametrize("choice_model", ["mnl", "cascade"])
+@pytest.mark.parametrize("position_decay", [0.5, 0.9, 1.0])
+def test_oracle_myopic_is_exact(choice_model: str, position_decay: float) -> None:
+    """The oracle's slate is as good as the best of all ordered k-subsets (brute force)."""
+    from itertools import permutations
+
+    from recsim_env.choice import choice_probabilities
+
+    sim = make_simulator("default", choice_model=choice_model, position_decay=position_decay,
+                         num_candidates=7, slate_size=3, observe_latent=True)
+    obs = sim.observe(sim.reset(np.arange(30, dtype=np.uint64)))
+    terms = heuristics.item_terms(obs, sim.params)
+
+    def expected_reward(slates: np.ndarray) -> np.ndarray:
+        utility = np.take_along_axis(terms["utility"], slates, axis=1).astype(np.float32)
+        probs = choice_probabilities(utility, sim.params)[:, :-1]
+        return (probs * np.take_along_axis(terms["value"], slates, axis=1)).sum(axis=1)
+
+    slates = registry.make("oracle_myopic", params=sim.params).act(obs)
+    assert all(len(set(row)) == 3 for row in slates.tolist())
+    best = np.max([expected_reward(np.tile(p, (30, 1))) for p in permutations(range(7), 3)], axis=0)
+    np.testing.assert_allclose(expected_reward(slates), best, rtol=1e-5)
+
+
+def test_oracle_myopic_beats_random_with_cascade_choice() -> None:
+    params = make_simulator("default", choice_model="cascade").params
+    returns = {name: evaluate(registry.make(name, params=params, seed=0), params, n_users=300,
+                              seed=5000).per_user["return"] for name in ("random", "oracle_myopic")}
+    diff = returns["oracle_myopic"] - returns["random"]
+    assert diff.mean() - 2.6 * diff.std(ddof=1) / np.sqrt(len(diff)) > 0, diff.mean()
 
 
 def test_entry_point_plugin_is_found_and_evaluated(tmp_path: Path, monkeypatch) -> None:
