@@ -61,6 +61,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from agents.base import BaseAgent
+from agents.features import cross_feature_dim, cross_features
 from agents.slate_distribution import PlackettLuceDistribution
 
 ENCODERS = ("attention", "mlp")
@@ -113,18 +114,22 @@ class AttentionSlateNetwork(nn.Module):
 
     :param observation_space: the per-user ``Dict`` space (``candidates``, ``history``, ``user``)
     :param outputs: logits per candidate (1 for Plackett-Luce, k for MultiDiscrete)
+    :param cross_topics: when set (the world's number of topics), candidate tokens also carry
+        the user x candidate :func:`agents.features.cross_features`
     """
 
     def __init__(self, observation_space: spaces.Dict, outputs: int = 1, d_model: int = 32,
                  num_heads: int = 2, num_layers: int = 1, ff_dim: int = 64, value_hidden: int = 64,
-                 attention: str = "self"):
+                 attention: str = "self", cross_topics: int | None = None):
         super().__init__()
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
-        self.attention = attention
+        self.attention, self.cross_topics = attention, cross_topics
         candidate_dim = observation_space["candidates"].shape[-1]
         self.history_length, history_dim = observation_space["history"].shape
         user_dim = observation_space["user"].shape[0]
+        if cross_topics is not None:
+            candidate_dim += cross_feature_dim(cross_topics, user_dim)
         self.candidate_in = nn.Linear(candidate_dim, d_model)
         self.history_in = nn.Linear(history_dim, d_model)
         self.history_position = nn.Parameter(0.02 * th.randn(self.history_length, d_model))
@@ -139,7 +144,7 @@ class AttentionSlateNetwork(nn.Module):
         """Logits (B, m, outputs) and values (B,)."""
         user = self.user_in(obs["user"])[:, None]
         context = th.cat([user, self.history_in(obs["history"]) + self.history_position], dim=1)
-        candidates = self.candidate_in(obs["candidates"])
+        candidates = self.candidate_in(_candidate_inputs(obs, self.cross_topics))
         if self.attention == "self":
             tokens = th.cat([context, candidates], dim=1)
             for block in self.blocks[:-1]:
@@ -158,17 +163,28 @@ class AttentionSlateNetwork(nn.Module):
         return self.score_head(candidates), self.value_head(pooled).squeeze(-1)
 
 
+def _candidate_inputs(obs: dict[str, th.Tensor], cross_topics: int | None) -> th.Tensor:
+    """Candidate features, extended by the cross features when ``cross_topics`` is set."""
+    if cross_topics is None:
+        return obs["candidates"]
+    cross = cross_features(obs["candidates"], obs["history"], obs["user"], cross_topics)
+    return th.cat([obs["candidates"], cross], dim=2)
+
+
 class MlpSlateNetwork(nn.Module):
-    """Ablation: an MLP over the flattened observation emits all m x outputs logits and the value."""
+    """Ablation: an MLP over the flattened observation (and flattened cross features, when
+    ``cross_topics`` is set) emits all m x outputs logits and the value."""
 
     def __init__(self, observation_space: spaces.Dict, outputs: int = 1,
-                 hidden: tuple[int, ...] = (256, 256)):
+                 hidden: tuple[int, ...] = (256, 256), cross_topics: int | None = None):
         super().__init__()
         self.num_candidates = observation_space["candidates"].shape[0]
-        self.outputs = outputs
-        self.keys = ("candidates", "history", "user")
+        self.outputs, self.cross_topics = outputs, cross_topics
+        self.keys = ("history", "user")
         layers: list[nn.Module] = []
-        width = sum(int(np.prod(observation_space[key].shape)) for key in self.keys)
+        width = sum(int(np.prod(observation_space[key].shape)) for key in ("candidates", *self.keys))
+        if cross_topics is not None:
+            width += self.num_candidates * cross_feature_dim(cross_topics, observation_space["user"].shape[0])
         for size in hidden:
             layers += [nn.Linear(width, size), nn.ReLU()]
             width = size
@@ -178,7 +194,8 @@ class MlpSlateNetwork(nn.Module):
 
     def forward(self, obs: dict[str, th.Tensor]) -> tuple[th.Tensor, th.Tensor]:
         """Logits (B, m, outputs) and values (B,)."""
-        flat = th.cat([obs[key].flatten(1) for key in self.keys], dim=1)
+        candidates = _candidate_inputs(obs, self.cross_topics)
+        flat = th.cat([candidates.flatten(1), *(obs[key].flatten(1) for key in self.keys)], dim=1)
         latent = self.trunk(flat)
         logits = self.score_head(latent).view(-1, self.num_candidates, self.outputs)
         return logits, self.value_head(latent).squeeze(-1)
@@ -210,19 +227,21 @@ class SlatePolicy(ActorCriticPolicy):
     :param ff_dim: feed-forward width inside each transformer layer
     :param mlp_hidden: hidden sizes of the MLP encoder
     :param attention: ``"self"`` (joint self-attention) or ``"cross"`` (candidates -> history only)
+    :param cross_topics: number of topics for the user x candidate cross features (None: off)
     """
 
     def __init__(self, observation_space: spaces.Dict, action_space: spaces.MultiDiscrete,
                  lr_schedule: Any, encoder: str = "attention", slate_head: str = "plackett_luce",
                  d_model: int = 32, num_heads: int = 2, num_layers: int = 1, ff_dim: int = 64,
-                 mlp_hidden: tuple[int, ...] = (256, 256), attention: str = "self", **kwargs: Any):
+                 mlp_hidden: tuple[int, ...] = (256, 256), attention: str = "self",
+                 cross_topics: int | None = None, **kwargs: Any):
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
         if slate_head not in SLATE_HEADS:
             raise ValueError(f"slate_head must be one of {SLATE_HEADS}, got {slate_head!r}")
         self.encoder_kind, self.slate_head = encoder, slate_head
         self.d_model, self.num_heads, self.num_layers, self.ff_dim = d_model, num_heads, num_layers, ff_dim
-        self.mlp_hidden, self.attention = tuple(mlp_hidden), attention
+        self.mlp_hidden, self.attention, self.cross_topics = tuple(mlp_hidden), attention, cross_topics
         kwargs.setdefault("features_extractor_class", _NoFeatures)
         kwargs["ortho_init"] = False
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
@@ -233,9 +252,10 @@ class SlatePolicy(ActorCriticPolicy):
         if self.encoder_kind == "attention":
             self.network: nn.Module = AttentionSlateNetwork(
                 self.observation_space, outputs, self.d_model, self.num_heads, self.num_layers, self.ff_dim,
-                attention=self.attention)
+                attention=self.attention, cross_topics=self.cross_topics)
         else:
-            self.network = MlpSlateNetwork(self.observation_space, outputs, self.mlp_hidden)
+            self.network = MlpSlateNetwork(self.observation_space, outputs, self.mlp_hidden,
+                                           self.cross_topics)
         if self.slate_head == "plackett_luce":
             self.action_dist: Distribution = PlackettLuceDistribution(slate_size)
         else:
@@ -246,7 +266,7 @@ class SlatePolicy(ActorCriticPolicy):
         data = super()._get_constructor_parameters()
         data.update(encoder=self.encoder_kind, slate_head=self.slate_head, d_model=self.d_model,
                     num_heads=self.num_heads, num_layers=self.num_layers, ff_dim=self.ff_dim,
-                    mlp_hidden=self.mlp_hidden, attention=self.attention)
+                    mlp_hidden=self.mlp_hidden, attention=self.attention, cross_topics=self.cross_topics)
         return data
 
     def _distribution(self, obs: dict[str, th.Tensor]) -> tuple[Distribution, th.Tensor]:
@@ -332,8 +352,13 @@ class PPOSlateConfig:
     attention: str = "self"
     """``"self"``: joint self-attention over user, history and candidate tokens; ``"cross"``:
     candidates attend to user + history only (about half the encoder cost, no candidate interaction)."""
-    deterministic: bool = False
-    """``act`` shows the most likely slate (top-k scores) instead of sampling."""
+    cross_features: bool = False
+    """Candidate inputs also carry user x candidate topic products (:mod:`agents.features`).
+    Off by default: on ``default`` at 400k steps (one seed) it scored 58 against 74 without."""
+    deterministic: bool = True
+    """``act`` shows the most likely slate (top-k scores), as SB3's ``evaluate_policy`` evaluates
+    by default; False samples from the Plackett-Luce policy (training always samples). On
+    ``default`` at 400k steps top-k play scored 74, sampling 50 (one seed)."""
     torch_threads: int | None = None
     """``torch.set_num_threads`` during learn/act (None leaves torch's setting)."""
     seed: int | None = None
@@ -356,11 +381,13 @@ class PPOSlateConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"PPOSlateConfig.{name} must be >= 1, got {getattr(self, name)!r}")
 
-    def policy_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`SlatePolicy`."""
+    def policy_kwargs(self, num_topics: int | None = None) -> dict[str, Any]:
+        """Keyword arguments of :class:`SlatePolicy` (``num_topics``: the world's, for the cross
+        features)."""
         return dict(encoder=self.encoder, slate_head=self.slate_head, d_model=self.d_model,
                     num_heads=self.num_heads, num_layers=self.num_layers, ff_dim=self.ff_dim,
-                    mlp_hidden=tuple(self.mlp_hidden), attention=self.attention)
+                    mlp_hidden=tuple(self.mlp_hidden), attention=self.attention,
+                    cross_topics=num_topics if self.cross_features else None)
 
 
 class PPOSlateAgent(BaseAgent):
@@ -407,10 +434,15 @@ class PPOSlateAgent(BaseAgent):
         from stable_baselines3.common.logger import configure
 
         c = self.config
+        num_topics = getattr(vec_env.unwrapped, "params", None)
+        num_topics = getattr(num_topics, "num_topics", None)
+        if c.cross_features and num_topics is None:
+            raise ValueError("PPOSlateConfig.cross_features needs a recsim env (its params give the topics)")
         self.model = PPO(SlatePolicy, vec_env, learning_rate=c.learning_rate, n_steps=c.n_steps,
                          batch_size=c.batch_size, n_epochs=c.n_epochs, gamma=c.gamma,
                          gae_lambda=c.gae_lambda, clip_range=c.clip_range, ent_coef=c.ent_coef,
-                         vf_coef=c.vf_coef, max_grad_norm=c.max_grad_norm, policy_kwargs=c.policy_kwargs(),
+                         vf_coef=c.vf_coef, max_grad_norm=c.max_grad_norm,
+                         policy_kwargs=c.policy_kwargs(num_topics),
                          tensorboard_log=c.tensorboard_log, seed=c.seed, verbose=c.verbose, device="cpu")
         if c.log_dir is not None:
             formats = ["csv"] + (["tensorboard"] if c.tensorboard_log else [])
@@ -477,7 +509,8 @@ class PPOSlateAgent(BaseAgent):
         agent.config = dataclasses.replace(
             agent.config, encoder=policy.encoder_kind, slate_head=policy.slate_head, d_model=policy.d_model,
             num_heads=policy.num_heads, num_layers=policy.num_layers, ff_dim=policy.ff_dim,
-            mlp_hidden=policy.mlp_hidden, attention=policy.attention, num_envs=model.n_envs,
+            mlp_hidden=policy.mlp_hidden, attention=policy.attention,
+            cross_features=policy.cross_topics is not None, num_envs=model.n_envs,
             n_steps=model.n_steps, batch_size=model.batch_size, n_epochs=model.n_epochs, gamma=model.gamma,
             gae_lambda=model.gae_lambda)
         return agent

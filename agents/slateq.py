@@ -5,7 +5,8 @@ SlateQ decomposes the value of a slate into item values weighted by the user's c
     Q(s, A) = sum_{j in A} P(j | s, A) Qbar(s, j) + P(none | s, A) Qbar(s, none)
 
 * ``Qbar(s, j)`` (:class:`ItemQNetwork`): an MLP over [candidate features, user context], the
-  context an MLP over the user features and the flattened history; a second head gives
+  context an MLP over the user features and the flattened history; the candidate features are
+  extended by user x candidate topic products (:mod:`agents.features`); a second head gives
   ``Qbar(s, none)``, the value of a step without a click (no-clicks cost satisfaction or time
   budget in our worlds, so it is not zero).
 * ``P(j | s, A)`` (:class:`ChoiceNetwork`): a conditional logit learned from the clicks seen in
@@ -15,7 +16,9 @@ SlateQ decomposes the value of a slate into item values weighted by the user's c
   ``j`` is the clicked item (or "none") and ``A*(s')`` maximises the decomposed ``Q`` at the
   NEXT observation ``s'`` (fed to the target network; RecSim's SlateQ fed the current one,
   its issue #26). ``double_q`` picks ``A*`` with the online network and values it with the
-  target network.
+  target network. ``n_step > 1`` sums n discounted rewards before bootstrapping
+  (:class:`NStepQueue`). The TD loss is the squared error: Huber's linear tails would fit the
+  median target, which ignores the rare churn transitions that carry the long-term value.
 * Slates are optimised with :mod:`agents.slate_optim`: ``top_k``, ``greedy``, ``dinkelbach``
   (exact, batched) or ``lp`` (exact, ``scipy.optimize.linprog``; slow), for acting and targets.
 
@@ -40,6 +43,7 @@ from gymnasium.vector import AutoresetMode
 from torch import nn
 
 from agents.base import BaseAgent
+from agents.features import cross_feature_dim, cross_features
 from agents.slate_optim import OPTIMISERS, optimise_slates
 from recsim_env import RecSimVectorEnv
 from recsim_env.simulator import make_simulator, simulator_for
@@ -60,7 +64,9 @@ class SlateQConfig:
     batch_size: int = field(default=256, metadata={"doc": "Replay minibatch size."})
     learning_starts: int = field(default=5_000, metadata={"doc": "User-steps before learning."})
     gradient_steps: int = field(default=1, metadata={"doc": "Updates per vector-env step."})
-    target_tau: float = field(default=0.01, metadata={"doc": "Polyak rate of the target network."})
+    n_step: int = field(default=1, metadata={
+        "doc": "TD target over n rewards: r_t + ... + gamma^(n-1) r_(t+n-1) + gamma^n Q(s_(t+n), A*)."})
+    target_tau: float = field(default=0.05, metadata={"doc": "Polyak rate of the target network."})
     double_q: bool = field(default=True, metadata={"doc": "Pick A*(s') online, value it by target."})
     epsilon_start: float = field(default=1.0, metadata={"doc": "Initial random-slate probability."})
     epsilon_end: float = field(default=0.05, metadata={"doc": "Final random-slate probability."})
@@ -69,10 +75,15 @@ class SlateQConfig:
     optimiser: str = field(default="dinkelbach", metadata={
         "doc": f"Slate optimiser for acting and targets: one of {OPTIMISERS}."})
     hidden: int = field(default=128, metadata={"doc": "Width of the MLPs."})
+    cross_features: bool = field(default=True, metadata={
+        "doc": "Add user x candidate topic products (agents.features) to the candidate inputs."})
     truncation_is_terminal: bool = field(default=True, metadata={
         "doc": "Do not bootstrap at max_steps (the lifetime ends there; progress is observed)."})
-    reward_scale: float = field(default=1.0, metadata={
+    reward_scale: float = field(default=0.1, metadata={
         "doc": "Rewards are multiplied by this for learning (keeps Q-values near the Huber range)."})
+    td_loss: str = field(default="mse", metadata={
+        "doc": "'mse' or 'huber' TD loss. Huber's linear tails fit the median target and so ignore "
+               "rare large errors, which here are exactly the churn events that carry long-term value."})
     max_grad_norm: float = field(default=10.0, metadata={"doc": "Gradient clipping norm."})
     seed: int = field(default=0, metadata={"doc": "Seed of torch, exploration and training users "
                                            "(training users use env seeds >= 10**6)."})
@@ -94,11 +105,18 @@ class ContextEncoder(nn.Module):
 
 
 class CandidateScorer(nn.Module):
-    """Context + candidate features -> one score per candidate (B, m), plus a context head (B,)."""
+    """Context + candidate features -> one score per candidate (B, m), plus a context head (B,).
 
-    def __init__(self, shapes: dict[str, tuple[int, ...]], hidden: int):
+    With ``num_topics`` set, the candidate features are extended by the user x candidate
+    :func:`agents.features.cross_features` (topic products with the history and declared topics).
+    """
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], hidden: int, num_topics: int | None = None):
         super().__init__()
         (h, fh), (_, fc), (fu,) = shapes["history"], shapes["candidates"], shapes["user"]
+        self.num_topics = num_topics
+        if num_topics is not None:
+            fc += cross_feature_dim(num_topics, fu)
         self.context = ContextEncoder(fu, h * fh, hidden)
         # first layer of the item MLP on [candidate, context], split so the context part is
         # computed once per user rather than once per candidate
@@ -109,7 +127,10 @@ class CandidateScorer(nn.Module):
 
     def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         ctx = self.context(obs["user"], obs["history"])
-        joint = self.item_in(obs["candidates"]) + self.context_in(ctx)[:, None]
+        cand = obs["candidates"]
+        if self.num_topics is not None:
+            cand = torch.cat([cand, cross_features(cand, obs["history"], obs["user"], self.num_topics)], 2)
+        joint = self.item_in(cand) + self.context_in(ctx)[:, None]
         return self.item_out(joint).squeeze(2), self.none(ctx).squeeze(1)
 
 
@@ -123,8 +144,9 @@ class ChoiceNetwork(CandidateScorer):
     ``P(position p | s, A) = exp(u_{A_p} + b_p) / (1 + sum_q exp(u_{A_q} + b_q))``, ``b_0 = 0``.
     """
 
-    def __init__(self, shapes: dict[str, tuple[int, ...]], hidden: int, slate_size: int):
-        super().__init__(shapes, hidden)
+    def __init__(self, shapes: dict[str, tuple[int, ...]], hidden: int, slate_size: int,
+                 num_topics: int | None = None):
+        super().__init__(shapes, hidden, num_topics)
         self.position_bias = nn.Parameter(torch.zeros(max(slate_size - 1, 0)))
 
     def log_examination(self) -> torch.Tensor:
@@ -138,7 +160,8 @@ class ChoiceNetwork(CandidateScorer):
 
 # ---------------------------------------------------------------------------------------------
 class ReplayBuffer:
-    """Fixed-size ring buffer of (obs, slate, click position, reward, next obs, done)."""
+    """Fixed-size ring buffer of (obs, slate, click position, reward, next obs, done, discount);
+    ``reward`` is the n-step discounted sum and ``discount`` the bootstrap factor gamma^n."""
 
     def __init__(self, capacity: int, shapes: dict[str, tuple[int, ...]], slate_size: int):
         self.capacity, self.size, self.cursor = capacity, 0, 0
@@ -148,15 +171,17 @@ class ReplayBuffer:
         self.position = np.zeros(capacity, np.int64)  # k = no click
         self.reward = np.zeros(capacity, np.float32)
         self.done = np.zeros(capacity, np.float32)
+        self.discount = np.zeros(capacity, np.float32)
 
     def add(self, obs: dict[str, np.ndarray], slate: np.ndarray, position: np.ndarray,
-            reward: np.ndarray, next_obs: dict[str, np.ndarray], done: np.ndarray) -> None:
+            reward: np.ndarray, next_obs: dict[str, np.ndarray], done: np.ndarray,
+            discount: np.ndarray) -> None:
         index = (self.cursor + np.arange(len(reward))) % self.capacity
         for key in OBS_KEYS:
             self.obs[key][index] = obs[key]
             self.next_obs[key][index] = next_obs[key]
         self.slate[index], self.position[index] = slate, position
-        self.reward[index], self.done[index] = reward, done
+        self.reward[index], self.done[index], self.discount[index] = reward, done, discount
         self.cursor = int((self.cursor + len(reward)) % self.capacity)
         self.size = min(self.size + len(reward), self.capacity)
 
@@ -169,7 +194,43 @@ class ReplayBuffer:
             "position": torch.from_numpy(self.position[index]),
             "reward": torch.from_numpy(self.reward[index]),
             "done": torch.from_numpy(self.done[index]),
+            "discount": torch.from_numpy(self.discount[index]),
         }
+
+
+class NStepQueue:
+    """Turns per-step vector-env transitions into n-step ones, per user slot.
+
+    Each pending step ``t`` of slot ``b`` accumulates ``sum_i gamma^i r_(t+i)``; it is emitted
+    with the current next observation once it holds ``n`` rewards, or when the slot's episode
+    ends (then with the rewards it has, and the end's ``done``). With ``n = 1`` every step is
+    emitted at once: plain one-step TD."""
+
+    def __init__(self, n: int, gamma: float, num_envs: int):
+        self.n, self.gamma, self.num_envs = n, gamma, num_envs
+        self.steps: list[dict[str, Any]] = []  # oldest first; each holds (B,) arrays
+
+    def push(self, obs: dict[str, np.ndarray], slate: np.ndarray, position: np.ndarray,
+             reward: np.ndarray, next_obs: dict[str, np.ndarray], ended: np.ndarray,
+             done: np.ndarray, live: np.ndarray) -> list[tuple]:
+        """Add one vector step (``live`` marks slots whose step is a real transition) and return
+        the ``ReplayBuffer.add`` argument tuples that are complete."""
+        self.steps.append({"obs": obs, "slate": slate,
+                           "position": position, "return": np.zeros(self.num_envs, np.float32),
+                           "discount": np.ones(self.num_envs, np.float32), "pending": live.copy()})
+        out = []
+        for age, step in enumerate(reversed(self.steps)):
+            step["return"] += step["discount"] * reward
+            step["discount"] *= self.gamma
+            emit = step["pending"] & (ended | (age + 1 >= self.n))
+            if emit.any():
+                out.append(({key: value[emit] for key, value in step["obs"].items()}, step["slate"][emit],
+                            step["position"][emit], step["return"][emit],
+                            {key: value[emit] for key, value in next_obs.items()}, done[emit],
+                            step["discount"][emit]))
+                step["pending"] &= ~emit
+        self.steps = [step for step in self.steps if step["pending"].any()]
+        return out
 
 
 def _tensors(obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -191,6 +252,8 @@ class SlateQAgent(BaseAgent):
         self.config = dataclasses.replace(config or SlateQConfig(), **overrides)
         self.learning_curve: list[dict[str, Any]] = []
         cfg = self.config
+        if cfg.td_loss not in ("mse", "huber"):
+            raise ValueError(f"SlateQConfig.td_loss must be 'mse' or 'huber', got {cfg.td_loss!r}")
         if cfg.optimiser not in OPTIMISERS:
             raise ValueError(f"SlateQConfig.optimiser must be one of {OPTIMISERS}, got {cfg.optimiser!r}")
         # the world's params (as the registry passes them) fix the shapes; else the preset's
@@ -199,10 +262,11 @@ class SlateQAgent(BaseAgent):
         self.shapes = {key: tuple(space[key].shape) for key in OBS_KEYS}
         self.slate_size = sim.params.slate_size
         torch.manual_seed(cfg.seed)
-        self.q = ItemQNetwork(self.shapes, cfg.hidden)
-        self.q_target = ItemQNetwork(self.shapes, cfg.hidden)
+        topics = sim.params.num_topics if cfg.cross_features else None
+        self.q = ItemQNetwork(self.shapes, cfg.hidden, topics)
+        self.q_target = ItemQNetwork(self.shapes, cfg.hidden, topics)
         self.q_target.load_state_dict(self.q.state_dict())
-        self.choice = ChoiceNetwork(self.shapes, cfg.hidden, self.slate_size)
+        self.choice = ChoiceNetwork(self.shapes, cfg.hidden, self.slate_size, topics)
         self.optimizer = torch.optim.Adam([*self.q.parameters(), *self.choice.parameters()],
                                           lr=cfg.learning_rate)
         self.rng = np.random.default_rng(cfg.seed)
@@ -234,7 +298,8 @@ class SlateQAgent(BaseAgent):
     # ------------------------------------------------------------------ learning
     @torch.no_grad()
     def td_target(self, batch: dict[str, Any]) -> torch.Tensor:
-        """``r + gamma (1 - done) Q_target(s', A*(s'))``: reads only reward, done and NEXT obs."""
+        """``r + discount (1 - done) Q_target(s', A*(s'))`` (``discount`` = gamma^n, default gamma):
+        reads only reward, done, discount and the NEXT obs."""
         cfg, k = self.config, self.slate_size
         next_q_target, next_none_target = self.q_target(batch["next_obs"])
         next_utility, _ = self.choice(batch["next_obs"])
@@ -247,7 +312,8 @@ class SlateQAgent(BaseAgent):
         probs = self.choice.slate_logits(next_utility, best).softmax(1)
         next_value = (probs[:, :k] * next_q_target.gather(1, best)).sum(1) + (
             probs[:, k] * next_none_target)
-        return batch["reward"] + cfg.gamma * (1.0 - batch["done"]) * next_value
+        discount = batch.get("discount", torch.full_like(batch["reward"], cfg.gamma))
+        return batch["reward"] + discount * (1.0 - batch["done"]) * next_value
 
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
         """One gradient step on the TD loss of the consumed item plus the choice log-loss."""
@@ -257,7 +323,8 @@ class SlateQAgent(BaseAgent):
         clicked = batch["position"] < k
         item = batch["slate"].gather(1, batch["position"].clamp(max=k - 1)[:, None]).squeeze(1)
         predicted = torch.where(clicked, q_items.gather(1, item[:, None]).squeeze(1), q_none)
-        td_loss = nn.functional.smooth_l1_loss(predicted, target)
+        loss_fn = nn.functional.mse_loss if cfg.td_loss == "mse" else nn.functional.smooth_l1_loss
+        td_loss = loss_fn(predicted, target)
         utility, _ = self.choice(batch["obs"])
         choice_loss = nn.functional.cross_entropy(
             self.choice.slate_logits(utility, batch["slate"]), batch["position"])
@@ -289,6 +356,7 @@ class SlateQAgent(BaseAgent):
                              f"{self.config.preset!r} {self.shapes}")
         restarting = np.zeros(env.num_envs, dtype=bool)  # NEXT_STEP: slot only resets this step
         buffer = ReplayBuffer(cfg.buffer_size, self.shapes, self.slate_size)
+        queue = NStepQueue(cfg.n_step, cfg.gamma, env.num_envs)
         obs, _ = env.reset(seed=10**6 + cfg.seed * 10**5)
         returns = np.zeros(env.num_envs)
         finished: list[float] = []
@@ -307,10 +375,10 @@ class SlateQAgent(BaseAgent):
                     stored_next[key][ended] = info["final_obs"][key][ended]
             done = terminated | (truncated & cfg.truncation_is_terminal)
             position = np.where(info["click"], info["position"], self.slate_size)
-            keep = ~restarting
-            buffer.add({key: obs[key][keep] for key in OBS_KEYS}, slates[keep], position[keep],
-                       reward[keep] * cfg.reward_scale, {key: stored_next[key][keep] for key in OBS_KEYS},
-                       done[keep])
+            next_stored = {key: stored_next[key] for key in OBS_KEYS}
+            for transition in queue.push({key: obs[key] for key in OBS_KEYS}, slates, position,
+                                         reward * cfg.reward_scale, next_stored, ended, done, ~restarting):
+                buffer.add(*transition)
             if env.autoreset_mode == AutoresetMode.NEXT_STEP:
                 restarting = ended
             returns += reward

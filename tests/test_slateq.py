@@ -183,3 +183,42 @@ def test_registry_builds_and_trains_on_a_next_step_env() -> None:
     assert steps and steps[-1] >= 200
     tabular = registry.make("agents.slate_q_tabular:TabularSlateQAgent", seed=1)
     assert tabular.act(_recsim_obs(users=3)).shape == (3, 5)
+
+
+def test_n_step_queue_sums_discounted_rewards_and_flushes_at_episode_end() -> None:
+    from agents.slateq import NStepQueue
+
+    gamma, queue = 0.5, NStepQueue(3, 0.5, num_envs=2)
+    out = []
+    live = np.ones(2, bool)
+    ended_at = {2: np.array([True, False])}  # slot 0's episode ends at step 2
+    for t in range(5):
+        obs = {"x": t + np.array([0.0, 10.0])}  # slot 1's observations are t + 10
+        ended = ended_at.get(t, np.zeros(2, bool))
+        out += [(t, *tr) for tr in queue.push(obs, np.zeros((2, 1), int), np.zeros(2, int),
+                                               np.full(2, 10.0**t), {"x": t + 1 + np.array([0.0, 10.0])},
+                                               ended, ended, live)]
+    got = {(int(o["x"][i]), int(n["x"][i])): (float(r[i]), bool(d[i]), float(disc[i]))
+           for _, o, _, _, r, n, d, disc in out for i in range(len(r))}
+    # a full 3-step transition from step 0: 1 + 0.5*10 + 0.25*100, bootstrap gamma^3 from obs 3
+    assert got[(10, 13)] == (1 + 5 + 25, False, gamma**3)
+    # slot 0 ends at step 2: steps 0-2 flush with the rewards they have and done=True
+    assert got[(0, 3)] == (1 + 5 + 25, True, gamma**3)
+    assert got[(1, 3)] == (10 + 50, True, gamma**2) and got[(2, 3)] == (100, True, gamma)
+    # slot 1 keeps going: steps 1 and 2 complete at steps 3 and 4
+    assert got[(11, 14)] == (10 + 50 + 250, False, gamma**3)
+    assert got[(12, 15)] == (100 + 500 + 2500, False, gamma**3)
+    # each slot emitted steps 0-2 exactly once; slot 0's steps 3 and 4 (new episode) are pending
+    assert sum(len(tr[1]["x"]) for tr in out) == 3 + 3 and len(got) == 6
+
+
+def test_one_step_queue_emits_every_transition_at_once() -> None:
+    from agents.slateq import NStepQueue
+
+    queue = NStepQueue(1, 0.9, num_envs=3)
+    live = np.array([True, False, True])
+    (out,) = queue.push({"x": np.arange(3.0)}, np.zeros((3, 1), int), np.zeros(3, int), np.ones(3),
+                        {"x": np.arange(3.0) + 1}, np.zeros(3, bool), np.zeros(3, bool), live)
+    np.testing.assert_array_equal(out[0]["x"], [0.0, 2.0])
+    np.testing.assert_allclose(out[6], [0.9, 0.9])
+    assert queue.steps == []

@@ -1,0 +1,50 @@
+"""User x candidate cross features from the observation (torch), shared by the learning agents.
+
+An MLP over ``[candidate, user context]`` has to learn products such as "how much of this
+candidate's topic has the user clicked lately" from ReLU sums, which takes many samples.
+:func:`cross_features` hands those products over directly (as the logistic-regression baseline's
+hand-made crosses and DIN's candidate-to-history attention do). Everything is computed from the
+observation only; both observation layouts of :mod:`recsim_env` work:
+
+* ``candidates`` (B, m, >= T): the first T columns are the item's topic vector;
+* ``history`` (B, H, >= T + 3): the first T columns are the topic of the entry's item and the
+  last three are (click, engagement: conversion or watch fraction, valid);
+* ``user`` (B, U): when ``U > T``, the first T columns are declared topics (``default`` family).
+
+Per candidate the features are: the elementwise products of its topic vector with the clicked-
+topic profile of the history (T) and with the declared topics (T, when present), then the dot
+products with the clicked, engaged, shown-but-skipped and last-step-clicked profiles (and the
+declared topics when present).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def cross_feature_dim(num_topics: int, user_dim: int) -> int:
+    """Number of features :func:`cross_features` returns per candidate."""
+    declared = user_dim > num_topics
+    return num_topics * (1 + declared) + 4 + declared
+
+
+def cross_features(candidates: torch.Tensor, history: torch.Tensor, user: torch.Tensor,
+                   num_topics: int) -> torch.Tensor:
+    """(B, m, :func:`cross_feature_dim`) user x candidate features; see the module docstring."""
+    t = num_topics
+    topic = candidates[..., :t]  # (B, m, T)
+    h_topic = history[..., :t]  # (B, H, T)
+    click, engaged, valid = history[..., -3], history[..., -2], history[..., -1]
+    h = history.shape[1]
+    clicked = torch.einsum("bh,bht->bt", click * valid, h_topic) / h
+    engaged_profile = torch.einsum("bh,bht->bt", engaged * valid, h_topic) / h
+    skipped = torch.einsum("bh,bht->bt", (1.0 - click) * valid, h_topic) / h
+    last = (click[:, -1] * valid[:, -1])[:, None] * h_topic[:, -1]
+    profiles = [clicked, engaged_profile, skipped, last]
+    products = [topic * clicked[:, None]]
+    if user.shape[1] > t:
+        declared = user[:, :t]
+        products.append(topic * declared[:, None])
+        profiles.append(declared)
+    dots = torch.einsum("bmt,bpt->bmp", topic, torch.stack(profiles, dim=1))
+    return torch.cat([*products, dots], dim=2)
