@@ -222,3 +222,21 @@ def test_one_step_queue_emits_every_transition_at_once() -> None:
     np.testing.assert_array_equal(out[0]["x"], [0.0, 2.0])
     np.testing.assert_allclose(out[6], [0.9, 0.9])
     assert queue.steps == []
+
+
+@pytest.mark.slow
+def test_deep_slateq_learns_well_past_random_on_default() -> None:
+    """60k env steps of deep SlateQ with its defaults score well above random on held-out users."""
+    from experiments.evaluate import evaluate
+
+    torch.set_num_threads(1)
+    agent = SlateQAgent(total_steps=60_000, seed=11).learn()
+    learned = evaluate(agent, "default", n_users=600, seed=424_242).means()["return"]
+    random = evaluate(_RandomSlates(), "default", n_users=600, seed=424_242).means()["return"]
+    assert learned > random + 15, (learned, random)  # measured: 83.5 vs 47.8
+
+
+class _RandomSlates:
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        keys = np.random.default_rng(0).random(obs["candidates"].shape[:2])
+        return np.argsort(keys, axis=1)[:, :5]
