@@ -31,8 +31,13 @@ def agent_colors(agents: list[str]) -> dict[str, Any]:
     """A fixed colour per agent (config order), shared by every plot of a run."""
     import matplotlib
 
-    palette = matplotlib.colormaps["tab10" if len(agents) <= 10 else "tab20"]
-    return {agent: palette(i % palette.N) for i, agent in enumerate(agents)}
+    if len(agents) <= 10:
+        palette = matplotlib.colormaps["tab10"]
+        return {agent: palette(i) for i, agent in enumerate(agents)}
+    # tab20: the ten dark hues first, then their light partners, so neighbours differ in hue
+    palette = matplotlib.colormaps["tab20"]
+    order = [*range(0, 20, 2), *range(1, 20, 2)]
+    return {agent: palette(order[i % 20]) for i, agent in enumerate(agents)}
 
 
 def agent_order(out: Path, records: list[dict]) -> list[str]:
@@ -69,7 +74,7 @@ def make_report(out: str | Path) -> Path:
 def _plot_curves(out: Path, records: list[dict], agents: list[str], colors: dict) -> None:
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(10, 5))
     max_steps = max((row["env_steps"] for r in records for row in r["curve"]), default=0)
     for agent in agents:
         runs = [r for r in records if r["agent"] == agent]
@@ -94,7 +99,7 @@ def _plot_curves(out: Path, records: list[dict], agents: list[str], colors: dict
     ax.set_ylabel("mean lifetime return per held-out user")
     ax.set_title("Learning curves (mean and 95% CI over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: no curve hidden
     fig.tight_layout()
     fig.savefig(out / "reward_curves.png", dpi=120)
     plt.close(fig)
