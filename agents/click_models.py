@@ -1,22 +1,36 @@
-"""Supervised click/conversion models fit on logged data, serving the top k by predicted reward.
+"""Supervised click/conversion models fit on logged data, serving the slate of highest predicted reward.
 
 Three torch models predict, for a (user history, candidate) pair, P(click) and
 P(conversion | click):
 
 * ``logreg`` - logistic regression on hand-made cross features (candidate topic vector times the
-  user's clicked-topic profile and declared topics, appeal, price, popularity, their products);
+  user's clicked-topic profile and declared topics, appeal, price, popularity, their products)
+  plus one-hot item-id features (a click and a conversion weight per logged item);
 * ``two_tower`` - matrix-factorisation style: a user tower (declared topics, history profile)
   and an item tower (item-id embedding + feature MLP), scored by a dot product plus biases;
 * ``din`` - DIN-style (Zhou et al., KDD 2018): attention from the candidate over the user's
   history items (weights from an MLP of candidate, history item, their difference and product),
-  the pooled interest concatenated with the candidate and user features into an MLP.
+  the pooled interest concatenated with the candidate and user features into an MLP, plus
+  item-id click and conversion biases.
 
-Training examples are the shown items of every logged slate: click label = clicked position,
-conversion label on clicked items only. The slate position enters the click logit as a learned
-bias (position-bias debiasing, as in PAL); serving uses position 0's. Serving ranks candidates
-by ``pCTR * w_click + pCTR * pCVR * w_conv`` and shows the top k.
+Training examples are the logged slates. The click head is fit as a conditional logit
+(``click_loss="softmax"``, the default): the logged choice among the k shown items and "no
+click" is a softmax over ``[s_1 + b_1, ..., s_k + b_k, 0]``, with ``s`` the model's item score and
+``b_j`` a learned log-examination bias of position ``j`` (position-bias debiasing, as in PAL).
+Unlike a pointwise per-item click label, this does not fold the competition of the other shown
+items into ``s``, so ``exp(s)`` is an attraction that transfers to any slate, whoever logged it.
+``click_loss="pointwise"`` is the older per-item logistic loss (label: this item was clicked).
+The conversion head is fit with a logistic loss on clicked items (label: the click converted).
 
-The item-id tower needs ids; observations carry features only, so the agent maps the static
+Serving (``serving="mnl"``, the default) shows the slate maximising the predicted reward
+``sum_j w_j rho_j v_j / (1 + sum_j w_j rho_j)``, with attraction ``w = exp(s + b_1)``, learned
+examination ``rho_j = exp(b_j - b_1)`` and value per click ``v = w_click + w_conv * pCVR``
+(exact, Dinkelbach's iteration: :func:`agents.slate_optim.dinkelbach_slate`). It accounts for the
+items competing for the click: a top k by ``pCTR * v`` fills the slate with high-click items and
+lets them crowd out the ones that convert. ``serving="topk"`` ranks candidates by
+``pCTR * w_click + pCTR * pCVR * w_conv`` (``pCTR`` at position 1) and shows the top k.
+
+Item-id features need ids; observations carry features only, so the agent maps the static
 features (topic vector, appeal, price) of items it has shown (ids known from its own logs) to
 their ids, and unseen items share an out-of-vocabulary embedding.
 
@@ -37,7 +51,8 @@ from torch import nn
 
 from agents.bandits import item_keys
 from agents.base import BaseAgent, Observation
-from agents.heuristics import mnl_best_slate, top_k
+from agents.heuristics import top_k
+from agents.slate_optim import dinkelbach_slate
 from recsim_env import logs as recsim_logs
 
 
@@ -84,15 +99,23 @@ class LogRegNet(ClickNet):
         return torch.cat([topic * profile, topic * declared, topic, scalars, match_hist, match_decl,
                           match_hist * scalars, match_decl * scalars, scalars * scalars], dim=1)
 
-    def __init__(self, num_topics: int, slate_size: int, num_items: int = 0):
+    def __init__(self, num_topics: int, slate_size: int, num_items: int = 0, item_ids: bool = True):
         super().__init__(num_topics, slate_size)
         width = 3 * num_topics + 3 + 2 + 6 + 3
         self.click = nn.Linear(width, 1)
         self.conv = nn.Linear(width, 1)
+        # one-hot item-id features (a click and a conversion weight per item; row 0: unseen items)
+        self.item_bias = nn.Embedding(num_items + 1, 2) if item_ids else None
+        if self.item_bias is not None:
+            nn.init.zeros_(self.item_bias.weight)
 
     def logits(self, cand, item, history, user):  # noqa: D102
         x = self.features(cand, history, user)
-        return self.click(x).squeeze(1), self.conv(x).squeeze(1)
+        click, conv = self.click(x).squeeze(1), self.conv(x).squeeze(1)
+        if self.item_bias is not None:
+            b = self.item_bias(item)
+            click, conv = click + b[:, 0], conv + b[:, 1]
+        return click, conv
 
 
 class TwoTowerNet(ClickNet):
@@ -131,6 +154,10 @@ class DINNet(ClickNet):
         self.embed_hist = nn.Linear(t + 6, dim)
         self.attention = nn.Sequential(nn.Linear(4 * dim, 32), nn.ReLU(), nn.Linear(32, 1))
         self.head = nn.Sequential(nn.Linear(2 * dim + t + 1 + t + 4, 64), nn.ReLU(), nn.Linear(64, 2))
+        # item-id click and conversion biases (row 0: unseen items): what features do not tell
+        # about an item, e.g. its conversion rate
+        self.item_bias = nn.Embedding(num_items + 1, 2)
+        nn.init.zeros_(self.item_bias.weight)
 
     def logits(self, cand, item, history, user):  # noqa: D102
         c = self.embed_cand(cand)  # (N, d)
@@ -143,6 +170,7 @@ class DINNet(ClickNet):
         match = (cand[:, :self.t] * _profile(history, self.t)).sum(1, keepdim=True)
         out = self.head(torch.cat([c, interest, user, cand[:, :self.t] * user[:, :self.t],
                                    cand[:, self.t:self.t + 3], match], dim=1))
+        out = out + self.item_bias(item)
         return out[:, 0], out[:, 1]
 
 
@@ -150,7 +178,7 @@ NETS: dict[str, type[ClickNet]] = {"logreg": LogRegNet, "two_tower": TwoTowerNet
 
 
 class ClickModelAgent(BaseAgent):
-    """A supervised click/conversion model served as top-k by predicted reward.
+    """A supervised click/conversion model served as the slate of highest predicted reward.
 
     :param model: ``"logreg"``, ``"two_tower"`` or ``"din"``
     :param params: the world's Params (slate size, reward weights, sizes)
@@ -159,21 +187,27 @@ class ClickModelAgent(BaseAgent):
     :param lr: Adam learning rate (default 0.02 for logreg, 0.003 for the deep models)
     :param epsilon: exploration of the ε-popularity logging policy used by ``learn``
     :param retrain_every: if > 0, ``learn`` refits every this many user-steps on its own fresh logs
-    :param serving: ``"topk"`` - top k by predicted reward; ``"mnl"`` - the slate maximising
-        predicted reward under a multinomial-logit reading of the model (odds of pCTR as
-        attraction, ``w_click + w_conv * pCVR`` as value per click; Dinkelbach, as
-        :func:`agents.heuristics.mnl_best_slate`): it accounts for items competing for the click
+    :param serving: ``"mnl"`` - the slate maximising predicted reward under the multinomial-logit
+        reading of the model (attraction ``exp(s + b_1)`` = odds of pCTR, learned examination per
+        position, ``w_click + w_conv * pCVR`` as value per click; exact, by Dinkelbach's
+        iteration): it accounts for items competing for the click; ``"topk"`` - top k by
+        predicted reward per item
+    :param click_loss: ``"softmax"`` - conditional logit over the logged slate plus no-click;
+        ``"pointwise"`` - per-item logistic loss (see the module docstring)
     :param seed: seed for torch and the logging policy
     """
 
     def __init__(self, model: str = "logreg", params: Any = None, epochs: int = 3,
                  batch_rows: int = 256, lr: float | None = None, epsilon: float = 0.3,
-                 retrain_every: int = 0, serving: str = "topk", seed: int = 0):
+                 retrain_every: int = 0, serving: str = "mnl", click_loss: str = "softmax",
+                 seed: int = 0):
         if model not in NETS:
             raise ValueError(f"model must be one of {sorted(NETS)}, got {model!r}")
         if serving not in ("topk", "mnl"):
             raise ValueError(f"serving must be 'topk' or 'mnl', got {serving!r}")
-        self.model_name, self.serving = model, serving
+        if click_loss not in ("softmax", "pointwise"):
+            raise ValueError(f"click_loss must be 'softmax' or 'pointwise', got {click_loss!r}")
+        self.model_name, self.serving, self.click_loss = model, serving, click_loss
         self.params = params
         self.epochs, self.batch_rows = epochs, batch_rows
         self.lr = lr if lr is not None else (2e-2 if model == "logreg" else 3e-3)
@@ -218,9 +252,15 @@ class ClickModelAgent(BaseAgent):
         self._build_vocab(logs)
         if self.net is None:
             self.net = NETS[self.model_name](t, k, num_items=num_items)
-            # start the position biases at the logged click rates per position
+            # start the position biases at the logged click rates per position (softmax: odds
+            # against no click)
             rate = (logs["position"][:, None] == np.arange(k)).mean(0).clip(1e-3, 1 - 1e-3)
-            self.net.position_bias.data = torch.from_numpy(np.log(rate / (1 - rate))).float()
+            if self.click_loss == "softmax":
+                rest = max(float((logs["position"] < 0).mean()), 1e-3)
+                bias = np.log(rate / rest)
+            else:
+                bias = np.log(rate / (1 - rate))
+            self.net.position_bias.data = torch.from_numpy(bias).float()
         optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         cand_all = torch.from_numpy(logs["slate_features"])
         item_all = torch.from_numpy(self._item_index(logs["slate_features"]))
@@ -231,6 +271,7 @@ class ClickModelAgent(BaseAgent):
         slot = torch.arange(k)
         gen = torch.Generator().manual_seed(self.seed)
         bce = nn.functional.binary_cross_entropy_with_logits
+        softmax = self.click_loss == "softmax"
         self.net.train()
         for _ in range(self.epochs if epochs is None else epochs):
             for rows in torch.randperm(n, generator=gen).split(self.batch_rows):
@@ -242,7 +283,12 @@ class ClickModelAgent(BaseAgent):
                 clicked = (pos_all[rows][:, None] == slot).reshape(-1).float()
                 click_logit, conv_logit = self.net.logits(cand, item, hist, user)
                 click_logit = click_logit + self.net.position_bias.repeat(b)
-                loss = bce(click_logit, clicked)
+                if softmax:  # choice among the k shown items and no-click (logit 0)
+                    choice = torch.cat([click_logit.reshape(b, k), torch.zeros(b, 1)], dim=1)
+                    target = torch.where(pos_all[rows] < 0, k, pos_all[rows])
+                    loss = nn.functional.cross_entropy(choice, target)
+                else:
+                    loss = bce(click_logit, clicked)
                 mask = clicked > 0
                 if mask.any():
                     conv_label = conv_all[rows].repeat_interleave(k)[mask]
@@ -258,8 +304,10 @@ class ClickModelAgent(BaseAgent):
     @torch.no_grad()
     def predict_proba(self, candidates: np.ndarray, history: np.ndarray, user: np.ndarray,
                       at_logged_positions: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(pCTR, pCVR given click), each (B, m), for every candidate; pCTR at position 0, or
-        with ``at_logged_positions`` at the column's slate position (for logged slates)."""
+        """(pCTR, pCVR given click), each (B, m), for every candidate; pCTR at position 0 (the
+        click probability of the item shown alone there), or with ``at_logged_positions`` at the
+        column's slate position (for logged slates; the softmax model then gives the choice
+        probabilities within the logged slate, the other items competing)."""
         if self.net is None:
             raise RuntimeError("the click model is not fitted: call learn(env, steps) or fit(logs)")
         b, m, f = candidates.shape
@@ -270,7 +318,11 @@ class ClickModelAgent(BaseAgent):
         usr = torch.from_numpy(user).repeat_interleave(m, 0)
         click, conv = self.net.logits(cand, item, hist, usr)
         bias = self.net.position_bias.repeat(b) if at_logged_positions else self.net.position_bias[0]
-        p_click = torch.sigmoid(click + bias).reshape(b, m).numpy()
+        if at_logged_positions and self.click_loss == "softmax":
+            choice = torch.cat([(click + bias).reshape(b, m), torch.zeros(b, 1)], dim=1)
+            p_click = torch.softmax(choice, dim=1)[:, :m].numpy()
+        else:
+            p_click = torch.sigmoid(click + bias).reshape(b, m).numpy()
         return p_click, torch.sigmoid(conv).reshape(b, m).numpy()
 
     def scores(self, obs: Observation) -> np.ndarray:
@@ -279,12 +331,16 @@ class ClickModelAgent(BaseAgent):
         return p_click * self.w_click + p_click * p_conv * self.w_conv
 
     def act(self, obs: Observation) -> np.ndarray:
-        """The k candidates with the highest predicted reward, best first."""
+        """The slate of highest predicted reward (``serving="mnl"``) or the k candidates of
+        highest predicted reward per item (``"topk"``), best first."""
         k = int(getattr(self.params, "slate_size", 0) or 5)
         if self.serving == "mnl":
             p_click, p_conv = self.predict_proba(obs["candidates"], obs["history"], obs["user"])
-            p_click = np.clip(p_click, 1e-6, 1 - 1e-6)
-            return mnl_best_slate(p_click / (1 - p_click), self.w_click + self.w_conv * p_conv, self.params)
+            p_click = np.clip(p_click.astype(np.float64), 1e-9, 1 - 1e-9)
+            bias = self.net.position_bias.detach().numpy().astype(np.float64)
+            examination = np.exp(bias - bias[0])
+            return dinkelbach_slate(p_click / (1 - p_click), self.w_click + self.w_conv * p_conv,
+                                    examination)
         return top_k(self.scores(obs), k)
 
     def _policy(self) -> recsim_logs.LoggingPolicy:

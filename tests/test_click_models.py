@@ -1,4 +1,4 @@
-"""Supervised click models: beat a constant predictor offline, beat random online on static."""
+"""Supervised click models: beat a constant predictor offline, approach oracle-myopic online on static."""
 
 from __future__ import annotations
 
@@ -47,6 +47,11 @@ def test_serving_beats_random_online_on_static(name, tmp_path):
     ours = evaluate(agent, "static", n_users=300, seed=500).means()["return"]
     random = evaluate(RandomAgent(env.params, seed=1), "static", n_users=300, seed=500).means()["return"]
     assert ours > random + 2, (ours, random)
+    # MNL serving of the conditional-logit model comes close to the latent-state oracle even
+    # from 20k logged steps (measured: two_tower 0.79, logreg 0.91, din 0.94 of it)
+    oracle = evaluate(make("oracle_myopic", params=env.params), "static", n_users=300,
+                      seed=500).means()["return"]
+    assert ours > 0.75 * oracle, (ours, oracle)
     # save/load round trip serves the same slates
     agent.save(tmp_path / "agent.pkl")
     restored = BaseAgent.load(tmp_path / "agent.pkl")
@@ -71,3 +76,43 @@ def test_metrics_on_known_cases():
     out = ranking_metrics(scores, np.array([0, 2, -1]), k=1)
     assert out["hr@1"] == 0.5 and out["mrr"] == 0.75
     assert out["ndcg@1"] == 0.5
+
+
+def test_softmax_click_model_is_a_calibrated_choice_model(static_logs):
+    """The conditional-logit click head recovers the world's examination decay from the logs
+    (position biases) and predicts in-slate choice probabilities that match the logged
+    click rate per position on held-out users."""
+    train, test = static_logs
+    params = make_simulator("static").params
+    agent = ClickModelAgent("logreg", params=params, epochs=2).fit(train)
+    bias = agent.net.position_bias.detach().numpy()
+    examination = np.exp(bias - bias[0])
+    assert np.all(np.diff(examination) < 0), examination
+    assert np.allclose(examination, params.position_decay ** np.arange(params.slate_size), atol=0.1)
+    p_click, _ = agent.predict_proba(test["slate_features"], test["history"], test["user_features"],
+                                     at_logged_positions=True)
+    assert np.all(p_click.sum(1) < 1)
+    logged = (test["position"][:, None] == np.arange(params.slate_size)).mean(0)
+    assert np.allclose(p_click.mean(0), logged, atol=0.02), (p_click.mean(0), logged)
+
+
+def test_mnl_serving_maximises_the_models_predicted_slate_reward(static_logs):
+    """Served slates are at least as good, under the model's own MNL reading, as its top k."""
+    train, _ = static_logs
+    env = RecSimVectorEnv(50, preset="static")
+    agent = ClickModelAgent("logreg", params=env.params, epochs=1).fit(train)
+    obs = env.sim.observe(env.sim.reset(np.arange(50, dtype=np.uint64)))
+    p_click, p_conv = agent.predict_proba(obs["candidates"], obs["history"], obs["user"])
+    weight = p_click / (1 - p_click)
+    value = agent.w_click + agent.w_conv * p_conv
+    bias = agent.net.position_bias.detach().numpy()
+    rho = np.exp(bias - bias[0])
+
+    def predicted(slates):
+        w = np.take_along_axis(weight, slates, 1) * rho
+        return (w * np.take_along_axis(value, slates, 1)).sum(1) / (1 + w.sum(1))
+
+    served = agent.act(obs)
+    assert served.shape == (50, env.params.slate_size)
+    agent.serving = "topk"
+    assert np.all(predicted(served) >= predicted(agent.act(obs)) - 1e-9)

@@ -1,0 +1,61 @@
+"""Tuning runs for the supervised click models on TUNING seeds (never the harness's seeds).
+
+Trains one click-model agent per seed as the runner does (``learn(env, train_steps)`` on a
+64-user same-step-autoreset env) and evaluates it on held-out users seeded from
+``TUNE_SEED_BASE`` (far from the evaluation harness's ``EVAL_SEED_BASE``); agent seeds start at
+100 so the logged training users differ from those of the harness's seeds 0..9 too.
+
+``python -m experiments.supervised_tune --preset static --agent logreg --seeds 2 \\
+    --kwargs '{"epochs": 3}'``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from agents import registry
+from experiments.evaluate import evaluate
+from recsim_env import RecSimVectorEnv
+from recsim_env.simulator import make_simulator
+
+TUNE_SEED_BASE = 300_000_000
+FIRST_AGENT_SEED = 100
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train and evaluate; print per-seed returns, their mean and the fit time."""
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="static")
+    parser.add_argument("--agent", default="logreg")
+    parser.add_argument("--kwargs", default="{}", help="agent keyword arguments (JSON)")
+    parser.add_argument("--train-steps", type=int, default=200_000)
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--seeds", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    params = make_simulator(args.preset).params
+    returns, seconds = [], []
+    for s in range(FIRST_AGENT_SEED, FIRST_AGENT_SEED + args.seeds):
+        torch.manual_seed(s)
+        agent = registry.make(args.agent, params=params, seed=s, **json.loads(args.kwargs))
+        env = RecSimVectorEnv(64, params=params, autoreset_mode="SameStep")
+        env.reset(seed=s * 1_000_000)
+        start = time.perf_counter()
+        agent.learn(env, args.train_steps)
+        seconds.append(time.perf_counter() - start)
+        result = evaluate(agent, params, args.users, seed=TUNE_SEED_BASE + s * 1_000_000)
+        returns.append(result.means()["return"])
+        print(f"  seed {s}: return {returns[-1]:.1f}, learn {seconds[-1]:.1f}s "
+              f"(fit {getattr(agent, 'fit_seconds', float('nan')):.1f}s)", flush=True)
+    print(f"{args.agent} {args.kwargs}: return {np.mean(returns):.1f} "
+          f"learn {np.mean(seconds):.1f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
