@@ -18,7 +18,7 @@ from pathlib import Path
 def _cmd_run(args: argparse.Namespace) -> int:
     from experiments.config import ConfigError, load_config
     from experiments.report import make_report
-    from experiments.runner import run_experiment
+    from experiments.runner import ResumeError, run_experiment
 
     try:
         config = load_config(args.config)
@@ -29,7 +29,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out = run_experiment(config, out_dir=args.out, resume=args.resume, backend=args.backend,
                              workers=args.workers, ray_address=args.ray_address,
                              progress=not args.quiet)
-    except FileExistsError as err:
+    except (FileExistsError, ResumeError) as err:
         print(f"recsim run: {err}", file=sys.stderr)
         return 2
     report = make_report(out)

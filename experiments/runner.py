@@ -42,6 +42,10 @@ EVAL_SEED_BASE = 900_000_000
 EVAL_SEED_STRIDE = 1_000_000
 
 
+class ResumeError(ValueError):
+    """A run directory's finished jobs do not match the config being resumed."""
+
+
 @dataclass(frozen=True)
 class Job:
     """One (agent, seed) pair of an experiment."""
@@ -55,6 +59,18 @@ class Job:
         """File-name-safe identifier of the job."""
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.agent.display)
         return f"{safe}__seed{self.seed}"
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """What determines the job's result: world, agent and its parameters, seed, budget,
+        evaluation schedule. Stored in the job's record; ``--resume`` refuses a changed one."""
+        import dataclasses
+
+        return json.loads(json.dumps({
+            "env": dataclasses.asdict(self.config.env), "agent": dataclasses.asdict(self.agent),
+            "seed": self.seed, "train_steps": self.config.train_steps,
+            "num_envs": self.config.num_envs, "eval": dataclasses.asdict(self.config.eval)},
+            default=str))
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -78,7 +94,7 @@ def run_job(job: Job) -> dict[str, Any]:
     start = time.perf_counter()
     record = train_and_evaluate(job)
     record.update({"agent": job.agent.display, "agent_name": job.agent.name, "seed": job.seed,
-                   "wall_seconds": time.perf_counter() - start})
+                   "spec": job.spec, "wall_seconds": time.perf_counter() - start})
     return record
 
 
@@ -113,8 +129,9 @@ def run_experiment(config: ExperimentConfig, out_dir: Path | None = None, resume
     if out.exists() and any(jobs_dir.glob("*.json")) and not resume:
         raise FileExistsError(f"{out} already holds results; pass --resume to continue that run "
                               "or choose another output directory")
-    write_atomic(out / "manifest.json", json.dumps(manifest(config), indent=2))
     jobs = [Job(config, agent, seed) for agent in config.agents for seed in config.seeds]
+    _check_resumable(jobs, jobs_dir)
+    write_atomic(out / "manifest.json", json.dumps(manifest(config), indent=2))
     todo = [job for job in jobs if not (jobs_dir / f"{job.key}.json").exists()]
     if resume and len(todo) < len(jobs):
         print(f"resuming {out}: {len(jobs) - len(todo)} of {len(jobs)} jobs already done",
@@ -126,6 +143,23 @@ def run_experiment(config: ExperimentConfig, out_dir: Path | None = None, resume
     _dispatch(todo, finished, backend, workers, ray_address, progress)
     collect(out)
     return out
+
+
+def _check_resumable(jobs: list[Job], jobs_dir: Path) -> None:
+    """Refuse to resume when a finished job was run with a different spec than the config now
+    asks for (its results would be mixed with the new ones under the same label)."""
+    for job in jobs:
+        path = jobs_dir / f"{job.key}.json"
+        if not path.exists():
+            continue
+        stored = json.loads(path.read_text()).get("spec")
+        if stored is not None and stored != job.spec:
+            changed = sorted(key for key in job.spec if stored.get(key) != job.spec[key])
+            raise ResumeError(
+                f"cannot resume: finished job {job.key} was run with different "
+                f"{', '.join(changed)} than the config now gives (stored {[stored.get(k) for k in changed]}, "
+                f"config {[job.spec[k] for k in changed]}); use a new output directory, or delete "
+                f"{path} to re-run that job")
 
 
 def _dispatch(todo: list[Job], finished: Callable[[Job, dict], None], backend: str, workers: int,

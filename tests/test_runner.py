@@ -125,6 +125,23 @@ def test_killed_run_resumes_without_losing_or_duplicating(tmp_path: Path) -> Non
     assert {k[:2] for k in keys} == {(a, s) for a in ("a", "slow") for s in ("0", "1")}
 
 
+def test_resume_refuses_a_changed_agent_but_takes_added_ones(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert cli_main(["run", str(_config(tmp_path)), "--quiet"]) == 0
+    before = {p.name: p.read_text() for p in (out / "jobs").glob("*.json")}
+    first_k = {"name": "tests.test_runner:FirstK", "label": "first_k"}
+    changed = _config(tmp_path, agents=[{"name": "random"}, {**first_k, "params": {"slate_size": 3}}])
+    assert cli_main(["run", str(changed), "--quiet", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "first_k__seed0" in err and "agent" in err
+    assert {p.name: p.read_text() for p in (out / "jobs").glob("*.json")} == before  # nothing lost
+    added = _config(tmp_path, agents=[{"name": "random"}, first_k, {"name": "popularity"}])
+    assert cli_main(["run", str(added), "--quiet", "--resume"]) == 0
+    after = {p.name: p.read_text() for p in (out / "jobs").glob("*.json")}
+    assert {k: after[k] for k in before} == before
+    assert {"popularity__seed0.json", "popularity__seed1.json"} <= set(after)
+
+
 def test_same_results_whatever_the_worker_count(tmp_path: Path) -> None:
     serial = _config(tmp_path)
     assert cli_main(["run", str(serial), "--quiet"]) == 0
