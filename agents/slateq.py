@@ -8,7 +8,10 @@ SlateQ decomposes the value of a slate into item values weighted by the user's c
   context an MLP over the user features and the flattened history; the candidate features are
   extended by user x candidate topic products (:mod:`agents.features`); a second head gives
   ``Qbar(s, none)``, the value of a step without a click (no-clicks cost satisfaction or time
-  budget in our worlds, so it is not zero).
+  budget in our worlds, so it is not zero). Each candidate's score also gets a learned per-item
+  offset, the item found by hashing its static features (``item_buckets``,
+  :func:`agents.features.hashed_item_ids`): observations hide an item's quality, but the
+  conversions and satisfaction it brings are the item's own, so a per-item term can learn them.
 * ``P(j | s, A)`` (:class:`ChoiceNetwork`): a conditional logit learned from the clicks seen in
   ``info`` (never the simulator's ``choice_probs`` or latent state): utility ``u(s, j)`` from the
   same kind of MLP, plus a learned log-examination bias per position; no-click utility 0.
@@ -43,7 +46,7 @@ from gymnasium.vector import AutoresetMode
 from torch import nn
 
 from agents.base import BaseAgent
-from agents.features import cross_feature_dim, cross_features
+from agents.features import cross_feature_dim, cross_features, hashed_item_ids
 from agents.slate_optim import OPTIMISERS, optimise_slates
 from recsim_env import RecSimVectorEnv
 from recsim_env.simulator import make_simulator, simulator_for
@@ -77,6 +80,10 @@ class SlateQConfig:
     hidden: int = field(default=128, metadata={"doc": "Width of the MLPs."})
     cross_features: bool = field(default=True, metadata={
         "doc": "Add user x candidate topic products (agents.features) to the candidate inputs."})
+    item_buckets: int = field(default=65_536, metadata={
+        "doc": "If > 0, Qbar and the choice model add a learned per-item offset, the item found by "
+               "hashing its static features into this many buckets (0: features only). Ignored "
+               "in worlds without a catalog (interest_evolution: new documents every step)."})
     truncation_is_terminal: bool = field(default=True, metadata={
         "doc": "Do not bootstrap at max_steps (the lifetime ends there; progress is observed)."})
     reward_scale: float = field(default=0.1, metadata={
@@ -111,7 +118,8 @@ class CandidateScorer(nn.Module):
     :func:`agents.features.cross_features` (topic products with the history and declared topics).
     """
 
-    def __init__(self, shapes: dict[str, tuple[int, ...]], hidden: int, num_topics: int | None = None):
+    def __init__(self, shapes: dict[str, tuple[int, ...]], hidden: int, num_topics: int | None = None,
+                 item_buckets: int = 0, id_columns: int = 0):
         super().__init__()
         (h, fh), (_, fc), (fu,) = shapes["history"], shapes["candidates"], shapes["user"]
         self.num_topics = num_topics
@@ -124,6 +132,11 @@ class CandidateScorer(nn.Module):
         self.context_in = nn.Linear(hidden, hidden, bias=False)
         self.item_out = nn.Sequential(nn.ReLU(), nn.Linear(hidden, 1))
         self.none = nn.Linear(hidden, 1)
+        # per-item score offsets, looked up by hashed static features (agents.features.hashed_item_ids)
+        self.id_columns, self.item_bias = id_columns, None
+        if item_buckets > 0:
+            self.item_bias = nn.Embedding(item_buckets, 1)
+            nn.init.zeros_(self.item_bias.weight)
 
     def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         ctx = self.context(obs["user"], obs["history"])
@@ -131,7 +144,11 @@ class CandidateScorer(nn.Module):
         if self.num_topics is not None:
             cand = torch.cat([cand, cross_features(cand, obs["history"], obs["user"], self.num_topics)], 2)
         joint = self.item_in(cand) + self.context_in(ctx)[:, None]
-        return self.item_out(joint).squeeze(2), self.none(ctx).squeeze(1)
+        scores = self.item_out(joint).squeeze(2)
+        if self.item_bias is not None:
+            ids = hashed_item_ids(obs["candidates"], self.id_columns, self.item_bias.num_embeddings)
+            scores = scores + self.item_bias(ids).squeeze(-1)
+        return scores, self.none(ctx).squeeze(1)
 
 
 class ItemQNetwork(CandidateScorer):
@@ -145,8 +162,8 @@ class ChoiceNetwork(CandidateScorer):
     """
 
     def __init__(self, shapes: dict[str, tuple[int, ...]], hidden: int, slate_size: int,
-                 num_topics: int | None = None):
-        super().__init__(shapes, hidden, num_topics)
+                 num_topics: int | None = None, item_buckets: int = 0, id_columns: int = 0):
+        super().__init__(shapes, hidden, num_topics, item_buckets, id_columns)
         self.position_bias = nn.Parameter(torch.zeros(max(slate_size - 1, 0)))
 
     def log_examination(self) -> torch.Tensor:
@@ -263,10 +280,15 @@ class SlateQAgent(BaseAgent):
         self.slate_size = sim.params.slate_size
         torch.manual_seed(cfg.seed)
         topics = sim.params.num_topics if cfg.cross_features else None
-        self.q = ItemQNetwork(self.shapes, cfg.hidden, topics)
-        self.q_target = ItemQNetwork(self.shapes, cfg.hidden, topics)
+        # per-item offsets need items that come back: off in worlds without a catalog (RecSim's
+        # interest evolution draws new documents every step)
+        has_catalog = getattr(sim, "catalog", None) is not None
+        ids = {"item_buckets": cfg.item_buckets if has_catalog else 0,
+               "id_columns": min(sim.params.num_topics + 2, self.shapes["candidates"][-1])}
+        self.q = ItemQNetwork(self.shapes, cfg.hidden, topics, **ids)
+        self.q_target = ItemQNetwork(self.shapes, cfg.hidden, topics, **ids)
         self.q_target.load_state_dict(self.q.state_dict())
-        self.choice = ChoiceNetwork(self.shapes, cfg.hidden, self.slate_size, topics)
+        self.choice = ChoiceNetwork(self.shapes, cfg.hidden, self.slate_size, topics, **ids)
         self.optimizer = torch.optim.Adam([*self.q.parameters(), *self.choice.parameters()],
                                           lr=cfg.learning_rate)
         self.rng = np.random.default_rng(cfg.seed)

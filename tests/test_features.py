@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from agents.features import cross_feature_dim, cross_features
+from agents.bandits import item_keys
+from agents.features import cross_feature_dim, cross_features, hashed_item_ids
 from recsim_env.simulator import make_simulator
 
 
@@ -44,3 +45,23 @@ def test_shapes_on_both_observation_layouts_and_candidate_equivariance() -> None
         perm = torch.randperm(m, generator=torch.Generator().manual_seed(1))
         permuted = cross_features(obs["candidates"][:, perm], obs["history"], obs["user"], params.num_topics)
         torch.testing.assert_close(permuted, out[:, perm])
+
+
+def test_hashed_item_ids_are_a_function_of_the_item_with_few_collisions() -> None:
+    params = make_simulator("default").params
+    columns, buckets = params.num_topics + 2, 2**16
+    obs = _obs("default", users=64, steps=30)
+    ids = hashed_item_ids(obs["candidates"], columns, buckets).numpy().ravel()
+    keys = item_keys(obs["candidates"].numpy(), params.num_topics).ravel()
+    assert ids.min() >= 0 and ids.max() < buckets
+    # the same item (same static features) always lands in the same bucket
+    unique_keys, first = np.unique(keys, return_index=True)
+    np.testing.assert_array_equal(ids, ids[first][np.searchsorted(unique_keys, keys)])
+    # distinct items rarely share one: expected share about items / buckets
+    items = unique_keys.size
+    assert items > 1000
+    assert np.unique(ids).size >= items * (1 - 2 * items / buckets)
+    # the bits of a candidate's popularity (last column) do not enter the hash
+    moved = obs["candidates"].clone()
+    moved[..., columns:] += 1.0
+    np.testing.assert_array_equal(hashed_item_ids(moved, columns, buckets).numpy().ravel(), ids)

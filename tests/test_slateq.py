@@ -165,6 +165,20 @@ def test_deep_slateq_runs_on_interest_evolution() -> None:
     agent.learn()
     slates = agent.act(_recsim_obs("interest_evolution", users=4))
     assert _is_slate(slates, 10, 2)
+    assert agent.q.item_bias is None  # documents are new every step there: no per-item offsets
+
+
+def test_per_item_offsets_are_learned_and_follow_the_item() -> None:
+    agent = _small_deep_agent().learn()
+    assert agent.q.item_bias is not None and agent.choice.item_bias is not None
+    assert agent.q.item_bias.weight.abs().sum() > 0  # trained away from the zero start
+    # the offset of an item is the same wherever it appears among the candidates
+    obs = {key: torch.from_numpy(np.asarray(v, np.float32)) for key, v in _recsim_obs(users=2).items()
+           if key in OBS_KEYS}
+    flipped = {**obs, "candidates": obs["candidates"].flip(1)}
+    with torch.no_grad():
+        np.testing.assert_allclose(agent.q(flipped)[0].numpy(), agent.q(obs)[0].flip(1).numpy(),
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_registry_builds_and_trains_on_a_next_step_env() -> None:
