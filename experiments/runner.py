@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +64,10 @@ class Job:
     def spec(self) -> dict[str, Any]:
         """What determines the job's result: world, agent and its parameters, seed, budget,
         evaluation schedule. Stored in the job's record; ``--resume`` refuses a changed one."""
-        import dataclasses
-
         return json.loads(json.dumps({
-            "env": dataclasses.asdict(self.config.env), "agent": dataclasses.asdict(self.agent),
-            "seed": self.seed, "train_steps": self.config.train_steps,
-            "num_envs": self.config.num_envs, "eval": dataclasses.asdict(self.config.eval)},
-            default=str))
+            "env": asdict(self.config.env), "agent": asdict(self.agent), "seed": self.seed,
+            "train_steps": self.config.train_steps, "num_envs": self.config.num_envs,
+            "eval": asdict(self.config.eval)}, default=str))
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -152,13 +149,13 @@ def _check_resumable(jobs: list[Job], jobs_dir: Path) -> None:
         path = jobs_dir / f"{job.key}.json"
         if not path.exists():
             continue
-        stored = json.loads(path.read_text()).get("spec")
-        if stored is not None and stored != job.spec:
-            changed = sorted(key for key in job.spec if stored.get(key) != job.spec[key])
+        stored, spec = json.loads(path.read_text()).get("spec"), job.spec
+        if stored is not None and stored != spec:
+            changed = sorted(key for key in spec if stored.get(key) != spec[key])
             raise ResumeError(
                 f"cannot resume: finished job {job.key} was run with different "
                 f"{', '.join(changed)} than the config now gives (stored {[stored.get(k) for k in changed]}, "
-                f"config {[job.spec[k] for k in changed]}); use a new output directory, or delete "
+                f"config {[spec[k] for k in changed]}); use a new output directory, or delete "
                 f"{path} to re-run that job")
 
 

@@ -10,6 +10,7 @@ from agents.base import BaseAgent
 from agents.click_models import ClickModelAgent
 from agents.reference import RandomAgent
 from agents.registry import make
+from agents.slate_optim import slate_value
 from experiments.evaluate import evaluate
 from experiments.offline_metrics import auc, constant_baseline, evaluate_offline, ranking_metrics
 from recsim_env import RecSimVectorEnv
@@ -107,12 +108,8 @@ def test_mnl_serving_maximises_the_models_predicted_slate_reward(static_logs):
     value = agent.w_click + agent.w_conv * p_conv
     bias = agent.net.position_bias.detach().numpy()
     rho = np.exp(bias - bias[0])
-
-    def predicted(slates):
-        w = np.take_along_axis(weight, slates, 1) * rho
-        return (w * np.take_along_axis(value, slates, 1)).sum(1) / (1 + w.sum(1))
-
     served = agent.act(obs)
     assert served.shape == (50, env.params.slate_size)
     agent.serving = "topk"
-    assert np.all(predicted(served) >= predicted(agent.act(obs)) - 1e-9)
+    top = agent.act(obs)
+    assert np.all(slate_value(weight, value, rho, served) >= slate_value(weight, value, rho, top) - 1e-9)
