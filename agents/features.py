@@ -19,7 +19,10 @@ declared topics when present).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from agents.bandits import item_keys
 
 
 def cross_feature_dim(num_topics: int, user_dim: int) -> int:
@@ -50,21 +53,14 @@ def cross_features(candidates: torch.Tensor, history: torch.Tensor, user: torch.
     return torch.cat([*products, dots], dim=2)
 
 
-_HASH_MULTIPLIERS: dict[int, torch.Tensor] = {}
-
-
 def hashed_item_ids(candidates: torch.Tensor, columns: int, buckets: int) -> torch.Tensor:
-    """(B, m) hashed item ids in ``[0, buckets)`` from the bit patterns of the first ``columns``
-    candidate features (static per item: topic vector, appeal, price), the hashing trick.
+    """(B, m) hashed item ids in ``[0, buckets)`` from the first ``columns`` candidate features
+    (static per item: topic vector, appeal, price), the hashing trick over
+    :func:`agents.bandits.item_keys` (the bandits' and click models' item key).
 
     Observations carry no item ids, but an item's static features identify it; hashing them
     into a fixed table lets an agent learn per-item terms (e.g. the hidden quality) online,
     without a vocabulary. Distinct items collide with probability about ``catalog / buckets``.
     """
-    if columns not in _HASH_MULTIPLIERS:
-        gen = torch.Generator().manual_seed(columns)
-        _HASH_MULTIPLIERS[columns] = torch.randint(1, 2**31 - 1, (columns,), generator=gen) | 1
-    bits = candidates[..., :columns].contiguous().view(torch.int32).to(torch.int64)
-    mixed = (bits * _HASH_MULTIPLIERS[columns]).sum(-1)  # wraps modulo 2^64 on overflow
-    mixed = mixed ^ (mixed >> 29)
-    return mixed.remainder(buckets)
+    keys = item_keys(candidates.detach().numpy(), columns - 2)
+    return torch.from_numpy((keys % np.uint64(buckets)).astype(np.int64))
