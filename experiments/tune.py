@@ -1,12 +1,12 @@
-"""Tuning runs for the supervised click models on TUNING seeds (never the harness's seeds).
+"""Tuning runs for any registered agent on TUNING seeds (never the harness's seeds).
 
-Trains one click-model agent per seed as the runner does (``learn(env, train_steps)`` on a
+Trains one agent per seed as the runner does (``learn(env, train_steps)`` on a
 64-user same-step-autoreset env) and evaluates it on held-out users seeded from
 ``TUNE_SEED_BASE`` (far from the evaluation harness's ``EVAL_SEED_BASE``); agent seeds start at
 100 so the logged training users differ from those of the harness's seeds 0..9 too.
 
-``python -m experiments.supervised_tune --preset static --agent logreg --seeds 2 \\
-    --kwargs '{"epochs": 3}'``
+``python -m experiments.tune --preset static --agent logreg --seeds 2 --kwargs '{"epochs": 3}'``
+``python -m experiments.tune --agent slateq --kwargs '{"learning_rate": 3e-4}'``
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="static")
+    parser.add_argument("--preset", default="default")
     parser.add_argument("--agent", default="logreg")
     parser.add_argument("--kwargs", default="{}", help="agent keyword arguments (JSON)")
     parser.add_argument("--train-steps", type=int, default=200_000)
