@@ -20,16 +20,26 @@ SUPERVISED = ("logreg", "two_tower", "din")
 #: Final metrics summarised per agent (missing ones are skipped).
 METRICS = ("return", "clicks", "conversions", "revenue", "ctr", "conversion_rate",
            "session_length", "churn_rate", "coverage", "diversity", "novelty")
+#: Metrics that are shares, in [0, 1]: their CIs across seeds are kept inside that range.
+SHARES = ("ctr", "conversion_rate", "churn_rate", "coverage")
 
 
-def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and Student-t interval of ``values`` (NaN bounds for fewer than 2 values)."""
+def t_interval(values: np.ndarray, confidence: float = 0.95,
+               bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
+    """Mean and Student-t interval of ``values`` (NaN bounds for fewer than 2 values).
+
+    ``bounds`` is the range the mean can take (e.g. ``(0, 1)`` for a share): the interval is
+    intersected with it, so a coverage CI never reads past 1. The true mean lies in that range,
+    so the intersection keeps the interval's coverage.
+    """
     values = np.asarray(values, dtype=float)
     mean = float(values.mean())
     if len(values) < 2 or np.all(values == values[0]):
         return mean, (mean if len(values) >= 2 else float("nan")), (
             mean if len(values) >= 2 else float("nan"))
     low, high = stats.t.interval(confidence, len(values) - 1, loc=mean, scale=stats.sem(values))
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
     return mean, float(low), float(high)
 
 
@@ -82,7 +92,8 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         for metric in METRICS:
             values = [by_seed[s][metric] for s in seeds if metric in by_seed[s]]
             if len(values) == len(seeds) and values:
-                mean, low, high = t_interval(np.array(values))
+                mean, low, high = t_interval(np.array(values),
+                                             bounds=(0.0, 1.0) if metric in SHARES else None)
                 entry["metrics"][metric] = {"mean": mean, "ci_low": low, "ci_high": high,
                                             "per_seed": values}
         returns = np.array([by_seed[s]["return"] for s in seeds])

@@ -169,3 +169,17 @@ def test_ray_backend_matches_local(tmp_path: Path) -> None:
 def test_parse_config_defaults() -> None:
     config = parse_config({"name": "x", "agents": ["random"]})
     assert config.seeds == (0, 1, 2, 3, 4) and config.output_dir == "runs/x"
+
+
+def test_share_metrics_keep_their_seed_ci_inside_zero_one() -> None:
+    from experiments.statistics import summarize, t_interval
+
+    coverage = [0.99, 1.0, 0.93, 1.0, 0.98]  # mean near 1, spread: the t interval passes 1
+    assert t_interval(np.array(coverage))[2] > 1.0
+    records = [{"agent": "a", "seed": s, "final": {"return": 10.0 + s, "coverage": c}, "curve": []}
+               for s, c in enumerate(coverage)]
+    metric = summarize(records)["agents"]["a"]["metrics"]["coverage"]
+    assert metric["ci_high"] == 1.0 and 0.9 < metric["ci_low"] < metric["mean"] < 1.0
+    # unbounded metrics keep the plain t interval
+    ret = summarize(records)["agents"]["a"]["metrics"]["return"]
+    assert (ret["ci_low"], ret["ci_high"]) == t_interval(np.arange(10.0, 15.0))[1:]
