@@ -8,9 +8,13 @@ be known from observations:
   0 elsewhere: the profile prior of the world), instead of the true interest;
 * ``quality=appeal``: quality = E[quality | appeal] (clickbait iff appeal > the regular max),
   instead of the item's own quality (which a per-item model can learn from logs);
-* ``serving=topk``: top k by expected reward per item instead of the MNL-optimal slate.
+* ``serving=topk``: top k by expected reward per item instead of the MNL-optimal slate;
+* ``quality_bonus=b``: each click is also worth ``b * quality`` (as
+  :func:`agents.heuristics.quality_aware`): not myopic any more, it shows what valuing quality
+  beyond the next click is worth when only part of the state is known.
 
 ``python -m experiments.supervised_gap --preset static --users 2000 --seeds 3``
+(``--preset default`` for the world with long-term effects)
 (tuning seeds 100.. by default, not the evaluation harness's seeds).
 """
 
@@ -33,8 +37,9 @@ class RestrictedOracle(BaseAgent):
     requires_latent = True
 
     def __init__(self, params: Any, interest: str = "true", quality: str = "true",
-                 serving: str = "mnl"):
+                 serving: str = "mnl", quality_bonus: float = 0.0):
         self.params, self.interest, self.quality, self.serving = params, interest, quality, serving
+        self.quality_bonus = quality_bonus
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         p = self.params
@@ -49,10 +54,11 @@ class RestrictedOracle(BaseAgent):
             obs["candidate_quality"] = np.where(clickbait, p.clickbait_quality_max / 2, regular_mean)
         terms = heuristics.item_terms(obs, p)
         weight = np.exp(terms["utility"] - p.no_click_utility)
+        value = terms["value"] + self.quality_bonus * terms["quality"]
         if self.serving == "topk":
             prob = weight / (1.0 + weight)
-            return heuristics.top_k(prob * terms["value"], p.slate_size)
-        return heuristics.mnl_best_slate(weight, terms["value"], p)
+            return heuristics.top_k(prob * value, p.slate_size)
+        return heuristics.mnl_best_slate(weight, value, p)
 
 
 VARIANTS = {
@@ -61,6 +67,10 @@ VARIANTS = {
     "interest=declared": {"interest": "declared"},
     "quality=appeal": {"quality": "appeal"},
     "interest=declared, quality=appeal": {"interest": "declared", "quality": "appeal"},
+    "oracle, quality bonus 3": {"quality_bonus": 3.0},
+    "interest=declared, quality bonus 3": {"interest": "declared", "quality_bonus": 3.0},
+    "interest=declared, quality=appeal, bonus 3": {"interest": "declared", "quality": "appeal",
+                                                   "quality_bonus": 3.0},
 }
 
 
