@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -292,9 +292,17 @@ def train_seed(seed: int) -> int:
 
 def evaluate_agent(name: str, env: str = "default", n_users: int = 1000, seeds: Sequence[int] = (0,),
                    train_steps: int = 0, num_train_envs: int = 64, learn_online: bool = False,
-                   agent_kwargs: dict[str, Any] | None = None, **env_overrides: Any) -> list[EvalResult]:
+                   agent_kwargs: dict[str, Any] | None = None,
+                   train_seed_of: Callable[[int], int] = train_seed,
+                   eval_seed_of: Callable[[int], int] = eval_seed,
+                   **env_overrides: Any) -> list[EvalResult]:
     """Build agent ``name`` once per seed, train it (if it has ``learn`` and ``train_steps > 0``)
-    on training users, and evaluate it on that seed's held-out users (see the module docstring)."""
+    on training users, and evaluate it on that seed's held-out users (see the module docstring).
+
+    ``train_seed_of`` / ``eval_seed_of`` map a seed to its first training / evaluation user: the
+    runner's scheme by default; tuning (``experiments.tune``) passes seeds of its own.
+    ``extra`` of each result holds ``seed``, ``train_seconds`` and, for agents that report it,
+    ``fit_seconds``."""
     from experiments.runner import EVAL_SEED_STRIDE
 
     if n_users > EVAL_SEED_STRIDE:
@@ -308,12 +316,14 @@ def evaluate_agent(name: str, env: str = "default", n_users: int = 1000, seeds: 
             latent = bool(getattr(agent, "requires_latent", False))
             train_env = RecSimVectorEnv(num_train_envs, params=params.replace(observe_latent=True)
                                         if latent else params, autoreset_mode="SameStep")
-            train_env.reset(seed=train_seed(s))
+            train_env.reset(seed=train_seed_of(s))
             start = time.perf_counter()
             agent.learn(train_env, train_steps)
             trained = time.perf_counter() - start
-        result = evaluate(agent, params, n_users, seed=eval_seed(s), learn=learn_online)
+        result = evaluate(agent, params, n_users, seed=eval_seed_of(s), learn=learn_online)
         result.extra.update(seed=s, train_seconds=trained)
+        if hasattr(agent, "fit_seconds"):
+            result.extra["fit_seconds"] = agent.fit_seconds
         results.append(result)
     return results
 

@@ -1,9 +1,10 @@
 """Tuning runs for any registered agent on TUNING seeds (never the harness's seeds).
 
-Trains one agent per seed as the runner does (``learn(env, train_steps)`` on a
-64-user same-step-autoreset env) and evaluates it on held-out users seeded from
-``TUNE_SEED_BASE`` (far from the evaluation harness's ``EVAL_SEED_BASE``); agent seeds start at
-100 so the logged training users differ from those of the harness's seeds 0..9 too.
+Trains one agent per seed as the runner does (:func:`experiments.evaluate.evaluate_agent`:
+``learn(env, train_steps)`` on a 64-user same-step-autoreset env) and evaluates it on
+held-out users seeded from ``TUNE_SEED_BASE`` (far from the evaluation harness's
+``EVAL_SEED_BASE``); agent seeds start at 100 so the logged training users differ from those
+of the harness's seeds 0..9 too.
 
 ``python -m experiments.tune --preset static --agent logreg --seeds 2 --kwargs '{"epochs": 3}'``
 ``python -m experiments.tune --agent slateq --kwargs '{"learning_rate": 3e-4}'``
@@ -13,14 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 
-from agents import registry
-from experiments.evaluate import evaluate
-from recsim_env import RecSimVectorEnv
-from recsim_env.simulator import make_simulator
+from experiments.evaluate import evaluate_agent
 
 TUNE_SEED_BASE = 300_000_000
 FIRST_AGENT_SEED = 100
@@ -39,20 +36,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    params = make_simulator(args.preset).params
-    returns, seconds = [], []
-    for s in range(FIRST_AGENT_SEED, FIRST_AGENT_SEED + args.seeds):
-        torch.manual_seed(s)
-        agent = registry.make(args.agent, params=params, seed=s, **json.loads(args.kwargs))
-        env = RecSimVectorEnv(64, params=params, autoreset_mode="SameStep")
-        env.reset(seed=s * 1_000_000)
-        start = time.perf_counter()
-        agent.learn(env, args.train_steps)
-        seconds.append(time.perf_counter() - start)
-        result = evaluate(agent, params, args.users, seed=TUNE_SEED_BASE + s * 1_000_000)
-        returns.append(result.means()["return"])
-        print(f"  seed {s}: return {returns[-1]:.1f}, learn {seconds[-1]:.1f}s "
-              f"(fit {getattr(agent, 'fit_seconds', float('nan')):.1f}s)", flush=True)
+    seeds = range(FIRST_AGENT_SEED, FIRST_AGENT_SEED + args.seeds)
+    results = evaluate_agent(args.agent, args.preset, args.users, seeds, args.train_steps,
+                             agent_kwargs=json.loads(args.kwargs),
+                             train_seed_of=lambda s: s * 1_000_000,
+                             eval_seed_of=lambda s: TUNE_SEED_BASE + s * 1_000_000)
+    returns = [r.means()["return"] for r in results]
+    seconds = [r.extra["train_seconds"] for r in results]
+    for s, r, ret in zip(seeds, results, returns, strict=True):
+        print(f"  seed {s}: return {ret:.1f}, learn {r.extra['train_seconds']:.1f}s "
+              f"(fit {r.extra.get('fit_seconds', float('nan')):.1f}s)", flush=True)
     print(f"{args.agent} {args.kwargs}: return {np.mean(returns):.1f} "
           f"learn {np.mean(seconds):.1f}s", flush=True)
 
