@@ -166,6 +166,7 @@ def test_deep_slateq_runs_on_interest_evolution() -> None:
     slates = agent.act(_recsim_obs("interest_evolution", users=4))
     assert _is_slate(slates, 10, 2)
     assert agent.q.item_bias is None  # documents are new every step there: no per-item offsets
+    assert not agent.q.split  # ... and so no reward/continuation split
 
 
 def test_per_item_offsets_are_learned_and_follow_the_item() -> None:
@@ -179,6 +180,33 @@ def test_per_item_offsets_are_learned_and_follow_the_item() -> None:
     with torch.no_grad():
         np.testing.assert_allclose(agent.q(flipped)[0].numpy(), agent.q(obs)[0].flip(1).numpy(),
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_split_q_offsets_learn_from_the_immediate_reward_only() -> None:
+    """Qbar = R + C; the per-item offsets get no gradient from the continuation's TD error."""
+    agent = _small_deep_agent()
+    assert agent.q.split
+    with torch.no_grad():
+        agent.q.item_bias.weight.normal_(0.0, 0.1)  # as if trained (they start at zero)
+    obs = {key: torch.from_numpy(np.asarray(v, np.float32)) for key, v in _recsim_obs(users=8).items()
+           if key in OBS_KEYS}
+    with torch.no_grad():
+        reward, reward_none, continuation, continuation_none = agent.q.parts(obs)
+        q_items, q_none = agent.q(obs)
+    torch.testing.assert_close(q_items, reward + continuation)
+    torch.testing.assert_close(q_none, reward_none + continuation_none)
+    slate = torch.arange(5).repeat(8, 1)
+    position = torch.tensor([0, 1, 2, 3, 4, 5, 5, 0])  # 5 = no click
+    consumed = torch.where(position < 5, reward.gather(1, slate.gather(1, position.clamp(max=4)[:, None]))
+                           .squeeze(1), reward_none)
+    batch = {"obs": obs, "next_obs": obs, "slate": slate, "position": position,
+             "reward": consumed + 1.0, "immediate": consumed, "done": torch.zeros(8),
+             "discount": torch.full((8,), 0.99)}
+    # R already predicts the immediate reward exactly: only the continuation is wrong
+    losses = agent.update(batch)
+    assert losses["reward_loss"] < 1e-10 < losses["td_loss"]
+    assert agent.q.item_bias.weight.grad.abs().max() == 0
+    assert agent.q.offset_in.weight.grad.abs().max() > 0  # C reads the offsets as an input
 
 
 def test_registry_builds_and_trains_on_a_next_step_env() -> None:
@@ -213,7 +241,10 @@ def test_n_step_queue_sums_discounted_rewards_and_flushes_at_episode_end() -> No
                                                np.full(2, 10.0**t), {"x": t + 1 + np.array([0.0, 10.0])},
                                                ended, ended, live)]
     got = {(int(o["x"][i]), int(n["x"][i])): (float(r[i]), bool(d[i]), float(disc[i]))
-           for _, o, _, _, r, n, d, disc in out for i in range(len(r))}
+           for _, o, _, _, r, n, d, disc, _ in out for i in range(len(r))}
+    first = {(int(o["x"][i]), int(n["x"][i])): float(imm[i]) for _, o, *_, n, _, _, imm in out
+             for i in range(len(imm))}
+    assert first[(10, 13)] == 1 and first[(1, 3)] == 10 and first[(12, 15)] == 100  # own reward
     # a full 3-step transition from step 0: 1 + 0.5*10 + 0.25*100, bootstrap gamma^3 from obs 3
     assert got[(10, 13)] == (1 + 5 + 25, False, gamma**3)
     # slot 0 ends at step 2: steps 0-2 flush with the rewards they have and done=True
