@@ -209,6 +209,34 @@ def test_split_q_offsets_learn_from_the_immediate_reward_only() -> None:
     assert agent.q.offset_in.weight.grad.abs().max() > 0  # C reads the offsets as an input
 
 
+def test_weight_average_is_a_mean_then_exponential_and_serves_deterministic_acting() -> None:
+    agent = _small_deep_agent(average_tau=0.4)
+    obs = {key: torch.from_numpy(np.asarray(v, np.float32)) for key, v in _recsim_obs(users=8).items()
+           if key in OBS_KEYS}
+    batch = {"obs": obs, "next_obs": obs, "slate": torch.arange(5).repeat(8, 1),
+             "position": torch.tensor([0, 1, 2, 3, 4, 5, 5, 0]), "reward": torch.ones(8),
+             "immediate": torch.ones(8), "done": torch.zeros(8), "discount": torch.full((8,), 0.99)}
+    agent.update(batch)
+    assert agent.averaged == {}  # nothing is averaged while exploring
+    agent.exploring = False
+    weights = []
+    for _ in range(4):
+        agent.update(batch)
+        weights.append(agent.q.item_out[1].weight.detach().clone())
+    # rates 1, 1/2 (a plain mean of the first two), then max(0.4, 1/3) and max(0.4, 1/4) = 0.4
+    expected = (weights[0] + weights[1]) / 2
+    for w in weights[2:]:
+        expected = 0.6 * expected + 0.4 * w
+    torch.testing.assert_close(agent.averaged["q"].item_out[1].weight, expected)
+    raw = _recsim_obs(users=8)
+    served = agent.act(raw)
+    with torch.no_grad():
+        for param in agent.q.parameters():
+            param.normal_()  # wreck the online network: deterministic acting must not change
+    np.testing.assert_array_equal(agent.act(raw), served)
+    assert not np.array_equal(agent.act(raw, deterministic=False), served)
+
+
 def test_registry_builds_and_trains_on_a_next_step_env() -> None:
     from gymnasium.vector import AutoresetMode
 
