@@ -369,6 +369,10 @@ class SlateQAgent(BaseAgent):
         self.epsilon = 0.0
         self.env_steps = 0
 
+    def _online_networks(self) -> dict[str, nn.Module]:
+        """The trained networks, by the names :attr:`averaged` keeps their averages under."""
+        return {"q": self.q, "choice": self.choice}
+
     # ------------------------------------------------------------------ acting
     def _best_slates(self, q_items: torch.Tensor, q_none: torch.Tensor, utility: torch.Tensor,
                      choice: ChoiceNetwork | None = None) -> np.ndarray:
@@ -450,9 +454,10 @@ class SlateQAgent(BaseAgent):
             if cfg.average_tau > 0 and not self.exploring:
                 self.averaged_updates += 1
                 rate = max(cfg.average_tau, 1.0 / self.averaged_updates)
-                for name, online in (("q", self.q), ("choice", self.choice)):
-                    average = self.averaged.setdefault(name, copy.deepcopy(online))
-                    for p, ap in zip(online.parameters(), average.parameters(), strict=True):
+                for name, online in self._online_networks().items():
+                    if name not in self.averaged:  # the first rate is 1: any copy will do
+                        self.averaged[name] = copy.deepcopy(online)
+                    for p, ap in zip(online.parameters(), self.averaged[name].parameters(), strict=True):
                         ap.mul_(1.0 - rate).add_(p, alpha=rate)
         return {"td_loss": td_loss.item(), "choice_loss": choice_loss.item(), **logs}
 
@@ -539,7 +544,7 @@ class SlateQAgent(BaseAgent):
         agent.q_target.load_state_dict(data["q_target"])
         agent.choice.load_state_dict(data["choice"])
         for name, state in data.get("averaged", {}).items():
-            agent.averaged[name] = copy.deepcopy(agent.q if name == "q" else agent.choice)
+            agent.averaged[name] = copy.deepcopy(agent._online_networks()[name])
             agent.averaged[name].load_state_dict(state)
         agent.averaged_updates = int(data.get("averaged_updates", 0))
         agent.env_steps = int(data["env_steps"])
