@@ -8,7 +8,7 @@ import pytest
 import torch as th
 
 from agents import heuristics
-from agents.ppo_attention import AttentionSlateNetwork, PPOSlateAgent, ppo_attention, ppo_mlp
+from agents.ppo_attention import AttentionSlateNetwork, ItemStats, PPOSlateAgent, ppo_attention, ppo_mlp
 from agents.sb3_vecenv import RecSimVecEnv
 from agents.slate_distribution import (
     PlackettLuceDistribution,
@@ -108,6 +108,65 @@ def test_agent_variants_learn_act_and_round_trip(tmp_path, encoder: str, slate_h
     np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0],
                                   agent.predict(obs, deterministic=True)[0])
     loaded.learn("default", 64)  # a loaded model keeps training on a fresh env
+
+
+def test_item_stats_count_clicks_and_conversions_only_once_committed() -> None:
+    candidates = np.random.default_rng(0).random((2, 4, 6)).astype(np.float32)
+    stats = ItemStats(buckets=1 << 16, columns=6)
+    before = stats(th.as_tensor(candidates))
+    # user 0 clicked slate position 1 (candidate 2) and converted; user 1 did not click
+    stats.record(candidates, np.array([[0, 2], [1, 3]]), np.array([1, -1]), np.array([True, False]))
+    th.testing.assert_close(stats(th.as_tensor(candidates)), before)  # pending until commit
+    stats.record(candidates, np.array([[3, 0], [1, 3]]), np.array([1, 0]), np.array([False, False]))
+    stats.commit()
+    ids = stats.ids(th.as_tensor(candidates))
+    assert stats.counts[ids[0, 2]].tolist() == [1.0, 1.0]  # one click, converted
+    assert stats.counts[ids[0, 0]].tolist() == [1.0, 0.0]  # one click, not converted
+    assert stats.counts[ids[1, 1]].tolist() == [1.0, 0.0]
+    assert float(stats.counts.sum()) == 4.0 and not stats.pending.any()
+    features = stats(th.as_tensor(candidates))
+    # the converting item is above the global rate (1/3), the others below; unseen items at 0
+    assert features[0, 2, 0] > 0 > features[0, 0, 0] and features[1, 1, 0] < 0
+    assert features[0, 1, 0] == 0 and features[0, 1, 1] == 0 and features[0, 2, 1] > 0
+
+
+def test_item_stats_stay_fixed_within_a_rollout_and_round_trip(tmp_path) -> None:
+    """PPO's ratio compares log-probabilities at collection and at training time: the features
+    must not change in between (counts commit at the next rollout's start)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class CheckRatio(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gaps: list[float] = []
+
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            buffer = self.model.rollout_buffer
+            obs = {key: th.as_tensor(value.reshape(-1, *value.shape[2:]))
+                   for key, value in buffer.observations.items()}
+            actions = th.as_tensor(buffer.actions.reshape(-1, buffer.actions.shape[-1]))
+            with th.no_grad():
+                _, log_prob, _ = self.model.policy.evaluate_actions(obs, actions)
+            self.gaps.append(float((log_prob - th.as_tensor(buffer.log_probs.reshape(-1))).abs().max()))
+
+    check = CheckRatio()
+    agent = PPOSlateAgent(seed=0, num_envs=16, n_steps=16, batch_size=64, n_epochs=1, env_overrides=SMALL)
+    agent.learn("default", 3 * 256, callback=check)
+    stats = agent.model.policy.network.item_stats
+    assert len(check.gaps) == 3 and max(check.gaps) < 1e-4, check.gaps
+    clicks, conversions = stats.counts.sum(0).tolist()
+    assert 0 < conversions <= clicks <= 3 * 256 and not stats.pending.any()
+    agent.save(tmp_path / "model.zip")
+    loaded = PPOSlateAgent.load(tmp_path / "model.zip")
+    assert loaded.config.item_stats_buckets == stats.buckets
+    th.testing.assert_close(loaded.model.policy.network.item_stats.counts, stats.counts)
+    off = PPOSlateAgent(seed=0, num_envs=8, n_steps=8, batch_size=32, item_stats_buckets=0,
+                        env_overrides=SMALL)
+    off.learn("default", 64)
+    assert off.model.policy.network.item_stats is None
 
 
 def test_row_callback_reports_and_can_stop_training() -> None:
