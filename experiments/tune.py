@@ -34,9 +34,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-steps", type=int, default=200_000)
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--first-seed", type=int, default=FIRST_AGENT_SEED,
+                        help=f"first tuning seed (>= {FIRST_AGENT_SEED}; default {FIRST_AGENT_SEED})")
     args = parser.parse_args(argv)
+    if args.first_seed < FIRST_AGENT_SEED:
+        parser.error(f"--first-seed must be >= {FIRST_AGENT_SEED} (seeds below are the harness's), "
+                     f"got {args.first_seed}")
     torch.set_num_threads(1)
-    seeds = range(FIRST_AGENT_SEED, FIRST_AGENT_SEED + args.seeds)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     results = evaluate_agent(args.agent, args.preset, args.users, seeds, args.train_steps,
                              agent_kwargs=json.loads(args.kwargs),
                              train_seed_of=lambda s: s * 1_000_000,
