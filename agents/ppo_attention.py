@@ -49,6 +49,8 @@ than ``nn.TransformerEncoderLayer`` with a padding mask) and, in the last layer,
 and candidate tokens query (history outputs are never read). ``attention="cross"`` halves the
 encoder cost again at the price of candidate <-> candidate interaction. On a shared 2-core
 machine, prefer ``torch_threads=1`` per process: two threads on oversubscribed cores collapse.
+The item statistics (hashing every candidate in every forward, plus the per-step counting)
+add about 5%: 124.7 s against 119.1 s per 400k steps, two runs side by side.
 """
 
 from __future__ import annotations
