@@ -19,6 +19,8 @@ declared topics when present).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -51,6 +53,15 @@ def cross_features(candidates: torch.Tensor, history: torch.Tensor, user: torch.
         profiles.append(declared)
     dots = torch.einsum("bmt,bpt->bmp", topic, torch.stack(profiles, dim=1))
     return torch.cat([*products, dots], dim=2)
+
+
+def item_id_columns(sim: Any) -> int | None:
+    """How many leading candidate columns identify an item for :func:`hashed_item_ids` (topic
+    vector, appeal, price), or None in a world without a catalog (RecSim's interest evolution
+    draws new documents every step), where per-item terms have nothing to learn."""
+    if getattr(sim, "catalog", None) is None:
+        return None
+    return min(sim.params.num_topics + 2, sim.observation_space()["candidates"].shape[-1])
 
 
 def hashed_item_ids(candidates: torch.Tensor, columns: int, buckets: int) -> torch.Tensor:

@@ -71,7 +71,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from agents.base import BaseAgent
-from agents.features import cross_feature_dim, cross_features, hashed_item_ids
+from agents.features import cross_feature_dim, cross_features, hashed_item_ids, item_id_columns
 from agents.slate_distribution import PlackettLuceDistribution
 
 ENCODERS = ("attention", "mlp")
@@ -199,7 +199,7 @@ class ItemStats(nn.Module):
     such counters as features; here they are counts in a hashed table
     (:func:`agents.features.hashed_item_ids`), kept as buffers of the policy so SB3's zip
     save/load carries them. Per candidate the features are, with ``n`` clicks and ``c``
-    conversions of its bucket and the global conversion rate ``g``:
+    conversions of its bucket and the global conversion rate ``g`` (updated on commit):
 
     * ``scale * ((c + prior * g) / (n + prior) - g)``: the shrunk conversion rate per click
       relative to the average (conversion, unlike the click rate, does not depend on the slate
@@ -221,6 +221,7 @@ class ItemStats(nn.Module):
             raise ValueError(f"item_stats_buckets must be >= 1, got {buckets}")
         self.buckets, self.columns, self.prior, self.scale = buckets, columns, prior, scale
         self.register_buffer("counts", th.zeros(buckets, 2, dtype=th.float64))  # clicks, conversions
+        self.register_buffer("rate", th.zeros((), dtype=th.float64))  # conversions / clicks overall
         self.pending = np.zeros((buckets, 2))
 
     def ids(self, candidates: th.Tensor) -> th.Tensor:
@@ -229,8 +230,7 @@ class ItemStats(nn.Module):
 
     def forward(self, candidates: th.Tensor) -> th.Tensor:
         """(B, m, 2) features of the candidates (see the class docstring)."""
-        clicks, conversions = self.counts[:, 0], self.counts[:, 1]
-        rate = float(conversions.sum() / clicks.sum()) if float(clicks.sum()) > 0 else 0.0
+        rate = float(self.rate)
         counts = self.counts[self.ids(candidates)]
         n, c = counts[..., 0], counts[..., 1]
         shrunk = (c + self.prior * rate) / (n + self.prior) - rate
@@ -255,6 +255,8 @@ class ItemStats(nn.Module):
         """Move the pending counts into the features."""
         self.counts += th.from_numpy(self.pending)
         self.pending[:] = 0.0
+        clicks, conversions = self.counts.sum(0)
+        self.rate.fill_(float(conversions / clicks) if float(clicks) > 0 else 0.0)
 
 
 class MlpSlateNetwork(nn.Module):
@@ -545,9 +547,7 @@ class PPOSlateAgent(BaseAgent):
         num_topics = getattr(params, "num_topics", None)
         if c.cross_features and num_topics is None:
             raise ValueError("PPOSlateConfig.cross_features needs a recsim env (its params give the topics)")
-        id_columns = None
-        if params is not None and getattr(vec_env.unwrapped.env.sim, "catalog", None) is not None:
-            id_columns = min(num_topics + 2, vec_env.observation_space["candidates"].shape[-1])
+        id_columns = None if params is None else item_id_columns(vec_env.unwrapped.env.sim)
         self.model = PPO(SlatePolicy, vec_env, learning_rate=c.learning_rate, n_steps=c.n_steps,
                          batch_size=c.batch_size, n_epochs=c.n_epochs, gamma=c.gamma,
                          gae_lambda=c.gae_lambda, clip_range=c.clip_range, ent_coef=c.ent_coef,

@@ -51,7 +51,7 @@ from gymnasium.vector import AutoresetMode
 from torch import nn
 
 from agents.base import BaseAgent
-from agents.features import cross_feature_dim, cross_features, hashed_item_ids
+from agents.features import cross_feature_dim, cross_features, hashed_item_ids, item_id_columns
 from agents.slate_optim import OPTIMISERS, optimise_slates
 from recsim_env import RecSimVectorEnv
 from recsim_env.simulator import make_simulator, simulator_for
@@ -350,11 +350,9 @@ class SlateQAgent(BaseAgent):
         self.slate_size = sim.params.slate_size
         torch.manual_seed(cfg.seed)
         topics = sim.params.num_topics if cfg.cross_features else None
-        # per-item offsets need items that come back: off in worlds without a catalog (RecSim's
-        # interest evolution draws new documents every step)
-        has_catalog = getattr(sim, "catalog", None) is not None
-        ids = {"item_buckets": cfg.item_buckets if has_catalog else 0,
-               "id_columns": min(sim.params.num_topics + 2, self.shapes["candidates"][-1])}
+        # per-item offsets need items that come back: off in worlds without a catalog
+        id_columns = item_id_columns(sim)
+        ids = {"item_buckets": 0 if id_columns is None else cfg.item_buckets, "id_columns": id_columns or 0}
         split = cfg.split_immediate and ids["item_buckets"] > 0
         self.q = ItemQNetwork(self.shapes, cfg.hidden, topics, **ids, split=split)
         self.q_target = ItemQNetwork(self.shapes, cfg.hidden, topics, **ids, split=split)
