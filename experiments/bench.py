@@ -8,6 +8,10 @@ the same observation bytes: the memory-bandwidth floor of producing those observ
 Prints a table and writes JSON. ``python -m experiments.bench eval`` times the evaluation
 harness (random agent, 10,000 users to the end of their lifetimes).
 
+``python -m experiments.bench train`` times training: env-steps per second of ``learn`` for each
+given agent (and keyword variant) on the same preset and budget, one after another in this
+process, so their ratios are measured in one run.
+
 Figures are only comparable within one run (shared, noisy machines): compare ratios.
 """
 
@@ -162,6 +166,49 @@ def bench_eval(preset: str, users: int, out: Path) -> dict[str, Any]:
     return row
 
 
+def bench_train(preset: str, variants: list[tuple[str, dict[str, Any]]], steps: int, threads: int,
+                out: Path, seed: int = 0) -> list[dict[str, Any]]:
+    """Time ``learn(preset, steps)`` of each ``(agent, kwargs)`` variant; rows with env-steps/s."""
+    import torch
+
+    from agents import registry
+    from recsim_env.simulator import make_simulator
+
+    torch.set_num_threads(threads)
+    params = make_simulator(preset).params
+    rows: list[dict[str, Any]] = []
+    for name, kwargs in variants:
+        agent = registry.make(name, params=params, seed=seed, **kwargs)
+        if not hasattr(agent, "learn"):
+            raise SystemExit(f"agent {name!r} has no learn(): it trains online or from logs, "
+                             "which this benchmark does not time")
+        start = time.perf_counter()
+        agent.learn(preset, steps)
+        seconds = time.perf_counter() - start
+        rows.append({"benchmark": "train", "preset": preset, "agent": name, "kwargs": kwargs,
+                     "steps": steps, "threads": threads, "seconds": seconds,
+                     "steps_per_s": steps / seconds})
+        ratio = rows[-1]["steps_per_s"] / rows[0]["steps_per_s"]
+        print(f"{name} {json.dumps(kwargs)}: {steps:,} env-steps in {seconds:.1f} s = "
+              f"{rows[-1]['steps_per_s']:,.0f}/s ({ratio:.2f} x the first)", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"python": platform.python_version(), "rows": rows}, indent=2))
+    print(f"wrote {out}")
+    return rows
+
+
+def _variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``agent`` or ``agent:{json kwargs}``."""
+    name, _, kwargs = text.partition(":")
+    try:
+        parsed = json.loads(kwargs) if kwargs else {}
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"bad JSON keyword arguments in {text!r}: {error}") from None
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError(f"keyword arguments in {text!r} must be a JSON object")
+    return name, parsed
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point (``python -m experiments.bench --help``)."""
     argv = sys.argv[1:] if argv is None else argv
@@ -187,7 +234,24 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--preset", default="default", choices=all_preset_names())
     ev.add_argument("--users", type=int, default=10_000, help="users (default: 10000)")
     ev.add_argument("--out", type=Path, default=Path("bench_results/eval.json"))
+    tr = sub.add_parser("train", help="training throughput (env-steps/s of learn) per agent variant")
+    tr.add_argument("variants", nargs="+", type=_variant, metavar="AGENT[:JSON]",
+                    help='agents to time, e.g. ppo_attention \'ppo_attention:{"choice_epochs": 0}\'')
+    tr.add_argument("--preset", default="default", choices=all_preset_names())
+    tr.add_argument("--steps", type=int, default=100_000, help="env-steps per variant (default: 100000)")
+    tr.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    tr.add_argument("--out", type=Path, default=Path("bench_results/train.json"))
     args = parser.parse_args(argv)
+    if args.what == "train":
+        from agents import registry
+
+        unknown = [name for name, _ in args.variants if name not in registry.list_agents()]
+        if unknown:
+            parser.error(f"unknown agent(s) {unknown}; registered: {sorted(registry.list_agents())}")
+        if args.steps < 1 or args.threads < 1:
+            parser.error(f"--steps and --threads must be >= 1, got {args.steps}, {args.threads}")
+        bench_train(args.preset, args.variants, args.steps, args.threads, args.out)
+        return
     if args.what == "eval":
         if args.users < 1:
             parser.error(f"--users must be >= 1, got {args.users}")

@@ -1,0 +1,33 @@
+"""The training benchmark: times each variant, writes JSON, rejects bad arguments by name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from experiments import bench
+
+
+def test_train_benchmark_times_each_variant(tmp_path, capsys) -> None:
+    out = tmp_path / "train.json"
+    tiny = '{"num_envs": 8, "n_steps": 8, "batch_size": 32, "n_epochs": 1}'
+    bench.main(["train", f"ppo_attention:{tiny}", f"ppo_mlp:{tiny}", "--steps", "64", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["agent"] for row in rows] == ["ppo_attention", "ppo_mlp"]
+    assert rows[1]["kwargs"]["num_envs"] == 8
+    assert all(row["steps"] == 64 and row["seconds"] > 0 and row["steps_per_s"] > 0 for row in rows)
+    assert "x the first" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "nope"], "unknown agent"),
+    (["train", "ppo_attention:[1]"], "must be a JSON object"),
+    (["train", "ppo_attention:{bad"], "bad JSON"),
+    (["train", "random", "--steps", "0"], "--steps"),
+    (["train", "random"], "has no learn()"),
+])
+def test_train_benchmark_rejects_bad_arguments(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as raised:
+        bench.main(argv)
+    assert message in capsys.readouterr().err + str(raised.value.code)
