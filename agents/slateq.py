@@ -70,7 +70,9 @@ class SlateQConfig:
     learning_rate: float = field(default=3e-4, metadata={
         "doc": "Adam step size (Q and choice). Tuning seeds 101/102 on default at 200k steps: "
                "3e-4 scored 130.7/119.6, 1e-3 111.0/104.7 (unstable), 1e-4 114.8/112.6. On "
-               "interest_evolution use 1e-3: with 3e-4 the return peaks near 100k steps, then decays."})
+               "interest_evolution use 1e-3: with 3e-4 the return peaks near 100k steps, then decays. "
+               "With 1e-3 too, train about 100k steps there (experiments/configs/"
+               "interest_evolution.yaml): longer runs degrade."})
     buffer_size: int = field(default=50_000, metadata={"doc": "Replay buffer capacity."})
     batch_size: int = field(default=256, metadata={"doc": "Replay minibatch size."})
     learning_starts: int = field(default=5_000, metadata={"doc": "User-steps before learning."})

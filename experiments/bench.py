@@ -168,10 +168,12 @@ def bench_eval(preset: str, users: int, out: Path) -> dict[str, Any]:
 
 def bench_train(preset: str, variants: list[tuple[str, dict[str, Any]]], steps: int, threads: int,
                 out: Path, seed: int = 0) -> list[dict[str, Any]]:
-    """Time ``learn(preset, steps)`` of each ``(agent, kwargs)`` variant; rows with env-steps/s."""
+    """Time ``learn(env, steps)`` of each ``(agent, kwargs)`` variant on a vector env of ``preset``;
+    rows with env-steps/s."""
     import torch
 
     from agents import registry
+    from recsim_env import RecSimVectorEnv
     from recsim_env.simulator import make_simulator
 
     torch.set_num_threads(threads)
@@ -182,8 +184,12 @@ def bench_train(preset: str, variants: list[tuple[str, dict[str, Any]]], steps: 
         if not hasattr(agent, "learn"):
             raise SystemExit(f"agent {name!r} has no learn(): it trains online or from logs, "
                              "which this benchmark does not time")
+        # as the runner trains: a 64-user same-step-autoreset env of the preset (agents that
+        # step their own number of users, as PPO does, take its params)
+        env = RecSimVectorEnv(64, preset=preset, autoreset_mode="SameStep")
+        env.reset(seed=seed)
         start = time.perf_counter()
-        agent.learn(preset, steps)
+        agent.learn(env, steps)
         seconds = time.perf_counter() - start
         rows.append({"benchmark": "train", "preset": preset, "agent": name, "kwargs": kwargs,
                      "steps": steps, "threads": threads, "seconds": seconds,

@@ -12,11 +12,12 @@ from experiments import bench
 def test_train_benchmark_times_each_variant(tmp_path, capsys) -> None:
     out = tmp_path / "train.json"
     tiny = '{"num_envs": 8, "n_steps": 8, "batch_size": 32, "n_epochs": 1}'
-    bench.main(["train", f"ppo_attention:{tiny}", f"ppo_mlp:{tiny}", "--steps", "64", "--out", str(out)])
+    slateq = '{"learning_starts": 64, "batch_size": 32, "hidden": 16}'
+    bench.main(["train", f"ppo_attention:{tiny}", f"slateq:{slateq}", "--steps", "128", "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
-    assert [row["agent"] for row in rows] == ["ppo_attention", "ppo_mlp"]
-    assert rows[1]["kwargs"]["num_envs"] == 8
-    assert all(row["steps"] == 64 and row["seconds"] > 0 and row["steps_per_s"] > 0 for row in rows)
+    assert [row["agent"] for row in rows] == ["ppo_attention", "slateq"]
+    assert rows[0]["kwargs"]["num_envs"] == 8 and rows[1]["kwargs"]["hidden"] == 16
+    assert all(row["steps"] == 128 and row["seconds"] > 0 and row["steps_per_s"] > 0 for row in rows)
     assert "x the first" in capsys.readouterr().out
 
 
