@@ -176,17 +176,20 @@ def bench_train(preset: str, variants: list[tuple[str, dict[str, Any]]], steps: 
     from recsim_env import RecSimVectorEnv
     from recsim_env.simulator import make_simulator
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads)  # process-wide, as the CLI wants
     params = make_simulator(preset).params
-    rows: list[dict[str, Any]] = []
-    for name, kwargs in variants:
-        agent = registry.make(name, params=params, seed=seed, **kwargs)
-        if not hasattr(agent, "learn"):
+    agents = [registry.make(name, params=params, seed=seed, **kwargs) for name, kwargs in variants]
+    for (name, _), agent in zip(variants, agents, strict=True):  # check all before timing any
+        if not callable(getattr(agent, "learn", None)):
             raise SystemExit(f"agent {name!r} has no learn(): it trains online or from logs, "
                              "which this benchmark does not time")
-        # as the runner trains: a 64-user same-step-autoreset env of the preset (agents that
-        # step their own number of users, as PPO does, take its params)
-        env = RecSimVectorEnv(64, preset=preset, autoreset_mode="SameStep")
+    rows: list[dict[str, Any]] = []
+    for (name, kwargs), agent in zip(variants, agents, strict=True):
+        # as the runner trains: a 64-user same-step-autoreset env of the preset, the same users
+        # for every variant (agents that step their own number of users, as PPO does, take its params)
+        latent = bool(getattr(agent, "requires_latent", False))
+        env = RecSimVectorEnv(64, preset=preset, autoreset_mode="SameStep",
+                              **({"observe_latent": True} if latent else {}))
         env.reset(seed=seed)
         start = time.perf_counter()
         agent.learn(env, steps)
@@ -242,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--out", type=Path, default=Path("bench_results/eval.json"))
     tr = sub.add_parser("train", help="training throughput (env-steps/s of learn) per agent variant")
     tr.add_argument("variants", nargs="+", type=_variant, metavar="AGENT[:JSON]",
-                    help='agents to time, e.g. ppo_attention \'ppo_attention:{"choice_epochs": 0}\'')
+                    help='agents to time, e.g. ppo_attention \'ppo_attention:{"item_stats_buckets": 0}\'')
     tr.add_argument("--preset", default="default", choices=all_preset_names())
     tr.add_argument("--steps", type=int, default=100_000, help="env-steps per variant (default: 100000)")
     tr.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
