@@ -173,7 +173,7 @@ def bench_train(preset: str, variants: list[tuple[str, dict[str, Any]]], steps: 
     import torch
 
     from agents import registry
-    from recsim_env import RecSimVectorEnv
+    from experiments.evaluate import make_train_env
     from recsim_env.simulator import make_simulator
 
     torch.set_num_threads(threads)  # process-wide, as the CLI wants
@@ -185,12 +185,9 @@ def bench_train(preset: str, variants: list[tuple[str, dict[str, Any]]], steps: 
                              "which this benchmark does not time")
     rows: list[dict[str, Any]] = []
     for (name, kwargs), agent in zip(variants, agents, strict=True):
-        # as the runner trains: a 64-user same-step-autoreset env of the preset, the same users
-        # for every variant (agents that step their own number of users, as PPO does, take its params)
-        latent = bool(getattr(agent, "requires_latent", False))
-        env = RecSimVectorEnv(64, preset=preset, autoreset_mode="SameStep",
-                              **({"observe_latent": True} if latent else {}))
-        env.reset(seed=seed)
+        # as the runner trains, on the same users for every variant (agents that step their own
+        # number of users, as PPO does, take the env's params)
+        env = make_train_env(agent, preset, 64, seed)
         start = time.perf_counter()
         agent.learn(env, steps)
         seconds = time.perf_counter() - start

@@ -159,16 +159,29 @@ def _params_of(env: Any) -> tuple[Any, str | None]:
                     "'recsim/<preset>-v0', a recsim env or its params")
 
 
-def make_eval_env(env: Any, n_users: int, latent: bool = False, **overrides: Any) -> RecSimVectorEnv:
-    """A fresh native vector env of ``n_users`` slots for the world ``env`` names or holds."""
+def make_eval_env(env: Any, n_users: int, latent: bool = False, autoreset_mode: str | None = None,
+                  **overrides: Any) -> RecSimVectorEnv:
+    """A fresh native vector env of ``n_users`` slots for the world ``env`` names or holds
+    (``autoreset_mode``: the env's default when None)."""
     params, preset = _params_of(env)
     if latent:
         overrides = {**overrides, "observe_latent": True}
+    mode = {} if autoreset_mode is None else {"autoreset_mode": autoreset_mode}
     if params is not None:
-        return RecSimVectorEnv(n_users, params=params.replace(**overrides) if overrides else params)
+        return RecSimVectorEnv(n_users, params=params.replace(**overrides) if overrides else params, **mode)
     if preset == "RecSim":
         preset = overrides.pop("preset", "default")
-    return RecSimVectorEnv(n_users, preset=preset, **overrides)
+    return RecSimVectorEnv(n_users, preset=preset, **mode, **overrides)
+
+
+def make_train_env(agent: Any, env: Any, num_envs: int, seed: int, **overrides: Any) -> RecSimVectorEnv:
+    """The env ``agent.learn`` trains on (runner, tuning, ``bench train``): ``num_envs``
+    same-step-autoreset slots of the world ``env`` names or holds, with the latent state for
+    agents that require it, reset with ``seed``."""
+    train_env = make_eval_env(env, num_envs, bool(getattr(agent, "requires_latent", False)),
+                              autoreset_mode="SameStep", **overrides)
+    train_env.reset(seed=seed)
+    return train_env
 
 
 def _acting(agent: Any) -> Any:
@@ -313,10 +326,7 @@ def evaluate_agent(name: str, env: str = "default", n_users: int = 1000, seeds: 
         agent = registry.make(name, params=params, seed=s, **(agent_kwargs or {}))
         trained = 0.0
         if train_steps > 0 and callable(getattr(agent, "learn", None)):
-            latent = bool(getattr(agent, "requires_latent", False))
-            train_env = RecSimVectorEnv(num_train_envs, params=params.replace(observe_latent=True)
-                                        if latent else params, autoreset_mode="SameStep")
-            train_env.reset(seed=train_seed_of(s))
+            train_env = make_train_env(agent, params, num_train_envs, train_seed_of(s))
             start = time.perf_counter()
             agent.learn(train_env, train_steps)
             trained = time.perf_counter() - start

@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 
 from agents import registry
-from experiments.evaluate import evaluate
-from recsim_env import RecSimVectorEnv
+from experiments.evaluate import evaluate, make_train_env
 from recsim_env.simulator import make_simulator
 
 
@@ -40,11 +39,8 @@ def train_and_evaluate(job: Any) -> dict[str, Any]:
     trained = callable(getattr(agent, "learn", None)) and cfg.train_steps > 0
     train_seconds = 0.0
     if trained:
-        latent = bool(getattr(agent, "requires_latent", False))
-        overrides = {**cfg.env.overrides, **({"observe_latent": True} if latent else {})}
-        env = RecSimVectorEnv(cfg.num_envs, preset=cfg.env.preset, autoreset_mode="SameStep",
-                              **overrides)
-        env.reset(seed=TRAIN_SEED_BASE * (job.seed + 1))
+        env = make_train_env(agent, cfg.env.preset, cfg.num_envs, TRAIN_SEED_BASE * (job.seed + 1),
+                             **cfg.env.overrides)
         every = cfg.eval.every_steps
         next_eval = every  # curves start at the first scheduled evaluation (some agents build
         # their model inside learn and cannot act before it)
