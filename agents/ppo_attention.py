@@ -540,7 +540,6 @@ class PPOSlateAgent(BaseAgent):
 
     def _build_model(self, vec_env: Any) -> None:
         from stable_baselines3 import PPO
-        from stable_baselines3.common.logger import configure
 
         c = self.config
         params = getattr(vec_env.unwrapped, "params", None)
@@ -554,10 +553,22 @@ class PPOSlateAgent(BaseAgent):
                          vf_coef=c.vf_coef, max_grad_norm=c.max_grad_norm,
                          policy_kwargs=c.policy_kwargs(num_topics, id_columns),
                          tensorboard_log=c.tensorboard_log, seed=c.seed, verbose=c.verbose, device="cpu")
+
+    def _set_logger(self) -> None:
+        """The SB3 logger of the config: CSV (and TensorBoard) in ``log_dir`` if given, else SB3's
+        TensorBoard logging if ``tensorboard_log``, else stdout (``verbose``) or nothing."""
+        from stable_baselines3.common.logger import Logger, configure, make_output_format
+
+        c = self.config
         if c.log_dir is not None:
             formats = ["csv"] + (["tensorboard"] if c.tensorboard_log else [])
             formats += ["stdout"] if c.verbose else []
             self.model.set_logger(configure(c.log_dir, formats))
+        elif c.tensorboard_log is None:
+            # SB3's own logger (configure(None, ...)) makes an empty /tmp/SB3-<time> directory
+            # on every learn(); with nothing to write there, log to stdout (verbose) or nowhere
+            outputs = [make_output_format("stdout", "")] if c.verbose else []
+            self.model.set_logger(Logger(None, outputs))
 
     # -- protocol --------------------------------------------------------------------------
     def learn(self, env: Any = None, total_steps: int = 100_000, callback: Any = None) -> PPOSlateAgent:
@@ -580,6 +591,8 @@ class PPOSlateAgent(BaseAgent):
             elif self.model.get_env() is None:
                 self.train_env = self.make_train_env(env)
                 self.model.set_env(self.train_env)
+            if not self.model._custom_logger:
+                self._set_logger()
             stats = self.model.policy.network.item_stats
             if stats is not None:
                 callbacks = [] if callback is None else callback if isinstance(callback, list) else [callback]

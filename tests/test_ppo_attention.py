@@ -3,6 +3,8 @@ and learning a tiny world with a known optimum."""
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pytest
 import torch as th
@@ -176,6 +178,18 @@ def test_row_callback_reports_and_can_stop_training() -> None:
     assert calls == [64, 128] and agent.model.num_timesteps < 1000
     row = agent.last_training_row
     assert {"episode_return", "episode_length", "episodes", "steps_per_second"} <= set(row)
+
+
+def test_learning_without_log_dirs_leaves_no_sb3_directories(tmp_path, monkeypatch) -> None:
+    # SB3's default logger makes an empty tempdir/SB3-<time> directory on every learn()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    agent = PPOSlateAgent(seed=0, num_envs=8, n_steps=8, batch_size=32, n_epochs=1, env_overrides=SMALL)
+    agent.learn(None, 64)
+    agent.save(tmp_path / "model.zip")
+    PPOSlateAgent.load(tmp_path / "model.zip", env_overrides=SMALL).learn(None, 64)
+    assert agent.model.num_timesteps == 64
+    assert (tmp_path / "model.zip").exists() and not list(tmp_path.glob("SB3-*"))
 
 
 def test_registry_builds_the_agents() -> None:

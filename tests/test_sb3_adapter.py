@@ -142,8 +142,9 @@ def test_vec_normalize_and_check_nan_wrap_the_adapter() -> None:
     assert env.obs_rms["candidates"].count > 1
 
 
-def test_sb3_ppo_runs_on_the_adapter_with_the_fill_rule() -> None:
+def test_sb3_ppo_runs_on_the_adapter_with_the_fill_rule(monkeypatch, tmp_path) -> None:
     """SB3's own MultiInputPolicy (MultiDiscrete head, duplicates filled) trains on the adapter."""
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path))  # SB3's default logger makes this directory
     env = VecMonitor(RecSimVecEnv(8, duplicate_rule="fill", max_steps=6, **SMALL))
     model = PPO("MultiInputPolicy", env, n_steps=8, batch_size=32, n_epochs=1, seed=0, device="cpu")
     model.learn(64)
