@@ -53,6 +53,7 @@ from agents.bandits import item_keys
 from agents.base import BaseAgent, Observation
 from agents.heuristics import top_k
 from agents.slate_optim import dinkelbach_slate
+from agents.validation import check_number
 from recsim_env import logs as recsim_logs
 
 
@@ -207,6 +208,13 @@ class ClickModelAgent(BaseAgent):
             raise ValueError(f"serving must be 'topk' or 'mnl', got {serving!r}")
         if click_loss not in ("softmax", "pointwise"):
             raise ValueError(f"click_loss must be 'softmax' or 'pointwise', got {click_loss!r}")
+        own = model  # errors read e.g. "logreg.epochs must be ..."
+        check_number(own, "epochs", epochs, 1, integer=True)
+        check_number(own, "batch_rows", batch_rows, 1, integer=True)
+        if lr is not None:
+            check_number(own, "lr", lr, 0.0, low_open=True)
+        check_number(own, "epsilon", epsilon, 0.0, 1.0)
+        check_number(own, "retrain_every", retrain_every, 0, integer=True)
         self.model_name, self.serving, self.click_loss = model, serving, click_loss
         self.params = params
         self.epochs, self.batch_rows = epochs, batch_rows

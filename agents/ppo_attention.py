@@ -73,6 +73,7 @@ from torch import nn
 from agents.base import BaseAgent
 from agents.features import cross_feature_dim, cross_features, hashed_item_ids, item_id_columns
 from agents.slate_distribution import PlackettLuceDistribution
+from agents.validation import check_choice, check_number, replace_config
 
 ENCODERS = ("attention", "mlp")
 SLATE_HEADS = ("plackett_luce", "multidiscrete")
@@ -475,16 +476,28 @@ class PPOSlateConfig:
     """Extra ``Params`` overrides for the training env."""
 
     def __post_init__(self) -> None:
+        own = "PPOSlateConfig"
         for name, allowed in (("encoder", ENCODERS), ("slate_head", SLATE_HEADS), ("attention", ATTENTIONS)):
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"PPOSlateConfig.{name} must be one of {allowed}, got {value!r}")
-        for name in ("num_envs", "n_steps", "batch_size", "n_epochs", "d_model", "num_heads", "num_layers"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"PPOSlateConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        if int(self.item_stats_buckets) < 0:
-            raise ValueError("PPOSlateConfig.item_stats_buckets must be >= 0, "
-                             f"got {self.item_stats_buckets!r}")
+            check_choice(own, name, getattr(self, name), allowed)
+        for name in ("num_envs", "n_steps", "batch_size", "n_epochs", "d_model", "num_heads", "num_layers",
+                     "ff_dim"):
+            check_number(own, name, getattr(self, name), 1, integer=True)
+        if self.d_model % self.num_heads:
+            raise ValueError(f"PPOSlateConfig.d_model ({self.d_model}) must be divisible by num_heads "
+                             f"({self.num_heads})")
+        check_number(own, "item_stats_buckets", self.item_stats_buckets, 0, integer=True)
+        for i, width in enumerate(self.mlp_hidden):
+            check_number(own, f"mlp_hidden[{i}]", width, 1, integer=True)
+        for name in ("gamma", "gae_lambda"):
+            check_number(own, name, getattr(self, name), 0.0, 1.0)
+        for name in ("learning_rate", "clip_range", "max_grad_norm"):
+            check_number(own, name, getattr(self, name), 0.0, low_open=True)
+        for name in ("ent_coef", "vf_coef"):
+            check_number(own, name, getattr(self, name), 0.0)
+        if self.seed is not None:
+            check_number(own, "seed", self.seed, 0, integer=True)
+        if self.torch_threads is not None:
+            check_number(own, "torch_threads", self.torch_threads, 1, integer=True)
 
     def policy_kwargs(self, num_topics: int | None = None, id_columns: int | None = None) -> dict[str, Any]:
         """Keyword arguments of :class:`SlatePolicy` (``num_topics``: the world's, for the cross
@@ -508,7 +521,7 @@ class PPOSlateAgent(BaseAgent):
     name = "ppo_attention"
 
     def __init__(self, config: PPOSlateConfig | None = None, **overrides: Any):
-        self.config = dataclasses.replace(config or PPOSlateConfig(), **overrides)
+        self.config = replace_config(config or PPOSlateConfig(), overrides)
         self.model: Any = None  # stable_baselines3.PPO once learn/load ran
         self.train_env: Any = None
         #: Training statistics of the last rollout (see :meth:`learn`).

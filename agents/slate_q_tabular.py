@@ -40,6 +40,7 @@ from gymnasium.vector import AutoresetMode
 
 from agents.base import BaseAgent, Transition
 from agents.slate_optim import OPTIMISERS, optimise_slates
+from agents.validation import check_choice, check_number, replace_config
 from recsim_env import RecSimVectorEnv
 from recsim_env.simulator import make_simulator, simulator_for
 
@@ -70,6 +71,20 @@ class TabularSlateQConfig:
     truncation_is_terminal: bool = field(default=True, metadata={"doc": "No bootstrap at max_steps."})
     seed: int = field(default=0, metadata={"doc": "Seed of exploration and training users."})
     log_interval: int = field(default=10_000, metadata={"doc": "User-steps between callbacks."})
+
+    def __post_init__(self) -> None:
+        own = "TabularSlateQConfig"
+        for name, low in (("num_envs", 1), ("total_steps", 0), ("engagement_buckets", 1),
+                          ("appeal_buckets", 1), ("seed", 0), ("log_interval", 1)):
+            check_number(own, name, getattr(self, name), low, integer=True)
+        for name in ("gamma", "epsilon_start", "epsilon_end", "exploration_fraction"):
+            check_number(own, name, getattr(self, name), 0.0, 1.0)
+        check_number(own, "alpha", self.alpha, 0.0, 1.0, low_open=True)
+        check_number(own, "choice_learning_rate", self.choice_learning_rate, 0.0, low_open=True)
+        check_choice(own, "target", self.target, ("q_learning", "sarsa"))
+        check_choice(own, "optimiser", self.optimiser, OPTIMISERS)
+        check_choice(own, "choice_model", self.choice_model, ("learned", "configured"))
+        check_choice(own, "abstraction", self.abstraction, ("recsim", "tiny"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,11 +257,8 @@ class TabularSlateQAgent(BaseAgent):
                  params: Any = None, **overrides: Any):
         if seed is not None:
             overrides["seed"] = seed
-        self.config = cfg = dataclasses.replace(config or TabularSlateQConfig(), **overrides)
+        self.config = cfg = replace_config(config or TabularSlateQConfig(), overrides)
         self.learning_curve: list[dict[str, Any]] = []
-        if cfg.optimiser not in OPTIMISERS or cfg.target not in ("q_learning", "sarsa"):
-            raise ValueError(f"optimiser must be one of {OPTIMISERS} and target 'q_learning' or "
-                             f"'sarsa', got {cfg.optimiser!r}, {cfg.target!r}")
         # the world's params (as the registry passes them) fix the abstraction; else the preset's
         self.abstraction = Abstraction(cfg, params)
         s, i, k = self.abstraction.num_states, self.abstraction.num_items, self.abstraction.slate_size
@@ -258,10 +270,8 @@ class TabularSlateQAgent(BaseAgent):
             self.utility = np.array(cfg.choice_utility, dtype=np.float64).reshape(s, i)
             bias = cfg.choice_position_bias or [0.0] * k
             self.position_bias = np.array(bias, dtype=np.float64)
-        elif cfg.choice_model == "learned":
+        else:  # "learned"
             self.utility, self.position_bias = np.zeros((s, i)), np.zeros(k)
-        else:
-            raise ValueError(f"choice_model must be 'learned' or 'configured', got {cfg.choice_model!r}")
         self.rng = np.random.default_rng(cfg.seed)
         self.epsilon = 0.0
         self.env_steps = 0
@@ -409,7 +419,7 @@ class FullSlateQAgent(BaseAgent):
     name = "full_slate_q"
 
     def __init__(self, config: TabularSlateQConfig | None = None, **overrides: Any):
-        self.config = cfg = dataclasses.replace(config or TabularSlateQConfig(), **overrides)
+        self.config = cfg = replace_config(config or TabularSlateQConfig(), overrides)
         self.abstraction = Abstraction(cfg)
         s, i, k = self.abstraction.num_states, self.abstraction.num_items, self.abstraction.slate_size
         if i**k > 10**6:

@@ -53,6 +53,7 @@ from torch import nn
 from agents.base import BaseAgent
 from agents.features import cross_feature_dim, cross_features, hashed_item_ids, item_id_columns
 from agents.slate_optim import OPTIMISERS, optimise_slates
+from agents.validation import check_choice, check_number, replace_config
 from recsim_env import RecSimVectorEnv
 from recsim_env.simulator import make_simulator, simulator_for
 
@@ -119,6 +120,22 @@ class SlateQConfig:
     seed: int = field(default=0, metadata={"doc": "Seed of torch, exploration and training users "
                                            "(training users use env seeds >= 10**6)."})
     log_interval: int = field(default=10_000, metadata={"doc": "User-steps between callbacks."})
+
+    def __post_init__(self) -> None:
+        own = "SlateQConfig"
+        for name, low in (("num_envs", 1), ("total_steps", 0), ("buffer_size", 1), ("batch_size", 1),
+                          ("learning_starts", 0), ("gradient_steps", 1), ("n_step", 1), ("hidden", 1),
+                          ("item_buckets", 0), ("seed", 0), ("log_interval", 1)):
+            check_number(own, name, getattr(self, name), low, integer=True)
+        for name in ("gamma", "epsilon_start", "epsilon_end", "exploration_fraction", "average_tau"):
+            check_number(own, name, getattr(self, name), 0.0, 1.0)
+        check_number(own, "target_tau", self.target_tau, 0.0, 1.0, low_open=True)
+        for name in ("learning_rate", "reward_scale", "max_grad_norm"):
+            check_number(own, name, getattr(self, name), 0.0, low_open=True)
+        check_choice(own, "td_loss", self.td_loss, ("mse", "huber"))
+        check_choice(own, "optimiser", self.optimiser, OPTIMISERS)
+        for name in ("double_q", "cross_features", "split_immediate", "truncation_is_terminal"):
+            check_choice(own, name, getattr(self, name), (True, False))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,13 +355,9 @@ class SlateQAgent(BaseAgent):
                  **overrides: Any):
         if seed is not None:
             overrides["seed"] = seed
-        self.config = dataclasses.replace(config or SlateQConfig(), **overrides)
+        self.config = replace_config(config or SlateQConfig(), overrides)
         self.learning_curve: list[dict[str, Any]] = []
         cfg = self.config
-        if cfg.td_loss not in ("mse", "huber"):
-            raise ValueError(f"SlateQConfig.td_loss must be 'mse' or 'huber', got {cfg.td_loss!r}")
-        if cfg.optimiser not in OPTIMISERS:
-            raise ValueError(f"SlateQConfig.optimiser must be one of {OPTIMISERS}, got {cfg.optimiser!r}")
         # the world's params (as the registry passes them) fix the shapes; else the preset's
         sim = make_simulator(cfg.preset) if params is None else simulator_for(params)
         space = sim.observation_space()
@@ -570,7 +583,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.load:
         agent = SlateQAgent.load(args.load)
     else:
-        config = SlateQConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SlateQConfig)})
+        try:
+            config = SlateQConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SlateQConfig)})
+        except ValueError as err:
+            parser.error(str(err))
         agent = SlateQAgent(config)
         start = time.perf_counter()
         agent.learn(callback=lambda a, steps: print({k: round(v, 4) if isinstance(v, float) else v

@@ -1,7 +1,9 @@
 """Experiment configuration: one YAML file, validated into dataclasses before anything runs.
 
 Unknown keys and bad values raise :class:`ConfigError` naming the key path (for example
-``agents[2].train_steps``) and what is allowed. Example (``experiments/configs/*.yaml``)::
+``eval.users`` or ``agents[2].params``) and what is allowed; every agent is built once with its
+``params`` on the config's world, so its hyperparameters are checked before any training.
+Example (``experiments/configs/*.yaml``)::
 
     name: quick
     env: {preset: default, overrides: {num_candidates: 20}}
@@ -112,7 +114,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfi
     _keys(overrides, set(overrides), "env.overrides")
     env = EnvConfig(preset=_str(env_raw.get("preset", "default"), "env.preset"),
                     overrides=dict(overrides))
-    _check_env(env)
+    world = _check_env(env)
 
     agents_raw = top.get("agents")
     if not isinstance(agents_raw, list) or not agents_raw:
@@ -127,7 +129,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfi
         _keys(params, set(params), f"{where}.params")
         agent = AgentConfig(name=_str(a.get("name"), f"{where}.name"),
                             label=str(a.get("label", "") or ""), params=dict(params))
-        _check_agent(agent, where)
+        _check_agent(agent, where, world)
         agents.append(agent)
     labels = [a.display for a in agents]
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
@@ -157,24 +159,32 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfi
         output_dir=str(top.get("output_dir", "") or f"runs/{name}"))
 
 
-def _check_env(env: EnvConfig) -> None:
+def _check_env(env: EnvConfig) -> Any:
+    """The world's Params (validates the preset and every override)."""
     from recsim_env.simulator import all_preset_names, make_simulator
 
     if env.preset not in all_preset_names():
         raise ConfigError(f"env.preset {env.preset!r} is unknown; known: {all_preset_names()}")
     try:
-        make_simulator(env.preset, **env.overrides)  # validates every override
+        return make_simulator(env.preset, **env.overrides).params
     except ValueError as err:
         raise ConfigError(f"env.overrides: {err}") from err
 
 
-def _check_agent(agent: AgentConfig, where: str) -> None:
+def _check_agent(agent: AgentConfig, where: str, params: Any) -> None:
+    """Resolve the agent's name, then build it once with its params on the config's world, so an
+    unknown or out-of-range hyperparameter fails before any training (agents check their own
+    values; :mod:`agents.validation`)."""
     from agents import registry
 
     try:
         registry.resolve(agent.name)
     except (KeyError, ValueError, ImportError, AttributeError, TypeError) as err:
         raise ConfigError(f"{where}.name: {err}") from err
+    try:
+        registry.make(agent.name, params=params, seed=0, **agent.params)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ConfigError(f"{where}.params: {err}") from err
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

@@ -236,3 +236,51 @@ def test_presets_are_valid_and_distinct() -> None:
     assert static.interest_update_rate == static.interest_noise == static.fatigue_gain == 0.0
     assert static.churn_scale == 0.0
     assert presets["ecommerce"].reward_mode == "revenue"
+
+
+# --- agent hyperparameters ---------------------------------------------------------------------
+
+BAD_AGENT_VALUES = [  # (agent, bad keyword arguments, what the message must say)
+    pytest.param("slateq", {"learning_rate": 0.0},
+                 r"SlateQConfig\.learning_rate must be a number in \(0, inf\), got 0\.0", id="slateq-lr"),
+    pytest.param("slateq", {"gamma": float("nan")},
+                 r"SlateQConfig\.gamma must be a number in \[0, 1\], got nan", id="slateq-gamma-nan"),
+    pytest.param("slateq", {"batch_size": 2.5},
+                 r"SlateQConfig\.batch_size must be an integer in \[1, inf\)", id="slateq-batch-float"),
+    pytest.param("slateq", {"target_tau": 0},
+                 r"SlateQConfig\.target_tau must be a number in \(0, 1\]", id="slateq-tau-zero"),
+    pytest.param("slateq", {"optimiser": "best"},
+                 r"SlateQConfig\.optimiser must be one of \[", id="slateq-optimiser"),
+    pytest.param("ppo_attention", {"gae_lambda": 1.1},
+                 r"PPOSlateConfig\.gae_lambda must be a number in \[0, 1\]", id="ppo-lambda"),
+    pytest.param("ppo_attention", {"ent_coef": -0.1},
+                 r"PPOSlateConfig\.ent_coef must be a number in \[0, inf\)", id="ppo-ent"),
+    pytest.param("ppo_attention", {"d_model": 33},
+                 r"PPOSlateConfig\.d_model \(33\) must be divisible by num_heads", id="ppo-heads"),
+    pytest.param("ppo_mlp", {"mlp_hidden": (256, 0)},
+                 r"PPOSlateConfig\.mlp_hidden\[1\] must be an integer", id="ppo-mlp-hidden"),
+    pytest.param("slate_q_tabular", {"alpha": 1.5},
+                 r"TabularSlateQConfig\.alpha must be a number in \(0, 1\]", id="tabular-alpha"),
+    pytest.param("slate_q_tabular", {"target": "td"},
+                 r"TabularSlateQConfig\.target must be one of", id="tabular-target"),
+    pytest.param("din", {"epsilon": 2.0},
+                 r"din\.epsilon must be a number in \[0, 1\], got 2\.0", id="din-epsilon"),
+    pytest.param("logreg", {"lr": -1.0},
+                 r"logreg\.lr must be a number in \(0, inf\)", id="logreg-lr"),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, message", BAD_AGENT_VALUES)
+def test_bad_agent_hyperparameters_name_the_field_and_range(name: str, kwargs: dict, message: str) -> None:
+    from agents import registry
+
+    with pytest.raises(ValueError, match=message):
+        registry.make(name, params=make_params("default"), seed=0, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["slateq", "ppo_attention", "slate_q_tabular"])
+def test_unknown_agent_hyperparameter_lists_the_fields(name: str) -> None:
+    from agents import registry
+
+    with pytest.raises(TypeError, match=r"has no field\(s\) \['gama'\]; fields: \[.*'gamma'"):
+        registry.make(name, params=make_params("default"), seed=0, gama=0.9)
