@@ -182,6 +182,22 @@ def _fmt(m: dict | None, digits: int = 1) -> str:
     return f"{m['mean']:.{digits}f} [{m['ci_low']:.{digits}f}, {m['ci_high']:.{digits}f}]"
 
 
+def _commit_note(records: list[dict], run_commit: str | None) -> str:
+    """A sentence naming the commits behind the jobs when they are not all the run's commit (a
+    resumed run can mix code versions; jobs from before per-job commits show as not recorded)."""
+    by_commit: dict[str, list[str]] = {}
+    for r in records:
+        commit = r.get("git_commit")
+        label = f"`{commit[:10]}`" if commit else "not recorded"
+        by_commit.setdefault(label, [])
+        if r["agent"] not in by_commit[label]:
+            by_commit[label].append(r["agent"])
+    if not records or {r.get("git_commit") for r in records} == {run_commit}:
+        return ""
+    parts = [f"{label} ({', '.join(agents)})" for label, agents in sorted(by_commit.items())]
+    return f" Jobs by commit: {'; '.join(parts)}."
+
+
 def _markdown(out: Path, summary: dict, records: list[dict], agents: list[str]) -> str:
     try:
         manifest = json.loads((out / "manifest.json").read_text())
@@ -192,7 +208,8 @@ def _markdown(out: Path, summary: dict, records: list[dict], agents: list[str]) 
                  f"on {cfg['eval']['final_users']:,} held-out users per seed. Commit "
                  f"`{(manifest.get('git_commit') or 'unknown')[:10]}`.")
     except (OSError, KeyError, json.JSONDecodeError):
-        setup = ""
+        manifest, setup = {}, ""
+    setup += _commit_note(records, manifest.get("git_commit"))
     reference = summary.get("reference")
     wall = {a: sum(r["wall_seconds"] for r in records if r["agent"] == a) for a in agents}
     lines = [f"# Report: {out.name}", "", setup, "",

@@ -21,6 +21,7 @@ slots seeded from ``TRAIN_SEED_BASE * (s + 1)``, and evaluation users come from
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -81,6 +82,16 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the code that runs (None outside a git checkout)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def run_job(job: Job) -> dict[str, Any]:
     """Train (if the agent learns) and evaluate one (agent, seed) pair; returns its record."""
     import torch
@@ -91,7 +102,8 @@ def run_job(job: Job) -> dict[str, Any]:
     start = time.perf_counter()
     record = train_and_evaluate(job)
     record.update({"agent": job.agent.display, "agent_name": job.agent.name, "seed": job.seed,
-                   "spec": job.spec, "wall_seconds": time.perf_counter() - start})
+                   "spec": job.spec, "wall_seconds": time.perf_counter() - start,
+                   "git_commit": git_commit()})  # a resumed run may mix commits: the report says so
     return record
 
 
@@ -105,13 +117,8 @@ def manifest(config: ExperimentConfig) -> dict[str, Any]:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
     return {"config": config.to_dict(), "versions": versions, "python": platform.python_version(),
-            "git_commit": commit, "seeds": list(config.seeds),
+            "git_commit": git_commit(), "seeds": list(config.seeds),
             "seed_scheme": {"train_seed_base": TRAIN_SEED_BASE, "eval_seed_base": EVAL_SEED_BASE,
                             "eval_seed_stride": EVAL_SEED_STRIDE},
             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}

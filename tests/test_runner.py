@@ -107,8 +107,18 @@ def test_cli_run_writes_every_output(tmp_path: Path) -> None:
     assert manifest["seeds"] == [0, 1] and "numpy" in manifest["versions"]
     report = (out / "report.md").read_text()
     assert "| random |" in report and "reward_curves.png" in report
+    # every job records the commit it ran on; one code version: the report names only the run's
+    commits = {json.loads(p.read_text())["git_commit"] for p in (out / "jobs").glob("*.json")}
+    assert commits == {manifest["git_commit"]} and "Jobs by commit" not in report
     # A second run into the same directory without --resume refuses to overwrite results.
     assert cli_main(["run", str(_config(tmp_path)), "--quiet"]) == 2
+    # jobs of another code version (as a resumed run can mix) are named in the report
+    for path in (out / "jobs").glob("random__*.json"):
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({**record, "git_commit": "0123456789abcdef"}))
+    assert cli_main(["plot", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "Jobs by commit:" in report and "`0123456789` (random)" in report
 
 
 def test_killed_run_resumes_without_losing_or_duplicating(tmp_path: Path) -> None:
