@@ -16,6 +16,10 @@ SlateQ decomposes the value of a slate into item values weighted by the user's c
   the immediate reward, ``C`` the discounted rest of the TD target and reads the item's offset
   as an input. The offsets then learn from the reward, whose noise is small, and not from the
   continuation, whose spread across users is far larger than the differences between items.
+  ``C`` comes from an ensemble (``continuation_members``, default 2) whose item-to-item
+  differences count only as far as its members agree on them: on ``static``, where the future
+  does not depend on the item, two seeds agree on C's differences at about 0.3 (they are noise),
+  on ``default`` at 0.84 (``python -m experiments.slateq_probe``).
 * ``P(j | s, A)`` (:class:`ChoiceNetwork`): a conditional logit learned from the clicks seen in
   ``info`` (never the simulator's ``choice_probs`` or latent state): utility ``u(s, j)`` from the
   same kind of MLP, plus a learned log-examination bias per position; no-click utility 0.
@@ -103,6 +107,17 @@ class SlateQConfig:
                "differences. False: one head fits the whole TD target. Only with per-item offsets "
                "(off when item_buckets is 0 or the world has no catalog): on interest_evolution "
                "(seed 0, lr 1e-3) the split scored 179.9 against 195.1."})
+    continuation_members: int = field(default=2, metadata={
+        "doc": "With split_immediate, K >= 2 fits C with K independently initialised networks, "
+               "each on its own bootstrap resample of every batch, and keeps only the part of C's "
+               "item-to-item differences they agree on: C = (members' mean over the candidates) "
+               "+ w * (members' mean deviation from it), w = E[D_i D_j] / E[mean(D)^2] over member "
+               "pairs i != j (running averages over training batches; D: a member's deviation "
+               "from its candidate mean), the least-squares shrinkage when members' errors are "
+               "independent. Where C's item differences are noise (static) w falls; where they "
+               "are signal (default) it stays near 1. 1: one C on the shared trunk. Tuning seeds "
+               "100-103, 400k steps: static 196.0 with 2 members against 183.7 with 1 (every seed "
+               "higher), default 158.2 against 161.0; training takes about 1.8x as long."})
     truncation_is_terminal: bool = field(default=True, metadata={
         "doc": "Do not bootstrap at max_steps (the lifetime ends there; progress is observed)."})
     reward_scale: float = field(default=0.1, metadata={
@@ -125,7 +140,8 @@ class SlateQConfig:
         own = "SlateQConfig"
         for name, low in (("num_envs", 1), ("total_steps", 0), ("buffer_size", 1), ("batch_size", 1),
                           ("learning_starts", 0), ("gradient_steps", 1), ("n_step", 1), ("hidden", 1),
-                          ("item_buckets", 0), ("seed", 0), ("log_interval", 1)):
+                          ("item_buckets", 0), ("seed", 0), ("log_interval", 1),
+                          ("continuation_members", 1)):
             check_number(own, name, getattr(self, name), low, integer=True)
         for name in ("gamma", "epsilon_start", "epsilon_end", "exploration_fraction", "average_tau"):
             check_number(own, name, getattr(self, name), 0.0, 1.0)
@@ -201,36 +217,101 @@ class CandidateScorer(nn.Module):
         return scores, self.none(ctx).squeeze(1)
 
 
+class ContinuationMember(CandidateScorer):
+    """One continuation network of an ensemble (:attr:`SlateQConfig.continuation_members`): its
+    own context and item MLPs; reads the item's (detached) R offset as an input."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], hidden: int, num_topics: int | None = None):
+        super().__init__(shapes, hidden, num_topics)
+        self.offset_in = nn.Linear(1, hidden, bias=False)
+
+    def values(self, obs: dict[str, torch.Tensor], offset: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``C`` per candidate (B, m) and for no click (B,)."""
+        joint, ctx, _ = self.trunk(obs)
+        if offset is not None:
+            joint = joint + self.offset_in(offset.detach()[..., None])
+        return self.item_out(joint).squeeze(2), self.none(ctx).squeeze(1)
+
+
 class ItemQNetwork(CandidateScorer):
     """``Qbar(s, j)`` for every candidate (B, m) and ``Qbar(s, none)`` (B,).
 
     With ``split``, ``Qbar = R + C`` (:attr:`SlateQConfig.split_immediate`): the inherited heads
     and per-item offsets give the immediate reward ``R``; a second pair of heads on the same
     trunk gives the continuation ``C``, which sees the item's (detached) offset as an input
-    instead of having offsets of its own.
+    instead of having offsets of its own. With ``members`` >= 2, ``C`` comes from that many
+    :class:`ContinuationMember` networks, their item-to-item differences shrunk by their
+    agreement (:attr:`SlateQConfig.continuation_members`; buffers ``agreement`` and ``spread``
+    hold the running averages, :attr:`shrinkage` the factor).
     """
 
     def __init__(self, shapes: dict[str, tuple[int, ...]], hidden: int, num_topics: int | None = None,
-                 item_buckets: int = 0, id_columns: int = 0, split: bool = False):
+                 item_buckets: int = 0, id_columns: int = 0, split: bool = False, members: int = 1):
         super().__init__(shapes, hidden, num_topics, item_buckets, id_columns)
         self.split = split
-        if split:
+        self.members = nn.ModuleList()
+        if split and members >= 2:
+            self.members.extend(ContinuationMember(shapes, hidden, num_topics) for _ in range(members))
+        elif split:
             self.continuation_out = nn.Sequential(nn.ReLU(), nn.Linear(hidden, 1))
             self.continuation_none = nn.Linear(hidden, 1)
             self.offset_in = nn.Linear(1, hidden, bias=False)
+        if len(self.members):  # running E[D_i D_j] (member pairs) and E[mean(D)^2]: w = their ratio
+            self.register_buffer("agreement", torch.zeros(()))
+            self.register_buffer("spread", torch.zeros(()))
+
+    @property
+    def shrinkage(self) -> float:
+        """Weight ``w`` of the members' mean item deviations in ``C`` (1 without an ensemble)."""
+        if len(self.members) < 2 or self.spread.item() <= 0:
+            return 1.0
+        return float(min(max(self.agreement.item() / self.spread.item(), 0.0), 1.0))
+
+    def member_parts(self, obs: dict[str, torch.Tensor]
+                     ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """``(R items, R none, [(C items, C none) per continuation network])``; needs ``split``."""
+        joint, ctx, offset = self.trunk(obs)
+        reward = self.item_out(joint).squeeze(2)
+        if offset is not None:
+            reward = reward + offset
+        if len(self.members):
+            continuations = [member.values(obs, offset) for member in self.members]
+        else:
+            continuation_joint = joint
+            if offset is not None:
+                continuation_joint = joint + self.offset_in(offset.detach()[..., None])
+            continuations = [(self.continuation_out(continuation_joint).squeeze(2),
+                              self.continuation_none(ctx).squeeze(1))]
+        return reward, self.none(ctx).squeeze(1), continuations
+
+    @torch.no_grad()
+    def record_agreement(self, continuations: list[tuple[torch.Tensor, torch.Tensor]],
+                         rate: float = 0.01) -> None:
+        """Fold one batch's member deviations into the running averages behind :attr:`shrinkage`."""
+        if len(continuations) < 2:
+            return
+        deviations = torch.stack([c - c.mean(1, keepdim=True) for c, _ in continuations])  # (K, B, m)
+        k = len(continuations)
+        total = deviations.sum(0)
+        pairs = ((total**2).mean() - (deviations**2).mean(1).mean(1).sum()) / (k * (k - 1))
+        spread = (deviations.mean(0) ** 2).mean()
+        first = self.spread.item() == 0
+        self.agreement.copy_(pairs if first else (1 - rate) * self.agreement + rate * pairs)
+        self.spread.copy_(spread if first else (1 - rate) * self.spread + rate * spread)
 
     def parts(self, obs: dict[str, torch.Tensor]
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(R items (B, m), R none (B,), C items (B, m), C none (B,))``; needs ``split``."""
-        joint, ctx, offset = self.trunk(obs)
-        reward = self.item_out(joint).squeeze(2)
-        continuation_joint = joint
-        if offset is not None:
-            reward = reward + offset
-            continuation_joint = joint + self.offset_in(offset.detach()[..., None])
-        continuation = self.continuation_out(continuation_joint).squeeze(2)
-        return (reward, self.none(ctx).squeeze(1), continuation,
-                self.continuation_none(ctx).squeeze(1))
+        reward, reward_none, continuations = self.member_parts(obs)
+        if len(continuations) == 1:
+            continuation, continuation_none = continuations[0]
+        else:
+            mean = torch.stack([c for c, _ in continuations]).mean(0)
+            centre = mean.mean(1, keepdim=True)
+            continuation = centre + self.shrinkage * (mean - centre)
+            continuation_none = torch.stack([n for _, n in continuations]).mean(0)
+        return reward, reward_none, continuation, continuation_none
 
     def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.split:
@@ -369,8 +450,9 @@ class SlateQAgent(BaseAgent):
         id_columns = item_id_columns(sim)
         ids = {"item_buckets": 0 if id_columns is None else cfg.item_buckets, "id_columns": id_columns or 0}
         split = cfg.split_immediate and ids["item_buckets"] > 0
-        self.q = ItemQNetwork(self.shapes, cfg.hidden, topics, **ids, split=split)
-        self.q_target = ItemQNetwork(self.shapes, cfg.hidden, topics, **ids, split=split)
+        members = cfg.continuation_members
+        self.q = ItemQNetwork(self.shapes, cfg.hidden, topics, **ids, split=split, members=members)
+        self.q_target = ItemQNetwork(self.shapes, cfg.hidden, topics, **ids, split=split, members=members)
         self.q_target.load_state_dict(self.q.state_dict())
         self.choice = ChoiceNetwork(self.shapes, cfg.hidden, self.slate_size, topics, **ids)
         self.optimizer = torch.optim.Adam([*self.q.parameters(), *self.choice.parameters()],
@@ -445,10 +527,17 @@ class SlateQAgent(BaseAgent):
         loss_fn = nn.functional.mse_loss if cfg.td_loss == "mse" else nn.functional.smooth_l1_loss
         logs = {}
         if self.q.split:
-            reward, reward_none, continuation, continuation_none = self.q.parts(batch["obs"])
+            reward, reward_none, continuations = self.q.member_parts(batch["obs"])
             immediate = batch["immediate"]
             reward_loss = loss_fn(consumed(reward, reward_none), immediate)
-            td_loss = loss_fn(consumed(continuation, continuation_none), target - immediate)
+            if len(continuations) == 1:
+                td_loss = loss_fn(consumed(*continuations[0]), target - immediate)
+            else:  # each member on its own bootstrap resample (Poisson(1) weights) of the batch
+                weights = torch.from_numpy(self.rng.poisson(1.0, (len(continuations), len(target)))).float()
+                td_loss = sum((w * loss_fn(consumed(*c), target - immediate, reduction="none")).mean()
+                              for w, c in zip(weights, continuations, strict=True))
+                self.q.record_agreement(continuations)
+                logs["continuation_shrinkage"] = self.q.shrinkage
             logs["reward_loss"] = reward_loss.item()
             td_loss = td_loss + reward_loss
         else:
@@ -464,6 +553,8 @@ class SlateQAgent(BaseAgent):
         with torch.no_grad():
             for p, tp in zip(self.q.parameters(), self.q_target.parameters(), strict=True):
                 tp.mul_(1.0 - cfg.target_tau).add_(p, alpha=cfg.target_tau)
+            for b, tb in zip(self.q.buffers(), self.q_target.buffers(), strict=True):
+                tb.copy_(b)  # the shrinkage statistics are the online network's
             if cfg.average_tau > 0 and not self.exploring:
                 self.averaged_updates += 1
                 rate = max(cfg.average_tau, 1.0 / self.averaged_updates)
@@ -472,6 +563,8 @@ class SlateQAgent(BaseAgent):
                         self.averaged[name] = copy.deepcopy(online)
                     for p, ap in zip(online.parameters(), self.averaged[name].parameters(), strict=True):
                         ap.mul_(1.0 - rate).add_(p, alpha=rate)
+                    for b, ab in zip(online.buffers(), self.averaged[name].buffers(), strict=True):
+                        ab.copy_(b)
         return {"td_loss": td_loss.item(), "choice_loss": choice_loss.item(), **logs}
 
     def learn(self, env: RecSimVectorEnv | None = None, total_steps: int | None = None,

@@ -182,9 +182,10 @@ def test_per_item_offsets_are_learned_and_follow_the_item() -> None:
                                    rtol=1e-5, atol=1e-5)
 
 
-def test_split_q_offsets_learn_from_the_immediate_reward_only() -> None:
+@pytest.mark.parametrize("members", [1, 2])
+def test_split_q_offsets_learn_from_the_immediate_reward_only(members: int) -> None:
     """Qbar = R + C; the per-item offsets get no gradient from the continuation's TD error."""
-    agent = _small_deep_agent()
+    agent = _small_deep_agent(continuation_members=members)
     assert agent.q.split
     with torch.no_grad():
         agent.q.item_bias.weight.normal_(0.0, 0.1)  # as if trained (they start at zero)
@@ -206,7 +207,9 @@ def test_split_q_offsets_learn_from_the_immediate_reward_only() -> None:
     losses = agent.update(batch)
     assert losses["reward_loss"] < 1e-10 < losses["td_loss"]
     assert agent.q.item_bias.weight.grad.abs().max() == 0
-    assert agent.q.offset_in.weight.grad.abs().max() > 0  # C reads the offsets as an input
+    readers = [agent.q.offset_in] if members == 1 else [member.offset_in for member in agent.q.members]
+    for layer in readers:  # C (every member of it) reads the offsets as an input
+        assert layer.weight.grad.abs().max() > 0
 
 
 def test_weight_average_is_a_mean_then_exponential_and_serves_deterministic_acting() -> None:
@@ -338,3 +341,48 @@ def test_continuation_probe_measures_agreement_between_seeds(tmp_path, capsys) -
     assert "agreement across seeds" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         slateq_probe.main([str(tmp_path / "a.pt"), str(tmp_path / "missing.pt")])
+
+
+def test_continuation_ensemble_shrinks_by_member_agreement() -> None:
+    from agents.slateq import ItemQNetwork
+
+    shapes = {"candidates": (20, 8), "history": (4, 3), "user": (6,)}
+    net = ItemQNetwork(shapes, 8, item_buckets=16, id_columns=2, split=True, members=2)
+    assert net.shrinkage == 1.0  # no evidence yet
+    gen = torch.Generator().manual_seed(0)
+    signal = torch.randn(4000, 20, generator=gen)
+    none = torch.zeros(4000)
+
+    def fed(members: list[torch.Tensor]) -> float:
+        net.spread.zero_()
+        net.record_agreement([(c, none) for c in members], rate=1.0)
+        return net.shrinkage
+
+    # members that agree keep their differences; independent noise is shrunk away
+    assert fed([signal, signal + 3.0]) == pytest.approx(1.0)
+    assert fed([signal, torch.randn(4000, 20, generator=gen)]) < 0.02
+    # signal plus independent noise of equal variance: w = 1 / (1 + 1/2)
+    noisy = [signal + torch.randn(4000, 20, generator=gen) for _ in range(2)]
+    assert fed(noisy) == pytest.approx(2 / 3, abs=0.02)
+    # C keeps each user's candidate mean and scales the mean deviations by w
+    obs = {key: torch.randn(5, *shape, generator=gen) for key, shape in shapes.items()}
+    obs["candidates"][..., :2] = torch.randint(0, 3, (5, 20, 2), generator=gen).float()
+    _, _, members = net.member_parts(obs)
+    mean = torch.stack([c for c, _ in members]).mean(0)
+    _, _, continuation, _ = net.parts(obs)
+    centre = mean.mean(1, keepdim=True)
+    torch.testing.assert_close(continuation, centre + net.shrinkage * (mean - centre))
+
+
+def test_continuation_ensemble_agent_learns_saves_and_loads(tmp_path) -> None:
+    agent = _small_deep_agent(continuation_members=2).learn()
+    row = agent.learning_curve[-1]
+    assert 0.0 <= row["continuation_shrinkage"] <= 1.0
+    assert agent.q.shrinkage == agent.q_target.shrinkage == agent.averaged["q"].shrinkage
+    agent.save(tmp_path / "slateq.pt")
+    loaded = SlateQAgent.load(tmp_path / "slateq.pt")
+    assert loaded.q.shrinkage == agent.q.shrinkage
+    obs = _recsim_obs()
+    np.testing.assert_array_equal(loaded.act(obs), agent.act(obs))
+    with pytest.raises(ValueError, match=r"continuation_members must be an integer in \[1, inf\)"):
+        SlateQAgent(continuation_members=0)
