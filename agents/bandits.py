@@ -27,6 +27,7 @@ import numpy as np
 
 from agents.base import BaseAgent, Observation, Transition
 from agents.heuristics import top_k
+from agents.validation import check_number
 
 
 def item_keys(candidates: np.ndarray, num_topics: int) -> np.ndarray:
@@ -98,8 +99,8 @@ class PopularityAgent(BaseAgent):
     """
 
     def __init__(self, params: Any, smoothing: float = 5.0, seed: int = 0):
-        if smoothing <= 0:
-            raise ValueError(f"smoothing must be > 0, got {smoothing}")
+        check_number("popularity", "smoothing", smoothing, 0.0, low_open=True)
+        check_number("popularity", "seed", seed, 0, integer=True)
         self.smoothing = smoothing
         self.slate_size, self.num_topics = params.slate_size, params.num_topics
         # identifying columns: topic, appeal, price where the world has them (on worlds whose
@@ -157,9 +158,12 @@ class LinearBandit(BaseAgent):
     :param seed: exploration randomness
     """
 
+    #: Registered name; errors read e.g. ``linucb.ridge must be ...``.
+    name = "linear_bandit"
+
     def __init__(self, params: Any, ridge: float = 1.0, seed: int = 0):
-        if ridge <= 0:
-            raise ValueError(f"ridge must be > 0, got {ridge}")
+        check_number(self.name, "ridge", ridge, 0.0, low_open=True)
+        check_number(self.name, "seed", seed, 0, integer=True)
         self.slate_size, self.num_topics = params.slate_size, params.num_topics
         self.declared = _user_dim(params) > params.num_topics  # default world: declared topics
         d = _candidate_dim(params) + 2 * self.num_topics + 1
@@ -215,9 +219,10 @@ class LinearBandit(BaseAgent):
 class EpsilonGreedyAgent(LinearBandit):
     """Greedy on the ridge estimate; while learning, each slate is random with prob. epsilon."""
 
+    name = "epsilon_greedy"
+
     def __init__(self, params: Any, epsilon: float = 0.1, ridge: float = 1.0, seed: int = 0):
-        if not 0.0 <= epsilon <= 1.0:
-            raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+        check_number(self.name, "epsilon", epsilon, 0.0, 1.0)
         super().__init__(params, ridge, seed)
         self.epsilon = epsilon
 
@@ -234,9 +239,10 @@ class EpsilonGreedyAgent(LinearBandit):
 class LinUCBAgent(LinearBandit):
     """Upper confidence bound ``x w + alpha sqrt(x^T A^-1 x)`` while learning."""
 
+    name = "linucb"
+
     def __init__(self, params: Any, alpha: float = 1.0, ridge: float = 1.0, seed: int = 0):
-        if alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        check_number(self.name, "alpha", alpha, 0.0)
         super().__init__(params, ridge, seed)
         self.alpha = alpha
 
@@ -252,9 +258,10 @@ class LinUCBAgent(LinearBandit):
 class ThompsonAgent(LinearBandit):
     """Thompson sampling: one weight draw from the Gaussian posterior per step while learning."""
 
+    name = "thompson"
+
     def __init__(self, params: Any, scale: float = 0.5, ridge: float = 1.0, seed: int = 0):
-        if scale < 0:
-            raise ValueError(f"scale must be >= 0, got {scale}")
+        check_number(self.name, "scale", scale, 0.0)
         super().__init__(params, ridge, seed)
         self.scale = scale
 

@@ -77,7 +77,8 @@ def _config(tmp_path: Path, **overrides) -> Path:
      "agents[0].params: SlateQConfig.gamma must be a number in [0, 1], got 1.5"),
     ({"agents": [{"name": "ppo_attention", "params": {"n_steps": 0}}]}, "agents[0].params: .*n_steps"),
     ({"agents": [{"name": "logreg", "params": {"epochs": 0}}]}, "agents[0].params: logreg.epochs"),
-    ({"agents": [{"name": "linucb", "params": {"alpha": -1}}]}, "agents[0].params: alpha must be >= 0"),
+    ({"agents": [{"name": "linucb", "params": {"alpha": -1}}]},
+     "agents[0].params: linucb.alpha must be a number in [0, inf), got -1"),
 ])
 def test_bad_config_names_the_key(tmp_path: Path, mutation: dict, key: str) -> None:
     # `key` is literal text, ".*" standing for anything in between
