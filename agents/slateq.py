@@ -62,6 +62,7 @@ from recsim_env import RecSimVectorEnv
 from recsim_env.simulator import make_simulator, simulator_for
 
 OBS_KEYS = ("candidates", "history", "user")
+CROSS_KEY = "cross_features"  # cached user x candidate features in a batch (with_cross_features)
 
 
 @dataclass
@@ -201,7 +202,10 @@ class CandidateScorer(nn.Module):
         ctx = self.context(obs["user"], obs["history"])
         cand = obs["candidates"]
         if self.num_topics is not None:
-            cand = torch.cat([cand, cross_features(cand, obs["history"], obs["user"], self.num_topics)], 2)
+            cross = obs.get(CROSS_KEY)  # computed once per observation batch by with_cross_features
+            if cross is None:
+                cross = cross_features(cand, obs["history"], obs["user"], self.num_topics)
+            cand = torch.cat([cand, cross], 2)
         joint = self.item_in(cand) + self.context_in(ctx)[:, None]
         offset = None
         if self.item_bias is not None:
@@ -424,6 +428,16 @@ def _tensors(obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {key: torch.as_tensor(np.asarray(obs[key], np.float32)) for key in OBS_KEYS}
 
 
+def with_cross_features(obs: dict[str, torch.Tensor], num_topics: int | None) -> dict[str, torch.Tensor]:
+    """``obs`` plus its user x candidate :func:`agents.features.cross_features` under
+    ``CROSS_KEY`` (unchanged when ``num_topics`` is None), so that the R, continuation, choice
+    and target networks reading one batch compute them once rather than once each."""
+    if num_topics is None or CROSS_KEY in obs:
+        return obs
+    cross = cross_features(obs["candidates"], obs["history"], obs["user"], num_topics)
+    return {**obs, CROSS_KEY: cross}
+
+
 # ---------------------------------------------------------------------------------------------
 class SlateQAgent(BaseAgent):
     """Deep SlateQ agent (:mod:`agents.base` protocol): ``act(obs) -> slates (B, k)``,
@@ -446,6 +460,7 @@ class SlateQAgent(BaseAgent):
         self.slate_size = sim.params.slate_size
         torch.manual_seed(cfg.seed)
         topics = sim.params.num_topics if cfg.cross_features else None
+        self.num_topics = topics
         # per-item offsets need items that come back: off in worlds without a catalog
         id_columns = item_id_columns(sim)
         ids = {"item_buckets": 0 if id_columns is None else cfg.item_buckets, "id_columns": id_columns or 0}
@@ -478,7 +493,7 @@ class SlateQAgent(BaseAgent):
     @torch.no_grad()
     def act(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> np.ndarray:
         """Best slates under the learned Q and choice model; epsilon-random if not deterministic."""
-        x = _tensors(obs)
+        x = with_cross_features(_tensors(obs), self.num_topics)
         q_net, choice_net = self.q, self.choice
         if deterministic and self.averaged:
             q_net, choice_net = self.averaged["q"], self.averaged["choice"]
@@ -517,6 +532,8 @@ class SlateQAgent(BaseAgent):
         """One gradient step on the TD loss of the consumed item plus the choice log-loss (with
         ``split_immediate``: R's loss on the immediate reward plus C's on the rest of the target)."""
         cfg, k = self.config, self.slate_size
+        for key in ("obs", "next_obs"):
+            batch[key] = with_cross_features(batch[key], self.num_topics)
         target = self.td_target(batch)
         clicked = batch["position"] < k
         item = batch["slate"].gather(1, batch["position"].clamp(max=k - 1)[:, None]).squeeze(1)

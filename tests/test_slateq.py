@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from agents import slate_optim
 from agents.heuristics import mnl_best_slate
 from agents.slate_q_tabular import FullSlateQAgent, TabularSlateQAgent, TinySlateMDP
-from agents.slateq import OBS_KEYS, SlateQAgent
+from agents.slateq import CROSS_KEY, OBS_KEYS, SlateQAgent, with_cross_features
 from recsim_env import Params, rng
 from recsim_env.simulator import make_simulator
 
@@ -158,6 +158,21 @@ def test_td_target_reads_the_next_observation_only() -> None:
     assert not torch.equal(agent.td_target({**batch, "next_obs": to_t(obs)}), target)
     done = agent.td_target({**batch, "done": torch.ones(8)})
     assert torch.equal(done, torch.ones(8))
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_cached_cross_features_give_the_same_values_and_are_read(members: int) -> None:
+    agent = _small_deep_agent(continuation_members=members)
+    assert agent.num_topics is not None  # cross features are on by default
+    x = {key: torch.from_numpy(np.asarray(o, np.float32)) for key, o in _recsim_obs(users=8).items()
+         if key in OBS_KEYS}
+    cached = with_cross_features(x, agent.num_topics)
+    assert CROSS_KEY not in x and with_cross_features(cached, agent.num_topics) is cached
+    for net in (agent.q, agent.q_target, agent.choice):
+        for plain, fast in zip(net(x), net(cached), strict=True):
+            assert torch.equal(plain, fast)
+    wrong = {**cached, CROSS_KEY: torch.zeros_like(cached[CROSS_KEY])}
+    assert not torch.equal(agent.q(wrong)[0], agent.q(x)[0])  # the networks use the cache
 
 
 def test_deep_slateq_runs_on_interest_evolution() -> None:
