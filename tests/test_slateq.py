@@ -175,6 +175,31 @@ def test_cached_cross_features_give_the_same_values_and_are_read(members: int) -
     assert not torch.equal(agent.q(wrong)[0], agent.q(x)[0])  # the networks use the cache
 
 
+def test_member_targets_bootstrap_each_member_from_its_own_continuation() -> None:
+    agent = _small_deep_agent(continuation_members=2, member_targets=True)
+    to_t = lambda o: {key: torch.from_numpy(np.asarray(o[key], np.float32)) for key in OBS_KEYS}  # noqa: E731
+    batch = {"obs": to_t(_recsim_obs(users=8)), "next_obs": to_t(_recsim_obs(users=8)),
+             "reward": torch.ones(8), "done": torch.zeros(8)}
+    first, second = agent.q_target.members
+    with torch.no_grad():
+        for net in (agent.q_target, agent.q):  # full agreement: w = 1
+            net.agreement.fill_(1.0)
+            net.spread.fill_(1.0)
+        second.load_state_dict(first.state_dict())  # identical members: each target is the shared one
+    per_member = agent.td_target(batch, per_member=True)
+    assert per_member.shape == (2, 8)
+    torch.testing.assert_close(per_member, agent.td_target(batch).expand(2, -1))
+    with torch.no_grad():
+        second.item_out[1].bias.add_(1.0)  # only the second member's C moves, by 1 everywhere
+        second.none.bias.add_(1.0)
+    moved = agent.td_target(batch, per_member=True)
+    torch.testing.assert_close(moved[0], per_member[0])
+    torch.testing.assert_close(moved[1], per_member[1] + agent.config.gamma)
+    clicks = {"slate": torch.arange(5).repeat(8, 1), "position": torch.zeros(8, dtype=torch.long),
+              "immediate": torch.ones(8), "discount": torch.full((8,), 0.9)}
+    assert np.isfinite(agent.update({**batch, **clicks})["td_loss"])
+
+
 def test_deep_slateq_runs_on_interest_evolution() -> None:
     agent = _small_deep_agent(preset="interest_evolution", total_steps=600, learning_starts=200)
     agent.learn()
@@ -197,10 +222,13 @@ def test_per_item_offsets_are_learned_and_follow_the_item() -> None:
                                    rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("members", [1, 2])
-def test_split_q_offsets_learn_from_the_immediate_reward_only(members: int) -> None:
+@pytest.mark.parametrize("variant", [
+    {"continuation_members": 1}, {"continuation_members": 2},
+    {"continuation_members": 1, "continuation_trunk": "own"},
+    {"continuation_members": 2, "member_data": "users", "member_targets": True}])
+def test_split_q_offsets_learn_from_the_immediate_reward_only(variant: dict) -> None:
     """Qbar = R + C; the per-item offsets get no gradient from the continuation's TD error."""
-    agent = _small_deep_agent(continuation_members=members)
+    agent = _small_deep_agent(**variant)
     assert agent.q.split
     with torch.no_grad():
         agent.q.item_bias.weight.normal_(0.0, 0.1)  # as if trained (they start at zero)
@@ -217,14 +245,40 @@ def test_split_q_offsets_learn_from_the_immediate_reward_only(members: int) -> N
                            .squeeze(1), reward_none)
     batch = {"obs": obs, "next_obs": obs, "slate": slate, "position": position,
              "reward": consumed + 1.0, "immediate": consumed, "done": torch.zeros(8),
-             "discount": torch.full((8,), 0.99)}
+             "discount": torch.full((8,), 0.99), "slot": torch.arange(8)}
     # R already predicts the immediate reward exactly: only the continuation is wrong
     losses = agent.update(batch)
     assert losses["reward_loss"] < 1e-10 < losses["td_loss"]
     assert agent.q.item_bias.weight.grad.abs().max() == 0
-    readers = [agent.q.offset_in] if members == 1 else [member.offset_in for member in agent.q.members]
+    readers = [member.offset_in for member in agent.q.members] or [agent.q.offset_in]
+    assert len(readers) == max(variant["continuation_members"], 1)
     for layer in readers:  # C (every member of it) reads the offsets as an input
         assert layer.weight.grad.abs().max() > 0
+
+
+def test_user_split_members_fit_only_their_own_users() -> None:
+    from agents.slateq import SLOT_KEY, NStepQueue, ReplayBuffer
+
+    agent = _small_deep_agent(continuation_members=2, member_data="users")
+    obs = {key: torch.from_numpy(np.asarray(v, np.float32)) for key, v in _recsim_obs(users=8).items()
+           if key in OBS_KEYS}
+    batch = {"obs": obs, "next_obs": obs, "slate": torch.arange(5).repeat(8, 1),
+             "position": torch.tensor([0, 1, 2, 3, 4, 5, 5, 0]), "reward": torch.ones(8),
+             "immediate": torch.ones(8), "done": torch.zeros(8), "discount": torch.full((8,), 0.99),
+             "slot": torch.tensor([0, 2, 4, 6, 0, 2, 4, 6])}  # only member 0's users
+    agent.update(batch)
+    first, second = agent.q.members
+    assert first.item_in.weight.grad.abs().max() > 0
+    assert second.item_in.weight.grad.abs().max() == 0
+    # the replay buffer keeps each transition's env slot through the n-step queue
+    queue, buffer = NStepQueue(2, 0.9, num_envs=3), ReplayBuffer(10, agent.shapes, 5)
+    step = {key: np.asarray(v.numpy()[:3]) for key, v in obs.items()}
+    no = np.zeros(3, bool)
+    for _ in range(3):
+        for transition in queue.push({**step, SLOT_KEY: np.arange(3)}, np.zeros((3, 5), int),
+                                     np.zeros(3, int), np.ones(3), step, no, no, ~no):
+            buffer.add(*transition)
+    assert buffer.size == 6 and sorted(buffer.slot[:6].tolist()) == [0, 0, 1, 1, 2, 2]
 
 
 def test_weight_average_is_a_mean_then_exponential_and_serves_deterministic_acting() -> None:
