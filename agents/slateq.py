@@ -271,7 +271,8 @@ class ItemQNetwork(CandidateScorer):
     instead of having offsets of its own. With ``members`` >= 2, ``C`` comes from that many
     :class:`ContinuationMember` networks, their item-to-item differences shrunk by their
     agreement (:attr:`SlateQConfig.continuation_members`; buffers ``agreement`` and ``spread``
-    hold the running averages, :attr:`shrinkage` the factor).
+    hold the running averages, :attr:`shrinkage` the factor). ``own_trunk`` with one member: ``C``
+    is one :class:`ContinuationMember` instead of heads on R's trunk.
     """
 
     def __init__(self, shapes: dict[str, tuple[int, ...]], hidden: int, num_topics: int | None = None,
@@ -286,7 +287,7 @@ class ItemQNetwork(CandidateScorer):
             self.continuation_out = nn.Sequential(nn.ReLU(), nn.Linear(hidden, 1))
             self.continuation_none = nn.Linear(hidden, 1)
             self.offset_in = nn.Linear(1, hidden, bias=False)
-        if len(self.members):  # running E[D_i D_j] (member pairs) and E[mean(D)^2]: w = their ratio
+        if len(self.members) >= 2:  # running E[D_i D_j] (member pairs), E[mean(D)^2]: w = their ratio
             self.register_buffer("agreement", torch.zeros(()))
             self.register_buffer("spread", torch.zeros(()))
 
@@ -592,7 +593,7 @@ class SlateQAgent(BaseAgent):
             reward_loss = loss_fn(consumed(reward, reward_none), immediate)
             if len(continuations) == 1:
                 td_loss = loss_fn(consumed(*continuations[0]), target - immediate)
-            else:  # each member on its own bootstrap resample (Poisson(1) weights) of the batch
+            else:  # each member on its own part of the batch: Poisson(1) weights or its users
                 members = len(continuations)
                 if cfg.member_data == "users":  # member i: the users of env slots i, i + K, ...
                     own = batch["slot"][None] % members == torch.arange(members)[:, None]

@@ -185,6 +185,8 @@ def _fmt(m: dict | None, digits: int = 1) -> str:
 def _commit_note(records: list[dict], run_commit: str | None) -> str:
     """A sentence naming the commits behind the jobs when they are not all the run's commit (a
     resumed run can mix code versions; jobs from before per-job commits show as not recorded)."""
+    if not records or {r.get("git_commit") for r in records} == {run_commit}:
+        return ""
     by_commit: dict[str, list[str]] = {}
     for r in records:
         commit = r.get("git_commit")
@@ -192,8 +194,6 @@ def _commit_note(records: list[dict], run_commit: str | None) -> str:
         by_commit.setdefault(label, [])
         if r["agent"] not in by_commit[label]:
             by_commit[label].append(r["agent"])
-    if not records or {r.get("git_commit") for r in records} == {run_commit}:
-        return ""
     parts = [f"{label} ({', '.join(agents)})" for label, agents in sorted(by_commit.items())]
     return f" Jobs by commit: {'; '.join(parts)}."
 
