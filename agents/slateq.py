@@ -17,12 +17,14 @@ SlateQ decomposes the value of a slate into item values weighted by the user's c
   as an input. The offsets then learn from the reward, whose noise is small, and not from the
   continuation, whose spread across users is far larger than the differences between items.
   ``C`` comes from an ensemble (``continuation_members``, default 2) of networks with their own
-  trunks, each fit on its own bootstrap resample; their item-to-item differences are weighted by
-  how far the members agree on them. On ``static``, where the future does not depend on the
-  item, two agents trained with different seeds agree on C's differences at only about 0.3
-  (``python -m experiments.slateq_probe``), but the members of one agent agree at 0.95-0.99
-  (they share its data, policy and target), so that weight stays near 1: the ensemble helps by
-  averaging and by giving C its own trunk, not by the weight.
+  trunks. Each member fits only the transitions of its own training users (env slots i, i + K,
+  ...) and bootstraps from its own ``C`` (``member_data='users'``, ``member_targets``), so the
+  members' errors about individual users are independent and averaging them cancels part of
+  the noise that ``C``'s item-to-item differences pick up. On ``static``, where the future does
+  not depend on the item, that noise is all there is to C's differences: acting with them
+  zeroed scored higher. Their differences are also weighted by how far the members agree on
+  them; with members that share data and target (``member_data='bootstrap'``) that weight
+  stayed at 0.95-0.99 even on ``static``.
 * ``P(j | s, A)`` (:class:`ChoiceNetwork`): a conditional logit learned from the clicks seen in
   ``info`` (never the simulator's ``choice_probs`` or latent state): utility ``u(s, j)`` from the
   same kind of MLP, plus a learned log-examination bias per position; no-click utility 0.
@@ -128,18 +130,18 @@ class SlateQConfig:
         "doc": "With split_immediate and one continuation network: 'shared' puts C's heads on R's "
                "trunk, 'own' gives C its own context and item MLPs (as every member of an ensemble "
                "has)."})
-    member_data: str = field(default="bootstrap", metadata={
-        "doc": "What each continuation member (continuation_members >= 2) fits: 'bootstrap', its "
-               "own Poisson(1) resample of every batch; 'users', only the transitions of its own "
-               "users (env slots i, i + K, ...), so that members do not share the noise of the "
-               "same users. With member_targets, tuning seeds 100-103 (400k): static 201.4 against "
-               "196.0 (every seed higher), default 158.0 against 158.2."})
-    member_targets: bool = field(default=False, metadata={
+    member_data: str = field(default="users", metadata={
+        "doc": "What each continuation member (continuation_members >= 2) fits: 'users', only the "
+               "transitions of its own users (env slots i, i + K, ...; needs num_envs >= K), so "
+               "that members do not share the noise of the same users; 'bootstrap', its own "
+               "Poisson(1) resample of every batch. With member_targets, tuning seeds 100-103 "
+               "(400k), static / default: 'users' 201.4 / 158.0, 'bootstrap' 196.1 / - (every "
+               "static seed higher with 'users'); 'bootstrap' with one shared target 196.0 / 158.2."})
+    member_targets: bool = field(default=True, metadata={
         "doc": "With continuation_members >= 2, each member bootstraps from its own continuation "
                "(its TD target values A*(s') with R plus that member's C, as in bootstrapped DQN) "
                "instead of the shrunk ensemble C, so errors do not travel from one member to the "
-               "others through a shared target. False: one shared target. Alone (bootstrap "
-               "resamples) it scored 196.1 against 196.0 on static tuning seeds 100-103."})
+               "others through a shared target. False: one shared target."})
     truncation_is_terminal: bool = field(default=True, metadata={
         "doc": "Do not bootstrap at max_steps (the lifetime ends there; progress is observed)."})
     reward_scale: float = field(default=0.1, metadata={
@@ -177,6 +179,15 @@ class SlateQConfig:
         for name in ("double_q", "cross_features", "split_immediate", "member_targets",
                      "truncation_is_terminal"):
             check_choice(own, name, getattr(self, name), (True, False))
+
+
+def check_member_slots(member_data: str, members: int, num_envs: int) -> None:
+    """``member_data='users'`` gives each of ``members`` continuation networks its own env
+    slots: refuse fewer slots than members (a member would get no data)."""
+    if member_data == "users" and members >= 2 and num_envs < members:
+        raise ValueError(f"SlateQConfig.member_data='users' needs num_envs >= continuation_members "
+                         f"({members}), got {num_envs} envs; use more envs, "
+                         f"member_data='bootstrap' or continuation_members=1")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -651,6 +662,7 @@ class SlateQAgent(BaseAgent):
         if shapes != self.shapes:
             raise ValueError(f"env observations {shapes} do not match the agent's preset "
                              f"{self.config.preset!r} {self.shapes}")
+        check_member_slots(cfg.member_data, len(self.q.members) if self.q.split else 1, env.num_envs)
         slots = np.arange(env.num_envs)
         restarting = np.zeros(env.num_envs, dtype=bool)  # NEXT_STEP: slot only resets this step
         buffer = ReplayBuffer(cfg.buffer_size, self.shapes, self.slate_size)

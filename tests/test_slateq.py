@@ -196,7 +196,7 @@ def test_member_targets_bootstrap_each_member_from_its_own_continuation() -> Non
     torch.testing.assert_close(moved[0], per_member[0])
     torch.testing.assert_close(moved[1], per_member[1] + agent.config.gamma)
     clicks = {"slate": torch.arange(5).repeat(8, 1), "position": torch.zeros(8, dtype=torch.long),
-              "immediate": torch.ones(8), "discount": torch.full((8,), 0.9)}
+              "immediate": torch.ones(8), "discount": torch.full((8,), 0.9), "slot": torch.arange(8)}
     assert np.isfinite(agent.update({**batch, **clicks})["td_loss"])
 
 
@@ -225,7 +225,7 @@ def test_per_item_offsets_are_learned_and_follow_the_item() -> None:
 @pytest.mark.parametrize("variant", [
     {"continuation_members": 1}, {"continuation_members": 2},
     {"continuation_members": 1, "continuation_trunk": "own"},
-    {"continuation_members": 2, "member_data": "users", "member_targets": True}])
+    {"continuation_members": 2, "member_data": "bootstrap", "member_targets": False}])
 def test_split_q_offsets_learn_from_the_immediate_reward_only(variant: dict) -> None:
     """Qbar = R + C; the per-item offsets get no gradient from the continuation's TD error."""
     agent = _small_deep_agent(**variant)
@@ -281,13 +281,24 @@ def test_user_split_members_fit_only_their_own_users() -> None:
     assert buffer.size == 6 and sorted(buffer.slot[:6].tolist()) == [0, 0, 1, 1, 2, 2]
 
 
+def test_user_split_members_need_an_env_slot_each() -> None:
+    agent = _small_deep_agent(continuation_members=3, num_envs=2)
+    message = r"member_data='users' needs num_envs >= continuation_members \(3\), got 2"
+    with pytest.raises(ValueError, match=message):
+        agent.learn()
+    # without a continuation ensemble, or with bootstrap resamples, two envs are fine
+    _small_deep_agent(continuation_members=3, num_envs=2, member_data="bootstrap", total_steps=600).learn()
+    _small_deep_agent(continuation_members=1, num_envs=1, total_steps=600).learn()
+
+
 def test_weight_average_is_a_mean_then_exponential_and_serves_deterministic_acting() -> None:
     agent = _small_deep_agent(average_tau=0.4)
     obs = {key: torch.from_numpy(np.asarray(v, np.float32)) for key, v in _recsim_obs(users=8).items()
            if key in OBS_KEYS}
     batch = {"obs": obs, "next_obs": obs, "slate": torch.arange(5).repeat(8, 1),
              "position": torch.tensor([0, 1, 2, 3, 4, 5, 5, 0]), "reward": torch.ones(8),
-             "immediate": torch.ones(8), "done": torch.zeros(8), "discount": torch.full((8,), 0.99)}
+             "immediate": torch.ones(8), "done": torch.zeros(8), "discount": torch.full((8,), 0.99),
+             "slot": torch.arange(8)}
     agent.update(batch)
     assert agent.averaged == {}  # nothing is averaged while exploring
     agent.exploring = False
