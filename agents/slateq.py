@@ -115,17 +115,18 @@ class SlateQConfig:
                "(off when item_buckets is 0 or the world has no catalog): on interest_evolution "
                "(seed 0, lr 1e-3) the split scored 179.9 against 195.1."})
     continuation_members: int = field(default=2, metadata={
-        "doc": "With split_immediate, K >= 2 fits C with K independently initialised networks, "
-               "each on its own bootstrap resample of every batch, and keeps only the part of C's "
-               "item-to-item differences they agree on: C = (members' mean over the candidates) "
-               "+ w * (members' mean deviation from it), w = E[D_i D_j] / E[mean(D)^2] over member "
+        "doc": "With split_immediate, K >= 2 fits C with K independently initialised networks "
+               "(each on its own data, member_data) and keeps only the part of C's item-to-item "
+               "differences they agree on: C = (members' mean over the candidates) + w * "
+               "(members' mean deviation from it), w = E[D_i D_j] / E[mean(D)^2] over member "
                "pairs i != j (running averages over training batches; D: a member's deviation "
                "from its candidate mean), the least-squares shrinkage when members' errors are "
-               "independent. In practice w stays at 0.95-0.99 on static too: the members share "
-               "the data, policy and target, and agree on what they learn from them. 1: one C "
-               "(on R's trunk unless continuation_trunk='own'). Tuning seeds 100-103, 400k steps, "
-               "static / default: 1 member on R's trunk 183.7 / 161.0, 1 member on its own trunk "
-               "190.6 / 156.8, 2 members 196.0 / 158.2, 3 members 196.1 / -."})
+               "independent. The averaging does the work: with bootstrap members w stayed at "
+               "0.95-0.99 even on static. 1: one C (on R's trunk unless continuation_trunk='own'). "
+               "Tuning seeds 100-103, 400k steps, static / default: 1 member on R's trunk 183.7 / "
+               "161.0, 1 member on its own trunk 190.6 / 156.8, 2 members (default data and "
+               "targets) 201.4 / 158.0; with bootstrap data and a shared target, 2 members "
+               "196.0 / 158.2, 3 members 196.1 / -."})
     continuation_trunk: str = field(default="shared", metadata={
         "doc": "With split_immediate and one continuation network: 'shared' puts C's heads on R's "
                "trunk, 'own' gives C its own context and item MLPs (as every member of an ensemble "
