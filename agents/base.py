@@ -16,6 +16,8 @@ Optional methods (the runner and evaluation harness call them when present):
 * ``learn(env, total_steps, callback=None)`` - train on a vector env for ``total_steps`` env
   steps (user-steps); call ``callback(agent, steps_done)`` every so often (returning ``False``
   from it stops training) so the runner can record learning curves;
+* ``check_train_env(num_envs)`` - raise ``ValueError`` if ``learn`` cannot train on a vector env
+  of ``num_envs`` users (``recsim run`` calls it when it reads the config, before any training);
 * ``save(path)`` / ``load(path)`` - persist and restore (``load`` is a classmethod);
 * ``predict(obs, state=None, episode_start=None, deterministic=False)`` - SB3's signature, so
   SB3 models and recsim agents share one evaluation path.

@@ -646,6 +646,12 @@ class SlateQAgent(BaseAgent):
                         ab.copy_(b)
         return {"td_loss": td_loss.item(), "choice_loss": choice_loss.item(), **logs}
 
+    def check_train_env(self, num_envs: int) -> None:
+        """Raise ``ValueError`` if ``learn`` cannot train on ``num_envs`` users: user-split
+        continuation members need at least one env slot each."""
+        members = len(self.q.members) if self.q.split else 1
+        check_member_slots(self.config.member_data, members, num_envs)
+
     def learn(self, env: RecSimVectorEnv | None = None, total_steps: int | None = None,
               callback: Callable[[Any, int], bool | None] | None = None) -> SlateQAgent:
         """Train for ``total_steps`` user-steps on a vector env of the config's preset (built
@@ -663,7 +669,7 @@ class SlateQAgent(BaseAgent):
         if shapes != self.shapes:
             raise ValueError(f"env observations {shapes} do not match the agent's preset "
                              f"{self.config.preset!r} {self.shapes}")
-        check_member_slots(cfg.member_data, len(self.q.members) if self.q.split else 1, env.num_envs)
+        self.check_train_env(env.num_envs)
         slots = np.arange(env.num_envs)
         restarting = np.zeros(env.num_envs, dtype=bool)  # NEXT_STEP: slot only resets this step
         buffer = ReplayBuffer(cfg.buffer_size, self.shapes, self.slate_size)

@@ -119,6 +119,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfi
     agents_raw = top.get("agents")
     if not isinstance(agents_raw, list) or not agents_raw:
         raise ConfigError(f"agents must be a non-empty list, got {agents_raw!r}")
+    num_envs = _int(top.get("num_envs", 64), "num_envs", 1, 65536)
     agents = []
     for i, a in enumerate(agents_raw):
         where = f"agents[{i}]"
@@ -129,7 +130,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfi
         _keys(params, set(params), f"{where}.params")
         agent = AgentConfig(name=_str(a.get("name"), f"{where}.name"),
                             label=str(a.get("label", "") or ""), params=dict(params))
-        _check_agent(agent, where, world)
+        _check_agent(agent, where, world, num_envs)
         agents.append(agent)
     labels = [a.display for a in agents]
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
@@ -155,7 +156,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfi
     return ExperimentConfig(
         name=name, agents=tuple(agents), env=env, seeds=seeds,
         train_steps=_int(top.get("train_steps", 0), "train_steps", 0),
-        num_envs=_int(top.get("num_envs", 64), "num_envs", 1, 65536), eval=evaluation,
+        num_envs=num_envs, eval=evaluation,
         output_dir=str(top.get("output_dir", "") or f"runs/{name}"))
 
 
@@ -171,10 +172,11 @@ def _check_env(env: EnvConfig) -> Any:
         raise ConfigError(f"env.overrides: {err}") from err
 
 
-def _check_agent(agent: AgentConfig, where: str, params: Any) -> None:
+def _check_agent(agent: AgentConfig, where: str, params: Any, num_envs: int) -> None:
     """Resolve the agent's name, then build it once with its params on the config's world, so an
     unknown or out-of-range hyperparameter fails before any training (agents check their own
-    values; :mod:`agents.validation`)."""
+    values; :mod:`agents.validation`), and ask it (``check_train_env``, when it has one) whether
+    it can train on ``num_envs`` users."""
     from agents import registry
 
     try:
@@ -182,9 +184,16 @@ def _check_agent(agent: AgentConfig, where: str, params: Any) -> None:
     except (KeyError, ValueError, ImportError, AttributeError, TypeError) as err:
         raise ConfigError(f"{where}.name: {err}") from err
     try:
-        registry.make(agent.name, params=params, seed=0, **agent.params)
+        built = registry.make(agent.name, params=params, seed=0, **agent.params)
     except (TypeError, ValueError, KeyError) as err:
         raise ConfigError(f"{where}.params: {err}") from err
+    check = getattr(built, "check_train_env", None)
+    if callable(check):
+        try:
+            check(num_envs)
+        except ValueError as err:
+            raise ConfigError(f"num_envs ({num_envs}) does not suit {where} "
+                              f"({agent.display}): {err}") from err
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
