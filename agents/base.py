@@ -75,6 +75,10 @@ class BaseAgent:
     def observe(self, transition: Transition) -> None:
         """Online learners update here; the default ignores feedback."""
 
+    def check_train_env(self, num_envs: int) -> None:
+        """Raise ``ValueError`` if ``learn`` cannot train on ``num_envs`` users; the default
+        accepts any number."""
+
     def predict(self, obs: Observation, state: Any = None, episode_start: Any = None,
                 deterministic: bool = False) -> tuple[np.ndarray, Any]:
         """SB3-style ``(actions, state)``."""
