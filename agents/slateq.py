@@ -182,15 +182,6 @@ class SlateQConfig:
             check_choice(own, name, getattr(self, name), (True, False))
 
 
-def check_member_slots(member_data: str, members: int, num_envs: int) -> None:
-    """``member_data='users'`` gives each of ``members`` continuation networks its own env
-    slots: refuse fewer slots than members (a member would get no data)."""
-    if member_data == "users" and members >= 2 and num_envs < members:
-        raise ValueError(f"SlateQConfig.member_data='users' needs num_envs >= continuation_members "
-                         f"({members}), got {num_envs} envs; use more envs, "
-                         f"member_data='bootstrap' or continuation_members=1")
-
-
 # ---------------------------------------------------------------------------------------------
 # Networks
 class ContextEncoder(nn.Module):
@@ -648,9 +639,12 @@ class SlateQAgent(BaseAgent):
 
     def check_train_env(self, num_envs: int) -> None:
         """Raise ``ValueError`` if ``learn`` cannot train on ``num_envs`` users: user-split
-        continuation members need at least one env slot each."""
+        continuation members need at least one env slot each (a member would get no data)."""
         members = len(self.q.members) if self.q.split else 1
-        check_member_slots(self.config.member_data, members, num_envs)
+        if self.config.member_data == "users" and members >= 2 and num_envs < members:
+            raise ValueError(f"SlateQConfig.member_data='users' needs num_envs >= "
+                             f"continuation_members ({members}), got {num_envs} envs; use more "
+                             f"envs, member_data='bootstrap' or continuation_members=1")
 
     def learn(self, env: RecSimVectorEnv | None = None, total_steps: int | None = None,
               callback: Callable[[Any, int], bool | None] | None = None) -> SlateQAgent:
