@@ -23,8 +23,8 @@ candidate token also carries its item's click and conversion counts from the age
 training experience (:class:`ItemStats`: a shrunk conversion rate per click and the evidence
 behind it). Quality is hidden and is each item's own, so without per-item terms the policy can
 only guess it from appeal and price; learning a per-item score through the policy gradient alone
-would be slow. On ``default`` (tuning seeds 100/101, 400k steps) the statistics took
-PPO-attention from 79.2/64.5 to 147.2/148.7.
+would be slow. On ``default`` (tuning seeds 100/101, 400k steps, width 32) the statistics
+took PPO-attention from 79.2/64.5 to 147.2/148.7.
 
 A linear head turns each candidate token into a score; the slate is a Plackett-Luce draw
 without duplicates (:mod:`agents.slate_distribution`: exact log-probabilities, chain-rule
@@ -41,16 +41,19 @@ Ablations (options of the same policy, see :class:`PPOSlateConfig`):
 :class:`PPOSlateAgent` wraps SB3's ``PPO`` with the batched ``RecSimVecEnv`` adapter and a
 documented hyperparameter dataclass.
 
-Speed (default preset and config, CPU): about 90% of training time is the PPO update (backward
-~50%, forward ~30%: linear layers, attention, layer norms), ~10% the rollouts, of which the
-simulator and adapter are ~2-3%. The encoder therefore uses a hand-written pre-norm block
-(fused QKV, unmasked ``scaled_dot_product_attention`` -> torch's fused CPU kernel; ~25% faster
-than ``nn.TransformerEncoderLayer`` with a padding mask) and, in the last layer, only the user
-and candidate tokens query (history outputs are never read). ``attention="cross"`` halves the
-encoder cost again at the price of candidate <-> candidate interaction. On a shared 2-core
+Speed (default preset and config, CPU, one torch thread; cProfile of 98k training steps):
+about 86% of training time is the PPO update and ~14% the rollouts (the simulator and adapter
+~3%). Across both, the network's forward passes take ~40% (torch's fused attention kernel
+alone ~17% at width 16) and the backward passes ~38%. The encoder therefore uses a
+hand-written pre-norm block (fused QKV,
+unmasked ``scaled_dot_product_attention`` -> torch's fused CPU kernel; ~25% faster than
+``nn.TransformerEncoderLayer`` with a padding mask) and, in the last layer, only the user and
+candidate tokens query (history outputs are never read). ``attention="cross"`` is about 1.4x
+faster again, at the price of candidate <-> candidate interaction. The default width 16 trains
+about 1.3x faster than width 32 (``python -m experiments.bench train``). On a shared 2-core
 machine, prefer ``torch_threads=1`` per process: two threads on oversubscribed cores collapse.
 The item statistics (hashing every candidate in every forward, plus the per-step counting)
-add about 5%: 124.7 s against 119.1 s per 400k steps, two runs side by side.
+add about 5-7%.
 """
 
 from __future__ import annotations
@@ -438,7 +441,7 @@ class PPOSlateConfig:
     """Scale rewards by a running return std (``VecNormalize(norm_obs=False)``) during training."""
     d_model: int = 16
     """Attention token width. Small on purpose: on ``default`` (400k steps, tuning seeds 100-107)
-    width 16 scored 149.7 against 134.2 with 32 (higher on 7 of 8 seeds) and trains about 1.4x
+    width 16 scored 149.7 against 134.2 with 32 (higher on 7 of 8 seeds) and trains about 1.3x
     faster; 64 scored 93.8 and 2 layers of 32 115.8 (seeds 100-103), 8 scored 145.2."""
     num_heads: int = 2
     """Attention heads."""
