@@ -41,19 +41,18 @@ Ablations (options of the same policy, see :class:`PPOSlateConfig`):
 :class:`PPOSlateAgent` wraps SB3's ``PPO`` with the batched ``RecSimVecEnv`` adapter and a
 documented hyperparameter dataclass.
 
-Speed (default preset and config, CPU, one torch thread; cProfile of 98k training steps):
-about 86% of training time is the PPO update and ~14% the rollouts (the simulator and adapter
-~3%). Across both, the network's forward passes take ~40% (torch's fused attention kernel
-alone ~17% at width 16) and the backward passes ~38%. The encoder therefore uses a
-hand-written pre-norm block (fused QKV,
-unmasked ``scaled_dot_product_attention`` -> torch's fused CPU kernel; ~25% faster than
-``nn.TransformerEncoderLayer`` with a padding mask) and, in the last layer, only the user and
-candidate tokens query (history outputs are never read). ``attention="cross"`` is about 1.4x
-faster again, at the price of candidate <-> candidate interaction. The default width 16 trains
-about 1.3x faster than width 32 (``python -m experiments.bench train``). On a shared 2-core
-machine, prefer ``torch_threads=1`` per process: two threads on oversubscribed cores collapse.
-The item statistics (hashing every candidate in every forward, plus the per-step counting)
-add about 5-7%.
+Speed (default preset and config, CPU, one torch thread; cProfile of 98k training steps): about
+86% of training time is the PPO update and ~14% the rollouts (the simulator and adapter ~3%).
+Across both, the network's forward passes take ~40% (torch's fused attention kernel alone ~17%
+at width 16) and the backward passes ~38%. The encoder therefore uses a hand-written pre-norm
+block (fused QKV, unmasked ``scaled_dot_product_attention`` -> torch's fused CPU kernel; ~25%
+faster than ``nn.TransformerEncoderLayer`` with a padding mask) and, in the last layer, only
+the user and candidate tokens query (history outputs are never read). ``attention="cross"`` is
+about 1.4x faster again, at the price of candidate <-> candidate interaction. The default width
+16 trains about 1.3x faster than width 32 (``python -m experiments.bench train``). On a shared
+2-core machine, prefer ``torch_threads=1`` per process: two threads on oversubscribed cores
+collapse. The item statistics (hashing every candidate in every forward, plus the per-step
+counting) add about 5-7%.
 """
 
 from __future__ import annotations
