@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from agents.base import BaseAgent, Observation, Transition
-from agents.heuristics import top_k
-from agents.validation import check_number
+from recsim_gym.agents.base import BaseAgent, Observation, Transition
+from recsim_gym.agents.heuristics import top_k
+from recsim_gym.agents.validation import check_number
 
 
 def item_keys(candidates: np.ndarray, num_topics: int) -> np.ndarray:
@@ -42,13 +42,13 @@ def item_keys(candidates: np.ndarray, num_topics: int) -> np.ndarray:
 
 
 def _candidate_dim(params: Any) -> int:
-    from recsim_env.simulator import simulator_for
+    from recsim_gym.env.simulator import simulator_for
 
     return simulator_for(params).observation_space()["candidates"].shape[-1]
 
 
 def _user_dim(params: Any) -> int:
-    from recsim_env.simulator import simulator_for
+    from recsim_gym.env.simulator import simulator_for
 
     return simulator_for(params).observation_space()["user"].shape[-1]
 

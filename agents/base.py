@@ -23,7 +23,7 @@ Optional methods (the runner and evaluation harness call them when present):
   SB3 models and recsim agents share one evaluation path.
 
 :class:`BaseAgent` provides defaults for all but ``act``. A custom agent is a class with
-``act`` (see ``examples/custom_agent.py``), registered with :func:`agents.registry.register`,
+``act`` (see ``examples/custom_agent.py``), registered with :func:`recsim_gym.agents.registry.register`,
 the entry-point group ``recsim.agents``, or named as ``package.module:ClassName``.
 """
 

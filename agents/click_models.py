@@ -25,7 +25,7 @@ The conversion head is fit with a logistic loss on clicked items (label: the cli
 Serving (``serving="mnl"``, the default) shows the slate maximising the predicted reward
 ``sum_j w_j rho_j v_j / (1 + sum_j w_j rho_j)``, with attraction ``w = exp(s + b_1)``, learned
 examination ``rho_j = exp(b_j - b_1)`` and value per click ``v = w_click + w_conv * pCVR``
-(exact, Dinkelbach's iteration: :func:`agents.slate_optim.dinkelbach_slate`). It accounts for the
+(exact, Dinkelbach's iteration: :func:`recsim_gym.agents.slate_optim.dinkelbach_slate`). It accounts for the
 items competing for the click: a top k by ``pCTR * v`` fills the slate with high-click items and
 lets them crowd out the ones that convert. ``serving="topk"`` ranks candidates by
 ``pCTR * w_click + pCTR * pCVR * w_conv`` (``pCTR`` at position 1) and shows the top k.
@@ -49,12 +49,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.bandits import item_keys
-from agents.base import BaseAgent, Observation
-from agents.heuristics import top_k
-from agents.slate_optim import dinkelbach_slate
-from agents.validation import check_number
-from recsim_env import logs as recsim_logs
+from recsim_gym.agents.bandits import item_keys
+from recsim_gym.agents.base import BaseAgent, Observation
+from recsim_gym.agents.heuristics import top_k
+from recsim_gym.agents.slate_optim import dinkelbach_slate
+from recsim_gym.agents.validation import check_number
+from recsim_gym.env import logs as recsim_logs
 
 
 def _profile(history: torch.Tensor, t: int) -> torch.Tensor:
@@ -392,21 +392,21 @@ class ClickModelAgent(BaseAgent):
 
 
 class LogRegAgent(ClickModelAgent):
-    """Logistic regression on cross features (see :mod:`agents.click_models`)."""
+    """Logistic regression on cross features (see :mod:`recsim_gym.agents.click_models`)."""
 
     def __init__(self, params: Any = None, seed: int = 0, **kwargs: Any):
         super().__init__("logreg", params=params, seed=seed, **kwargs)
 
 
 class TwoTowerAgent(ClickModelAgent):
-    """Two-tower / MF model with item-id and feature towers (see :mod:`agents.click_models`)."""
+    """Two-tower / MF model with item-id and feature towers (see :mod:`recsim_gym.agents.click_models`)."""
 
     def __init__(self, params: Any = None, seed: int = 0, **kwargs: Any):
         super().__init__("two_tower", params=params, seed=seed, **kwargs)
 
 
 class DINAgent(ClickModelAgent):
-    """DIN-style attention click model (see :mod:`agents.click_models`)."""
+    """DIN-style attention click model (see :mod:`recsim_gym.agents.click_models`)."""
 
     def __init__(self, params: Any = None, seed: int = 0, **kwargs: Any):
         super().__init__("din", params=params, seed=seed, **kwargs)

@@ -4,7 +4,7 @@ An MLP over ``[candidate, user context]`` has to learn products such as "how muc
 candidate's topic has the user clicked lately" from ReLU sums, which takes many samples.
 :func:`cross_features` hands those products over directly (as the logistic-regression baseline's
 hand-made crosses and DIN's candidate-to-history attention do). Everything is computed from the
-observation only; both observation layouts of :mod:`recsim_env` work:
+observation only; both observation layouts of :mod:`recsim_gym.env` work:
 
 * ``candidates`` (B, m, >= T): the first T columns are the item's topic vector;
 * ``history`` (B, H, >= T + 3): the first T columns are the topic of the entry's item and the
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.bandits import item_keys
+from recsim_gym.agents.bandits import item_keys
 
 
 def cross_feature_dim(num_topics: int, user_dim: int) -> int:
@@ -67,7 +67,7 @@ def item_id_columns(sim: Any) -> int | None:
 def hashed_item_ids(candidates: torch.Tensor, columns: int, buckets: int) -> torch.Tensor:
     """(B, m) hashed item ids in ``[0, buckets)`` from the first ``columns`` candidate features
     (static per item: topic vector, appeal, price), the hashing trick over
-    :func:`agents.bandits.item_keys` (the bandits' and click models' item key).
+    :func:`recsim_gym.agents.bandits.item_keys` (the bandits' and click models' item key).
 
     Observations carry no item ids, but an item's static features identify it; hashing them
     into a fixed table lets an agent learn per-item terms (e.g. the hidden quality) online,

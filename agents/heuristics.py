@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsim_env.params import Params
+from recsim_gym.env.params import Params
 
 
 def random_slates(rng: np.random.Generator, batch_size: int, params: Params) -> np.ndarray:

@@ -27,7 +27,7 @@ would be slow. On ``default`` (tuning seeds 100/101, 400k steps, width 32) the s
 took PPO-attention from 79.2/64.5 to 147.2/148.7.
 
 A linear head turns each candidate token into a score; the slate is a Plackett-Luce draw
-without duplicates (:mod:`agents.slate_distribution`: exact log-probabilities, chain-rule
+without duplicates (:mod:`recsim_gym.agents.slate_distribution`: exact log-probabilities, chain-rule
 entropy). The value head reads the user token and the mean candidate token.
 
 Ablations (options of the same policy, see :class:`PPOSlateConfig`):
@@ -49,7 +49,7 @@ block (fused QKV, unmasked ``scaled_dot_product_attention`` -> torch's fused CPU
 faster than ``nn.TransformerEncoderLayer`` with a padding mask) and, in the last layer, only
 the user and candidate tokens query (history outputs are never read). ``attention="cross"`` is
 about 1.4x faster again, at the price of candidate <-> candidate interaction. The default width
-16 trains about 1.3x faster than width 32 (``python -m experiments.bench train``). On a shared
+16 trains about 1.3x faster than width 32 (``python -m recsim_gym.experiments.bench train``). On a shared
 2-core machine, prefer ``torch_threads=1`` per process: two threads on oversubscribed cores
 collapse. The item statistics (hashing every candidate in every forward, plus the per-step
 counting) add about 5-7%.
@@ -72,10 +72,10 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from agents.base import BaseAgent
-from agents.features import cross_feature_dim, cross_features, hashed_item_ids, item_id_columns
-from agents.slate_distribution import PlackettLuceDistribution
-from agents.validation import check_choice, check_number, replace_config
+from recsim_gym.agents.base import BaseAgent
+from recsim_gym.agents.features import cross_feature_dim, cross_features, hashed_item_ids, item_id_columns
+from recsim_gym.agents.slate_distribution import PlackettLuceDistribution
+from recsim_gym.agents.validation import check_choice, check_number, replace_config
 
 ENCODERS = ("attention", "mlp")
 SLATE_HEADS = ("plackett_luce", "multidiscrete")
@@ -128,7 +128,7 @@ class AttentionSlateNetwork(nn.Module):
     :param observation_space: the per-user ``Dict`` space (``candidates``, ``history``, ``user``)
     :param outputs: logits per candidate (1 for Plackett-Luce, k for MultiDiscrete)
     :param cross_topics: when set (the world's number of topics), candidate tokens also carry
-        the user x candidate :func:`agents.features.cross_features`
+        the user x candidate :func:`recsim_gym.agents.features.cross_features`
     :param item_stats: ``(buckets, columns)``: candidate tokens also carry the :class:`ItemStats`
         features of a table of that many buckets, hashing the first ``columns`` features
     """
@@ -200,7 +200,7 @@ class ItemStats(nn.Module):
     how long users stay). A policy-gradient learner has no cheap way to learn per-item terms:
     each item's score would get a small, noisy share of the advantage. Production rankers carry
     such counters as features; here they are counts in a hashed table
-    (:func:`agents.features.hashed_item_ids`), kept as buffers of the policy so SB3's zip
+    (:func:`recsim_gym.agents.features.hashed_item_ids`), kept as buffers of the policy so SB3's zip
     save/load carries them. Per candidate the features are, with ``n`` clicks and ``c``
     conversions of its bucket and the global conversion rate ``g`` (updated on commit):
 
@@ -454,7 +454,7 @@ class PPOSlateConfig:
     """``"self"``: joint self-attention over user, history and candidate tokens; ``"cross"``:
     candidates attend to user + history only (about half the encoder cost, no candidate interaction)."""
     cross_features: bool = False
-    """Candidate inputs also carry user x candidate topic products (:mod:`agents.features`).
+    """Candidate inputs also carry user x candidate topic products (:mod:`recsim_gym.agents.features`).
     Off by default: with the item statistics, on ``default`` (tuning seeds 100/101, 400k steps) it
     scored 126.6/89.6 against 147.2/148.7 without; on ``static`` it helps, 189.6/180.1 against
     165.4/164.6 (``experiments/configs/static.yaml`` turns it on there)."""
@@ -536,7 +536,7 @@ class PPOSlateAgent(BaseAgent):
         """SB3 VecEnv for ``env``: a preset name, a recsim env/simulator (its params), or an SB3 VecEnv."""
         from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
-        from agents.sb3_vecenv import RecSimVecEnv
+        from recsim_gym.agents.sb3_vecenv import RecSimVecEnv
 
         if isinstance(env, VecEnv):
             return env

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from agents import heuristics
-from agents.base import BaseAgent, Observation
+from recsim_gym.agents import heuristics
+from recsim_gym.agents.base import BaseAgent, Observation
 
 
 class RandomAgent(BaseAgent):
@@ -33,8 +33,8 @@ class OracleMyopicAgent(BaseAgent):
     for any myopic policy, and the declared exception to "agents see only observations".
 
     On the default world it is exact for both choice models: MNL by Dinkelbach's iteration
-    (:func:`agents.heuristics.mnl_best_slate`), cascade by an exchange-argument order and a
-    dynamic programme (:func:`agents.heuristics.cascade_best_slate`). On ``interest_evolution``
+    (:func:`recsim_gym.agents.heuristics.mnl_best_slate`), cascade by an exchange-argument order and a
+    dynamic programme (:func:`recsim_gym.agents.heuristics.cascade_best_slate`). On ``interest_evolution``
     it is RecSim's myopic policy (maximal click probability; every click is worth the same
     watch time).
 
@@ -52,6 +52,6 @@ class OracleMyopicAgent(BaseAgent):
             if self.params.choice_model == "cascade":
                 return heuristics.cascade_myopic(obs, self.params)
             return heuristics.myopic_greedy(obs, self.params)
-        from agents.recsim_reference import MyopicPolicy
+        from recsim_gym.agents.recsim_reference import MyopicPolicy
 
         return MyopicPolicy(self.params)(obs)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-from agents.base import check_agent
+from recsim_gym.agents.base import check_agent
 
 ENTRY_POINT_GROUP = "recsim.agents"
 
@@ -26,30 +26,31 @@ _REGISTRY: dict[str, tuple[Callable[..., Any] | str, str]] = {}
 #: Built-in agents: name -> ("module:attribute", description); imported lazily on first use so
 #: that listing agents does not import torch.
 BUILTINS: dict[str, tuple[str, str]] = {
-    "random": ("agents.reference:RandomAgent", "uniform random slates"),
-    "oracle_myopic": ("agents.reference:OracleMyopicAgent",
+    "random": ("recsim_gym.agents.reference:RandomAgent", "uniform random slates"),
+    "oracle_myopic": ("recsim_gym.agents.reference:OracleMyopicAgent",
                       "best immediate expected reward under the true model (reads the latent "
                       "state: an upper bound for myopic play)"),
-    "popularity": ("agents.bandits:PopularityAgent",
+    "popularity": ("recsim_gym.agents.bandits:PopularityAgent",
                    "items that earned the most reward per impression so far (online)"),
-    "epsilon_greedy": ("agents.bandits:EpsilonGreedyAgent",
+    "epsilon_greedy": ("recsim_gym.agents.bandits:EpsilonGreedyAgent",
                        "linear click model, epsilon-greedy exploration (online)"),
-    "linucb": ("agents.bandits:LinUCBAgent", "linear click model, upper confidence bound (online)"),
-    "thompson": ("agents.bandits:ThompsonAgent", "linear click model, Thompson sampling (online)"),
-    "logreg": ("agents.click_models:LogRegAgent",
+    "linucb": ("recsim_gym.agents.bandits:LinUCBAgent",
+               "linear click model, upper confidence bound (online)"),
+    "thompson": ("recsim_gym.agents.bandits:ThompsonAgent", "linear click model, Thompson sampling (online)"),
+    "logreg": ("recsim_gym.agents.click_models:LogRegAgent",
                "logistic-regression click/conversion model fit on logs, best predicted-reward slate (MNL)"),
-    "two_tower": ("agents.click_models:TwoTowerAgent",
+    "two_tower": ("recsim_gym.agents.click_models:TwoTowerAgent",
                   "two-tower (item-id + feature towers) click model, best predicted-reward slate (MNL)"),
-    "din": ("agents.click_models:DINAgent",
+    "din": ("recsim_gym.agents.click_models:DINAgent",
             "DIN-style attention click model on logs, best predicted-reward slate (MNL)"),
-    "ppo_attention": ("agents.ppo_attention:ppo_attention",
+    "ppo_attention": ("recsim_gym.agents.ppo_attention:ppo_attention",
                       "PPO (SB3), attention over history and candidates, Plackett-Luce slates"),
-    "ppo_mlp": ("agents.ppo_attention:ppo_mlp", "PPO (SB3), MLP encoder (ablation)"),
-    "slateq": ("agents.slateq:SlateQAgent",
+    "ppo_mlp": ("recsim_gym.agents.ppo_attention:ppo_mlp", "PPO (SB3), MLP encoder (ablation)"),
+    "slateq": ("recsim_gym.agents.slateq:SlateQAgent",
                "deep SlateQ: item-level Q, learned conditional-logit choice, exact slate optimiser"),
-    "slate_q_tabular": ("agents.slate_q_tabular:TabularSlateQAgent",
+    "slate_q_tabular": ("recsim_gym.agents.slate_q_tabular:TabularSlateQAgent",
                         "tabular SlateQ over a bucketed state and item abstraction"),
-    "full_slate_q": ("agents.slate_q_tabular:FullSlateQAgent",
+    "full_slate_q": ("recsim_gym.agents.slate_q_tabular:FullSlateQAgent",
                      "tabular Q over whole slates (tiny configs only: shows why SlateQ decomposes)"),
 }
 

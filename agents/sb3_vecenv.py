@@ -2,7 +2,7 @@
 
 SB3 does not accept Gymnasium vector envs, and wrapping B copies of the single-user env in a
 ``DummyVecEnv`` would step users one by one in Python. :class:`RecSimVecEnv` is instead a thin
-shell over :class:`recsim_env.RecSimVectorEnv` in same-step autoreset mode, i.e. over ONE
+shell over :class:`recsim_gym.env.RecSimVectorEnv` in same-step autoreset mode, i.e. over ONE
 batched core stepping all B users at once, adapted to SB3's conventions:
 
 * ``step_wait`` returns ``(obs, rewards, dones, infos)`` with ``dones = terminated | truncated``;
@@ -28,15 +28,15 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
-from recsim_env.envs import RecSimVectorEnv
-from recsim_env.params import Params
+from recsim_gym.env.envs import RecSimVectorEnv
+from recsim_gym.env.params import Params
 
 
 class RecSimVecEnv(VecEnv):
     """SB3 ``VecEnv`` of ``num_envs`` simulated users on one batched core.
 
     :param num_envs: number of users stepped together (B)
-    :param preset: world preset (``recsim_env.presets``)
+    :param preset: world preset (``recsim_gym.env.presets``)
     :param params: explicit world params instead of a preset
     :param overrides: any ``Params`` field, e.g. ``duplicate_rule="fill"`` for MultiDiscrete policies
     """

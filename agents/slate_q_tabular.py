@@ -21,7 +21,7 @@ appeal in ``appeal_buckets`` equal bins of [0, 1] (one bin when the world has no
 **Choice model**: a tabular conditional logit ``P(p | s, A) ∝ exp(U[s, class(A_p)] + b_p)``,
 no click ∝ 1, learned by stochastic gradient ascent on the log-likelihood of observed clicks
 (``choice_model="learned"``), or given (``choice_model="configured"`` with ``choice_utility``
-and ``choice_position_bias``). Slates are optimised by :mod:`agents.slate_optim`
+and ``choice_position_bias``). Slates are optimised by :mod:`recsim_gym.agents.slate_optim`
 (``top_k``, ``greedy``, ``dinkelbach`` or ``lp``).
 """
 
@@ -38,11 +38,11 @@ from typing import Any
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from agents.base import BaseAgent, Transition
-from agents.slate_optim import OPTIMISERS, optimise_slates
-from agents.validation import check_choice, check_number, replace_config
-from recsim_env import RecSimVectorEnv
-from recsim_env.simulator import make_simulator, simulator_for
+from recsim_gym.agents.base import BaseAgent, Transition
+from recsim_gym.agents.slate_optim import OPTIMISERS, optimise_slates
+from recsim_gym.agents.validation import check_choice, check_number, replace_config
+from recsim_gym.env import RecSimVectorEnv
+from recsim_gym.env.simulator import make_simulator, simulator_for
 
 
 @dataclass
@@ -248,7 +248,7 @@ def _random_slates(rng: np.random.Generator, rows: int, m: int, k: int) -> np.nd
 
 # ---------------------------------------------------------------------------------------------
 class TabularSlateQAgent(BaseAgent):
-    """Tabular SlateQ (:mod:`agents.base` protocol): ``act(obs)``, ``learn(env | None,
+    """Tabular SlateQ (:mod:`recsim_gym.agents.base` protocol): ``act(obs)``, ``learn(env | None,
     total_steps, callback)``, ``save``/``load``; ``learning_curve`` holds the log rows."""
 
     name = "slate_q_tabular"
@@ -340,7 +340,7 @@ class TabularSlateQAgent(BaseAgent):
             self.position_bias[1:] += lr * grad[:, 1:].mean(0)
 
     def observe(self, transition: Transition) -> None:
-        """Online update from an :class:`agents.base.Transition` batch (Q-learning target)."""
+        """Online update from an :class:`recsim_gym.agents.base.Transition` batch (Q-learning target)."""
         info = transition.info
         position = np.where(info["click"], info["position"], -1)
         done = transition.terminated | (transition.truncated & self.config.truncation_is_terminal)

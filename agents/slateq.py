@@ -6,11 +6,11 @@ SlateQ decomposes the value of a slate into item values weighted by the user's c
 
 * ``Qbar(s, j)`` (:class:`ItemQNetwork`): an MLP over [candidate features, user context], the
   context an MLP over the user features and the flattened history; the candidate features are
-  extended by user x candidate topic products (:mod:`agents.features`); a second head gives
+  extended by user x candidate topic products (:mod:`recsim_gym.agents.features`); a second head gives
   ``Qbar(s, none)``, the value of a step without a click (no-clicks cost satisfaction or time
   budget in our worlds, so it is not zero). Each candidate's score also gets a learned per-item
   offset, the item found by hashing its static features (``item_buckets``,
-  :func:`agents.features.hashed_item_ids`): observations hide an item's quality, but the
+  :func:`recsim_gym.agents.features.hashed_item_ids`): observations hide an item's quality, but the
   conversions and satisfaction it brings are the item's own, so a per-item term can learn them.
   ``Qbar = R + C`` (``split_immediate``, on with per-item offsets): ``R`` and the offsets fit
   the immediate reward, ``C`` the discounted rest of the TD target and reads the item's offset
@@ -35,12 +35,12 @@ SlateQ decomposes the value of a slate into item values weighted by the user's c
   target network. ``n_step > 1`` sums n discounted rewards before bootstrapping
   (:class:`NStepQueue`). The TD loss is the squared error: Huber's linear tails would fit the
   median target, which ignores the rare churn transitions that carry the long-term value.
-* Slates are optimised with :mod:`agents.slate_optim`: ``top_k``, ``greedy``, ``dinkelbach``
+* Slates are optimised with :mod:`recsim_gym.agents.slate_optim`: ``top_k``, ``greedy``, ``dinkelbach``
   (exact, batched) or ``lp`` (exact, ``scipy.optimize.linprog``; slow), for acting and targets.
 
 Exploration is epsilon-greedy per user (a uniformly random slate). Training runs on the native
-:class:`recsim_env.RecSimVectorEnv` with ``SAME_STEP`` autoreset so the true last observation of
-each episode is stored. ``python -m agents.slateq --help`` trains and evaluates.
+:class:`recsim_gym.env.RecSimVectorEnv` with ``SAME_STEP`` autoreset so the true last observation of
+each episode is stored. ``python -m recsim_gym.agents.slateq --help`` trains and evaluates.
 """
 
 from __future__ import annotations
@@ -59,12 +59,12 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import nn
 
-from agents.base import BaseAgent
-from agents.features import cross_feature_dim, cross_features, hashed_item_ids, item_id_columns
-from agents.slate_optim import OPTIMISERS, optimise_slates
-from agents.validation import check_choice, check_number, replace_config
-from recsim_env import RecSimVectorEnv
-from recsim_env.simulator import make_simulator, simulator_for
+from recsim_gym.agents.base import BaseAgent
+from recsim_gym.agents.features import cross_feature_dim, cross_features, hashed_item_ids, item_id_columns
+from recsim_gym.agents.slate_optim import OPTIMISERS, optimise_slates
+from recsim_gym.agents.validation import check_choice, check_number, replace_config
+from recsim_gym.env import RecSimVectorEnv
+from recsim_gym.env.simulator import make_simulator, simulator_for
 
 OBS_KEYS = ("candidates", "history", "user")
 SLOT_KEY = "slot"  # the env slot (user) a transition came from, carried through the n-step queue
@@ -101,7 +101,7 @@ class SlateQConfig:
         "doc": f"Slate optimiser for acting and targets: one of {OPTIMISERS}."})
     hidden: int = field(default=128, metadata={"doc": "Width of the MLPs."})
     cross_features: bool = field(default=True, metadata={
-        "doc": "Add user x candidate topic products (agents.features) to the candidate inputs."})
+        "doc": "Add user x candidate topic products (recsim_gym.agents.features) to the candidate inputs."})
     item_buckets: int = field(default=65_536, metadata={
         "doc": "If > 0, Qbar and the choice model add a learned per-item offset, the item found by "
                "hashing its static features into this many buckets (0: features only). Ignored "
@@ -200,7 +200,7 @@ class CandidateScorer(nn.Module):
     """Context + candidate features -> one score per candidate (B, m), plus a context head (B,).
 
     With ``num_topics`` set, the candidate features are extended by the user x candidate
-    :func:`agents.features.cross_features` (topic products with the history and declared topics).
+    :func:`recsim_gym.agents.features.cross_features` (topic products with the history and declared topics).
     """
 
     def __init__(self, shapes: dict[str, tuple[int, ...]], hidden: int, num_topics: int | None = None,
@@ -217,7 +217,7 @@ class CandidateScorer(nn.Module):
         self.context_in = nn.Linear(hidden, hidden, bias=False)
         self.item_out = nn.Sequential(nn.ReLU(), nn.Linear(hidden, 1))
         self.none = nn.Linear(hidden, 1)
-        # per-item score offsets, looked up by hashed static features (agents.features.hashed_item_ids)
+        # per-item score offsets, looked up by hashed static features (features.hashed_item_ids)
         self.id_columns, self.item_bias = id_columns, None
         if item_buckets > 0:
             self.item_bias = nn.Embedding(item_buckets, 1)
@@ -464,7 +464,7 @@ def _tensors(obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 
 def with_cross_features(obs: dict[str, torch.Tensor], num_topics: int | None) -> dict[str, torch.Tensor]:
-    """``obs`` plus its user x candidate :func:`agents.features.cross_features` under
+    """``obs`` plus its user x candidate :func:`recsim_gym.agents.features.cross_features` under
     ``CROSS_KEY`` (unchanged when ``num_topics`` is None), so that the R, continuation, choice
     and target networks reading one batch compute them once rather than once each."""
     if num_topics is None or CROSS_KEY in obs:
@@ -475,7 +475,7 @@ def with_cross_features(obs: dict[str, torch.Tensor], num_topics: int | None) ->
 
 # ---------------------------------------------------------------------------------------------
 class SlateQAgent(BaseAgent):
-    """Deep SlateQ agent (:mod:`agents.base` protocol): ``act(obs) -> slates (B, k)``,
+    """Deep SlateQ agent (:mod:`recsim_gym.agents.base` protocol): ``act(obs) -> slates (B, k)``,
     ``learn(env | None, total_steps, callback)``, ``save(path)`` / ``SlateQAgent.load(path)``.
     Reads only ``candidates``, ``history``, ``user``; ``learning_curve`` holds the log rows."""
 
@@ -741,8 +741,8 @@ class SlateQAgent(BaseAgent):
 
 # ---------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
-    """Train deep SlateQ, then evaluate it as ``experiments.demo`` evaluates its policies."""
-    parser = argparse.ArgumentParser(prog="python -m agents.slateq", description=__doc__,
+    """Train deep SlateQ, then evaluate it as ``recsim_gym.experiments.demo`` evaluates its policies."""
+    parser = argparse.ArgumentParser(prog="python -m recsim_gym.agents.slateq", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(SlateQConfig):
         kind = (lambda s: s.lower() in ("1", "true", "yes")) if f.type in (bool, "bool") else type(f.default)
@@ -775,10 +775,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def evaluate(agent: SlateQAgent, users: int = 1000, seeds: int = 5) -> dict[str, list[float]]:
     """Lifetime return per seed of the agent, random and oracle-myopic on the users of
-    ``experiments.demo`` (seed ``10_000 + s * users``); prints means with 95% CIs and the
+    ``recsim_gym.experiments.demo`` (seed ``10_000 + s * users``); prints means with 95% CIs and the
     paired difference to oracle-myopic."""
-    from agents import heuristics
-    from experiments.demo import mean_ci, run_cohort
+    from recsim_gym.agents import heuristics
+    from recsim_gym.experiments.demo import mean_ci, run_cohort
     sim = make_simulator(agent.config.preset, observe_latent=True)  # latent keys: oracle only
     policies = {
         "slateq": lambda obs, p, g: agent.act({key: obs[key] for key in OBS_KEYS}),

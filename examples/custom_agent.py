@@ -4,9 +4,9 @@ as ``name: examples.custom_agent:TopicMatcher`` (from the repository root) or re
 
 import numpy as np
 
-from agents import registry
-from agents.base import BaseAgent
-from experiments.evaluate import evaluate
+from recsim_gym.agents import registry
+from recsim_gym.agents.base import BaseAgent
+from recsim_gym.experiments.evaluate import evaluate
 
 
 class TopicMatcher(BaseAgent):
@@ -25,7 +25,7 @@ class TopicMatcher(BaseAgent):
 registry.register("topic_matcher", TopicMatcher, "declared-topic match without clickbait")
 
 if __name__ == "__main__":
-    from recsim_env.simulator import make_simulator
+    from recsim_gym.env.simulator import make_simulator
 
     params = make_simulator("default").params
     for name in ("random", "topic_matcher"):

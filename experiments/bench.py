@@ -1,14 +1,14 @@
 """Throughput benchmarks.
 
-``python -m experiments.bench env`` measures user-steps per second of the single env (through
+``python -m recsim_gym.experiments.bench env`` measures user-steps per second of the single env (through
 ``gymnasium.make``, wrappers included) and of the native vector env at several batch sizes,
 with random valid slates, plus each configuration's peak resident memory (every
 configuration runs in its own subprocess, so peaks do not mix). It also times a plain copy of
 the same observation bytes: the memory-bandwidth floor of producing those observations.
-Prints a table and writes JSON. ``python -m experiments.bench eval`` times the evaluation
+Prints a table and writes JSON. ``python -m recsim_gym.experiments.bench eval`` times the evaluation
 harness (random agent, 10,000 users to the end of their lifetimes).
 
-``python -m experiments.bench train`` times training: env-steps per second of ``learn`` for each
+``python -m recsim_gym.experiments.bench train`` times training: env-steps per second of ``learn`` for each
 given agent (and keyword variant) on the same preset and budget, one after another in this
 process, so their ratios are measured in one run.
 
@@ -42,7 +42,7 @@ def measure(preset: str, mode: str, batch_size: int, seconds: float, seed: int =
     """Steps/s of one configuration in this process (``mode`` = 'single' or 'vector')."""
     import gymnasium as gym
 
-    import recsim_env  # noqa: F401  (registers the ids)
+    import recsim_gym.env  # noqa: F401  (registers the ids)
 
     env_id = f"recsim/{preset}-v0"
     rng = np.random.default_rng(seed)
@@ -113,7 +113,7 @@ def bench_env(presets: list[str], batch_sizes: list[int], seconds: float, out: P
     except ImportError:  # pragma: no cover
         iterator = configs
     for preset, mode, batch in iterator:
-        cmd = [sys.executable, "-m", "experiments.bench", "_one", preset, mode, str(batch),
+        cmd = [sys.executable, "-m", "recsim_gym.experiments.bench", "_one", preset, mode, str(batch),
                str(seconds)]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -143,10 +143,10 @@ def format_table(rows: list[dict]) -> str:
 
 
 def bench_eval(preset: str, users: int, out: Path) -> dict[str, Any]:
-    """Time :func:`experiments.evaluate.evaluate` of the random agent on ``users`` users."""
-    from agents import registry
-    from experiments.evaluate import evaluate
-    from recsim_env.simulator import make_simulator
+    """Time :func:`recsim_gym.experiments.evaluate.evaluate` of the random agent on ``users`` users."""
+    from recsim_gym.agents import registry
+    from recsim_gym.env.simulator import make_simulator
+    from recsim_gym.experiments.evaluate import evaluate
 
     params = make_simulator(preset).params
     evaluate(registry.make("random", params=params), preset, 50, seed=0)  # warm-up (compile)
@@ -172,9 +172,9 @@ def bench_train(preset: str, variants: list[tuple[str, dict[str, Any]]], steps: 
     rows with env-steps/s."""
     import torch
 
-    from agents import registry
-    from experiments.evaluate import make_train_env
-    from recsim_env.simulator import make_simulator
+    from recsim_gym.agents import registry
+    from recsim_gym.env.simulator import make_simulator
+    from recsim_gym.experiments.evaluate import make_train_env
 
     torch.set_num_threads(threads)  # process-wide, as the CLI wants
     params = make_simulator(preset).params
@@ -216,15 +216,15 @@ def _variant(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point (``python -m experiments.bench --help``)."""
+    """Command-line entry point (``python -m recsim_gym.experiments.bench --help``)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_one"]:  # internal: one configuration, JSON on stdout
         preset, mode, batch, seconds = argv[1], argv[2], int(argv[3]), float(argv[4])
         print(json.dumps(measure(preset, mode, batch, seconds)))
         return
-    from recsim_env.simulator import all_preset_names
+    from recsim_gym.env.simulator import all_preset_names
 
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m recsim_gym.experiments.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     env = sub.add_parser("env", help="env throughput (user-steps/s) and peak memory")
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--out", type=Path, default=Path("bench_results/train.json"))
     args = parser.parse_args(argv)
     if args.what == "train":
-        from agents import registry
+        from recsim_gym.agents import registry
 
         unknown = [name for name, _ in args.variants if name not in registry.list_agents()]
         if unknown:

@@ -1,6 +1,6 @@
 """Benchmark: log size and fit time of the supervised click models on N logged interactions.
 
-``python -m experiments.bench_supervised --steps 1000000 --models logreg,two_tower,din --epochs 1``
+``python -m recsim_gym.experiments.bench_supervised --steps 1000000 --models logreg,two_tower,din --epochs 1``
 (one interaction = one logged slate impression, i.e. one user-step). Single torch thread.
 """
 
@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from agents.click_models import ClickModelAgent
-from recsim_env.logs import generate_logs, load_logs, save_logs
-from recsim_env.simulator import make_simulator
+from recsim_gym.agents.click_models import ClickModelAgent
+from recsim_gym.env.logs import generate_logs, load_logs, save_logs
+from recsim_gym.env.simulator import make_simulator
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from experiments.config import ConfigError, load_config
-    from experiments.report import make_report
-    from experiments.runner import ResumeError, run_experiment
+    from recsim_gym.experiments.config import ConfigError, load_config
+    from recsim_gym.experiments.report import make_report
+    from recsim_gym.experiments.runner import ResumeError, run_experiment
 
     try:
         config = load_config(args.config)
@@ -42,8 +42,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _print_summary(out: Path) -> None:
     import json
 
-    from experiments.report import agent_order
-    from experiments.runner import load_records
+    from recsim_gym.experiments.report import agent_order
+    from recsim_gym.experiments.runner import load_records
 
     summary = json.loads((out / "summary.json").read_text())
     order = agent_order(out, load_records(out))
@@ -61,7 +61,7 @@ def _print_summary(out: Path) -> None:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from experiments.report import make_report
+    from recsim_gym.experiments.report import make_report
 
     try:
         report = make_report(args.run_dir)
@@ -73,7 +73,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_agents(args: argparse.Namespace) -> int:
-    from agents import registry
+    from recsim_gym.agents import registry
 
     for name, description in registry.list_agents().items():
         print(f"{name:<22} {description}")
@@ -81,7 +81,7 @@ def _cmd_agents(args: argparse.Namespace) -> int:
 
 
 def _cmd_envs(args: argparse.Namespace) -> int:
-    from recsim_env.__main__ import main as env_main
+    from recsim_gym.env.__main__ import main as env_main
 
     env_main(["envs"])
     return 0
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``recsim`` console script."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
-        from experiments.bench import main as bench_main
+        from recsim_gym.experiments.bench import main as bench_main
 
         bench_main(argv[1:] or ["--help"])
         return 0

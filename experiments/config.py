@@ -35,7 +35,7 @@ class ConfigError(ValueError):
 class EnvConfig:
     """Which world the experiment runs in."""
 
-    preset: str = "default"  #: preset name (``python -m recsim_env envs``)
+    preset: str = "default"  #: preset name (``python -m recsim_gym.env envs``)
     overrides: dict[str, Any] = field(default_factory=dict)  #: Params field overrides
 
 
@@ -162,7 +162,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfi
 
 def _check_env(env: EnvConfig) -> Any:
     """The world's Params (validates the preset and every override)."""
-    from recsim_env.simulator import all_preset_names, make_simulator
+    from recsim_gym.env.simulator import all_preset_names, make_simulator
 
     if env.preset not in all_preset_names():
         raise ConfigError(f"env.preset {env.preset!r} is unknown; known: {all_preset_names()}")
@@ -175,9 +175,9 @@ def _check_env(env: EnvConfig) -> Any:
 def _check_agent(agent: AgentConfig, where: str, params: Any, num_envs: int) -> None:
     """Resolve the agent's name, then build it once with its params on the config's world, so an
     unknown or out-of-range hyperparameter fails before any training (agents check their own
-    values; :mod:`agents.validation`), and ask it (``check_train_env``, when it has one) whether
+    values; :mod:`recsim_gym.agents.validation`), and ask it (``check_train_env``, when it has one) whether
     it can train on ``num_envs`` users."""
-    from agents import registry
+    from recsim_gym.agents import registry
 
     try:
         registry.resolve(agent.name)

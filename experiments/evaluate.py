@@ -1,6 +1,6 @@
 """Evaluation harness: run a cohort of held-out users to the end of their lifetimes.
 
-``evaluate(agent, env, n_users, seed)`` resets a native :class:`~recsim_env.RecSimVectorEnv` of
+``evaluate(agent, env, n_users, seed)`` resets a native :class:`~recsim_gym.env.RecSimVectorEnv` of
 ``n_users`` slots with ``seed`` (slot ``b`` is the user seeded ``seed + b``), asks the agent for
 one slate per user per step and steps until every user has churned or hit the step limit.
 It talks to the env through its public interface only (observations, rewards, ``info``).
@@ -21,7 +21,7 @@ Per-user metrics (arrays of length ``n_users``):
 
 and per cohort: ``coverage`` (distinct items shown / catalog size ``num_items``) and
 ``click_coverage`` (distinct items clicked / catalog size); items are told apart by their
-static observed features (:func:`agents.bandits.item_keys`), clicked ones by ``info["item"]``.
+static observed features (:func:`recsim_gym.agents.bandits.item_keys`), clicked ones by ``info["item"]``.
 Worlds without a fixed catalog (``interest_evolution``) report NaN coverage. With catalog
 churn (``item_lifetime > 0``) coverage can exceed 1.
 
@@ -38,13 +38,13 @@ bootstrap over 3-10 values is too narrow, ``seed_ci="bootstrap"`` for scipy's BC
 Seeds. For seed ``s`` the agent is built with ``seed=s``, evaluation users are
 ``EVAL_SEED_BASE + s * EVAL_SEED_STRIDE + [0, n_users)`` and agents with ``learn`` first train
 for ``train_steps`` user-steps on a same-step-autoreset vector env seeded from
-``TRAIN_SEED_BASE * (s + 1)`` (the constants of :mod:`experiments.runner`): training and
+``TRAIN_SEED_BASE * (s + 1)`` (the constants of :mod:`recsim_gym.experiments.runner`): training and
 evaluation users never overlap. Every learning agent gets the same ``train_steps``;
 ``learn_online=True`` also lets agents ``observe`` while being evaluated.
 
 Command line (all reference agents on ``default``, a few minutes on 2 cores)::
 
-    python -m experiments.evaluate --env default --agents all --users 2000 --seeds 5
+    python -m recsim_gym.experiments.evaluate --env default --agents all --users 2000 --seeds 5
 """
 
 from __future__ import annotations
@@ -58,11 +58,11 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from agents import registry
-from agents.bandits import item_keys
-from agents.base import Transition
-from recsim_env import RecSimVectorEnv
-from recsim_env.simulator import all_preset_names, make_simulator
+from recsim_gym.agents import registry
+from recsim_gym.agents.bandits import item_keys
+from recsim_gym.agents.base import Transition
+from recsim_gym.env import RecSimVectorEnv
+from recsim_gym.env.simulator import all_preset_names, make_simulator
 
 PER_USER = ("return", "clicks", "conversions", "revenue", "ctr", "conversion_rate",
             "session_length", "churned", "diversity", "novelty")
@@ -291,14 +291,14 @@ def slate_diversity(topics: np.ndarray) -> np.ndarray:
 
 def eval_seed(seed: int) -> int:
     """First evaluation user of ``seed`` (the runner's scheme)."""
-    from experiments.runner import EVAL_SEED_BASE, EVAL_SEED_STRIDE
+    from recsim_gym.experiments.runner import EVAL_SEED_BASE, EVAL_SEED_STRIDE
 
     return EVAL_SEED_BASE + seed * EVAL_SEED_STRIDE
 
 
 def train_seed(seed: int) -> int:
     """First training user of ``seed`` (the runner's scheme)."""
-    from experiments.runner import TRAIN_SEED_BASE
+    from recsim_gym.experiments.runner import TRAIN_SEED_BASE
 
     return TRAIN_SEED_BASE * (seed + 1)
 
@@ -313,10 +313,10 @@ def evaluate_agent(name: str, env: str = "default", n_users: int = 1000, seeds: 
     on training users, and evaluate it on that seed's held-out users (see the module docstring).
 
     ``train_seed_of`` / ``eval_seed_of`` map a seed to its first training / evaluation user: the
-    runner's scheme by default; tuning (``experiments.tune``) passes seeds of its own.
+    runner's scheme by default; tuning (``recsim_gym.experiments.tune``) passes seeds of its own.
     ``extra`` of each result holds ``seed``, ``train_seconds`` and, for agents that report it,
     ``fit_seconds``."""
-    from experiments.runner import EVAL_SEED_STRIDE
+    from recsim_gym.experiments.runner import EVAL_SEED_STRIDE
 
     if n_users > EVAL_SEED_STRIDE:
         raise ValueError(f"n_users must be <= {EVAL_SEED_STRIDE} so seeds' users do not overlap")
@@ -344,7 +344,7 @@ def summarize_seeds(results: Sequence[EvalResult], n_resamples: int = 1000, seed
     users) and ``seeds_low/high`` (across per-seed cohort means; ``seed_ci`` "t" or "bootstrap")."""
     if seed_ci not in ("t", "bootstrap"):
         raise ValueError(f"seed_ci must be 't' or 'bootstrap', got {seed_ci!r}")
-    from experiments.statistics import t_interval
+    from recsim_gym.experiments.statistics import t_interval
 
     per_seed = [r.means() for r in results]
     out: dict[str, dict[str, float]] = {}
@@ -403,10 +403,10 @@ def _num(value: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m experiments.evaluate --help``."""
+    """``python -m recsim_gym.experiments.evaluate --help``."""
     from tqdm import tqdm
 
-    parser = argparse.ArgumentParser(prog="python -m experiments.evaluate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m recsim_gym.experiments.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", "--preset", dest="env", default="default", choices=all_preset_names(),
                         help="preset to evaluate on (default: default)")

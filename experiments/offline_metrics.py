@@ -5,7 +5,7 @@ re-rank each logged slate by the model's pCTR and score the position of the clic
 the k shown (slates without a click are skipped): HR@k = clicked item in the top k,
 NDCG@k = 1/log2(rank + 1) if within k, MRR = 1/rank.
 
-``python -m experiments.offline_metrics --preset static --steps 20000`` logs, splits by user,
+``python -m recsim_gym.experiments.offline_metrics --preset static --steps 20000`` logs, splits by user,
 fits the three models and prints the table (with a constant predictor for reference).
 """
 
@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     """Log, split, fit the three click models and print offline metrics."""
     import torch
 
-    from agents.click_models import ClickModelAgent
-    from recsim_env.logs import generate_logs, split_by_user
-    from recsim_env.simulator import make_simulator
+    from recsim_gym.agents.click_models import ClickModelAgent
+    from recsim_gym.env.logs import generate_logs, split_by_user
+    from recsim_gym.env.simulator import make_simulator
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="static")

@@ -4,7 +4,7 @@ Reproduces the RecSim/SlateQ reference figures (RecSim's own code: about 154-155
 watch time per session for random slates and 166 for the myopic policy at m = 10, k = 2; random
 episodes last a bit over 80 steps)::
 
-    python -m experiments.recsim_reference --candidates 10 --slate 2 --users 5000 --seeds 5
+    python -m recsim_gym.experiments.recsim_reference --candidates 10 --slate 2 --users 5000 --seeds 5
 
 Each seed is one batch of ``--users`` users (one episode each) run through
 ``gym.make_vec("recsim/interest_evolution-v0", exposure="recsim")``; both policies meet the
@@ -24,9 +24,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-import recsim_env  # noqa: F401  (registers the ids)
-from agents.recsim_reference import REFERENCE_POLICIES
-from experiments.statistics import t_interval
+import recsim_gym.env  # noqa: F401  (registers the ids)
+from recsim_gym.agents.recsim_reference import REFERENCE_POLICIES
+from recsim_gym.experiments.statistics import t_interval
 
 ENV_ID = "recsim/interest_evolution-v0"
 
@@ -62,7 +62,7 @@ def _interval(values: np.ndarray) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the comparison and print the table; returns the figures as a dict."""
     parser = argparse.ArgumentParser(
-        prog="python -m experiments.recsim_reference",
+        prog="python -m recsim_gym.experiments.recsim_reference",
         description="Mean episode return (watch time, 95%% CIs) and episode lengths of the random "
                     "and myopic policies on the interest_evolution preset (RecSim's model).")
     parser.add_argument("--candidates", type=int, default=10, help="candidates m (default 10)")

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments.runner import collect, load_records
-from experiments.statistics import t_interval
+from recsim_gym.experiments.runner import collect, load_records
+from recsim_gym.experiments.statistics import t_interval
 
 _PANEL = (("ctr", "CTR (clicks per step)"), ("conversion_rate", "conversion rate (per click)"),
           ("session_length", "session length (steps)"), ("coverage", "catalog coverage (share)"),

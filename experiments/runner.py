@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.config import AgentConfig, ExperimentConfig
+from recsim_gym.experiments.config import AgentConfig, ExperimentConfig
 
 TRAIN_SEED_BASE = 1_000_000
 EVAL_SEED_BASE = 900_000_000
@@ -96,7 +96,7 @@ def run_job(job: Job) -> dict[str, Any]:
     """Train (if the agent learns) and evaluate one (agent, seed) pair; returns its record."""
     import torch
 
-    from experiments.training import train_and_evaluate
+    from recsim_gym.experiments.training import train_and_evaluate
 
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -210,7 +210,7 @@ def load_records(out: Path) -> list[dict[str, Any]]:
 
 def collect(out: Path) -> dict[str, Any]:
     """Rebuild ``evaluations.csv`` and ``summary.json`` from the job files (atomically)."""
-    from experiments.statistics import summarize
+    from recsim_gym.experiments.statistics import summarize
 
     records = load_records(out)
     rows = [{"agent": r["agent"], "seed": r["seed"], **row} for r in records for row in r["curve"]]

@@ -1,16 +1,16 @@
 """Probe deep SlateQ's value split: are the continuation's item-to-item differences signal or noise?
 
 Deep SlateQ scores a candidate by ``R(s, j) + C(s, j)`` (immediate reward plus continuation,
-:class:`agents.slateq.ItemQNetwork`). Given two agents trained with different seeds on the same
+:class:`recsim_gym.agents.slateq.ItemQNetwork`). Given two agents trained with different seeds on the same
 world, this prints, on the same observations (users stepped by the first agent's policy), the
 spread of each part across the candidates of a user (standard deviation of its deviations from
 the user's candidate mean), how well the two agents agree on those deviations (correlation across
 seeds: reproducible differences are signal, seed-specific ones are noise), the correlation of R's
 and C's deviations within an agent, and the mean gap C(s, clicked) - C(s, no click).
 
-    python -m agents.slateq --preset static --total-steps 400000 --seed 100 --save a.pt
-    python -m agents.slateq --preset static --total-steps 400000 --seed 101 --save b.pt
-    python -m experiments.slateq_probe a.pt b.pt
+    python -m recsim_gym.agents.slateq --preset static --total-steps 400000 --seed 100 --save a.pt
+    python -m recsim_gym.agents.slateq --preset static --total-steps 400000 --seed 101 --save b.pt
+    python -m recsim_gym.experiments.slateq_probe a.pt b.pt
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.slateq import OBS_KEYS, SlateQAgent
-from recsim_env import RecSimVectorEnv
+from recsim_gym.agents.slateq import OBS_KEYS, SlateQAgent
+from recsim_gym.env import RecSimVectorEnv
 
 
 def value_parts(agent: SlateQAgent, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -67,10 +67,10 @@ def probe(agents: list[SlateQAgent], users: int = 500, steps: tuple[int, ...] = 
 
 def main(argv: list[str] | None = None) -> None:
     """Load two saved agents, probe them, print one line per probed step."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.slateq_probe", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m recsim_gym.experiments.slateq_probe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("agents", nargs=2, type=Path, metavar="AGENT",
-                        help="two agents saved by `python -m agents.slateq --save`")
+                        help="two agents saved by `python -m recsim_gym.agents.slateq --save`")
     parser.add_argument("--users", type=int, default=500, help="users stepped together (default 500)")
     parser.add_argument("--seed", type=int, default=123, help="seed of those users (default 123)")
     args = parser.parse_args(argv)

@@ -10,10 +10,10 @@ be known from observations:
   instead of the item's own quality (which a per-item model can learn from logs);
 * ``serving=topk``: top k by expected reward per item instead of the MNL-optimal slate;
 * ``quality_bonus=b``: each click is also worth ``b * quality`` (as
-  :func:`agents.heuristics.quality_aware`): not myopic any more, it shows what valuing quality
+  :func:`recsim_gym.agents.heuristics.quality_aware`): not myopic any more, it shows what valuing quality
   beyond the next click is worth when only part of the state is known.
 
-``python -m experiments.supervised_gap --preset static --users 2000 --seeds 3``
+``python -m recsim_gym.experiments.supervised_gap --preset static --users 2000 --seeds 3``
 (``--preset default`` for the world with long-term effects)
 (tuning seeds 100.. by default, not the evaluation harness's seeds).
 """
@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from agents import heuristics
-from agents.base import BaseAgent
-from experiments.evaluate import evaluate
-from recsim_env.simulator import make_simulator
+from recsim_gym.agents import heuristics
+from recsim_gym.agents.base import BaseAgent
+from recsim_gym.env.simulator import make_simulator
+from recsim_gym.experiments.evaluate import evaluate
 
 
 class RestrictedOracle(BaseAgent):

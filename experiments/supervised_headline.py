@@ -1,11 +1,11 @@
 """Issue 7's acceptance check: best supervised model vs oracle-myopic, paired by seed.
 
-Uses the evaluation harness (:func:`experiments.evaluate.evaluate_agent`: its seeds, training
+Uses the evaluation harness (:func:`recsim_gym.experiments.evaluate.evaluate_agent`: its seeds, training
 and held-out users) for ``oracle_myopic`` and the given click models, and prints per seed the
 lifetime returns, the learn (log + fit) time, and over seeds the mean with a 95% Student-t CI
 and the paired ratio model / oracle with its 95% CI.
 
-``python -m experiments.supervised_headline --env static --agents logreg --seeds 5``
+``python -m recsim_gym.experiments.supervised_headline --env static --agents logreg --seeds 5``
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import argparse
 
 import numpy as np
 
-from experiments.evaluate import evaluate_agent
-from experiments.statistics import t_interval
+from recsim_gym.experiments.evaluate import evaluate_agent
+from recsim_gym.experiments.statistics import t_interval
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from agents import registry
-from experiments.evaluate import evaluate, make_train_env
-from recsim_env.simulator import make_simulator
+from recsim_gym.agents import registry
+from recsim_gym.env.simulator import make_simulator
+from recsim_gym.experiments.evaluate import evaluate, make_train_env
 
 
 def train_and_evaluate(job: Any) -> dict[str, Any]:
@@ -21,7 +21,7 @@ def train_and_evaluate(job: Any) -> dict[str, Any]:
     agents without ``learn`` are evaluated once. The final evaluation uses ``eval.final_users``
     held-out users.
     """
-    from experiments.runner import EVAL_SEED_BASE, EVAL_SEED_STRIDE, TRAIN_SEED_BASE
+    from recsim_gym.experiments.runner import EVAL_SEED_BASE, EVAL_SEED_STRIDE, TRAIN_SEED_BASE
 
     cfg = job.config
     sim = make_simulator(cfg.env.preset, **cfg.env.overrides)

@@ -1,13 +1,13 @@
 """Tuning runs for any registered agent on TUNING seeds (never the harness's seeds).
 
-Trains one agent per seed as the runner does (:func:`experiments.evaluate.evaluate_agent`:
+Trains one agent per seed as the runner does (:func:`recsim_gym.experiments.evaluate.evaluate_agent`:
 ``learn(env, train_steps)`` on a 64-user same-step-autoreset env) and evaluates it on
 held-out users seeded from ``TUNE_SEED_BASE`` (far from the evaluation harness's
 ``EVAL_SEED_BASE``); agent seeds start at 100 so the logged training users differ from those
 of the harness's seeds 0..9 too.
 
-``python -m experiments.tune --preset static --agent logreg --seeds 2 --kwargs '{"epochs": 3}'``
-``python -m experiments.tune --agent slateq --kwargs '{"learning_rate": 3e-4}'``
+``python -m recsim_gym.experiments.tune --preset static --agent logreg --seeds 2 --kwargs '{"epochs": 3}'``
+``python -m recsim_gym.experiments.tune --agent slateq --kwargs '{"learning_rate": 3e-4}'``
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 
 import numpy as np
 
-from experiments.evaluate import evaluate_agent
+from recsim_gym.experiments.evaluate import evaluate_agent
 
 TUNE_SEED_BASE = 300_000_000
 FIRST_AGENT_SEED = 100

@@ -3,21 +3,27 @@
 Importing the package registers the Gymnasium ids ``recsim/RecSim-v0`` (preset as argument)
 and ``recsim/<preset>-v0`` for every preset, each with a native vector entry point::
 
-    import gymnasium as gym, recsim_env
+    import gymnasium as gym
+    import recsim_gym.env
     env = gym.make("recsim/default-v0")
     envs = gym.make_vec("recsim/default-v0", num_envs=1024)
 """
 
-from recsim_env import interest_evolution  # noqa: F401  (registers the preset)
-from recsim_env.core import END_REASONS, State, StepResult
-from recsim_env.envs import RecSimEnv, RecSimVectorEnv
-from recsim_env.params import Params, field_table
-from recsim_env.presets import PRESETS, make_params, preset_names
-from recsim_env.registration import env_ids, register_envs
-from recsim_env.simulator import Simulator
-from recsim_env.spaces import InvalidActionError, Slate, validate_slates
+from importlib import metadata as _metadata
 
-__version__ = "0.1.0"
+from recsim_gym.env import interest_evolution  # noqa: F401  (registers the preset)
+from recsim_gym.env.core import END_REASONS, State, StepResult
+from recsim_gym.env.envs import RecSimEnv, RecSimVectorEnv
+from recsim_gym.env.params import Params, field_table
+from recsim_gym.env.presets import PRESETS, make_params, preset_names
+from recsim_gym.env.registration import env_ids, register_envs
+from recsim_gym.env.simulator import Simulator
+from recsim_gym.env.spaces import InvalidActionError, Slate, validate_slates
+
+try:
+    __version__ = _metadata.version("recsim-gym")
+except _metadata.PackageNotFoundError:  # pragma: no cover  (imported without being installed)
+    __version__ = "0+unknown"
 
 register_envs()
 

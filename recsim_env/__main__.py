@@ -1,13 +1,13 @@
-"""``python -m recsim_env {envs,params}``: list registered env ids, or print the config table."""
+"""``python -m recsim_gym.env {envs,params}``: list registered env ids, or print the config table."""
 
 from __future__ import annotations
 
 import argparse
 
-from recsim_env.params import field_table
-from recsim_env.presets import PRESETS
-from recsim_env.registration import env_ids
-from recsim_env.simulator import WORLD_MODELS
+from recsim_gym.env.params import field_table
+from recsim_gym.env.presets import PRESETS
+from recsim_gym.env.registration import env_ids
+from recsim_gym.env.simulator import WORLD_MODELS
 
 
 def params_markdown() -> str:
@@ -22,7 +22,7 @@ def params_markdown() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m recsim_env", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m recsim_gym.env", description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
     sub.add_parser("envs", help="registered Gymnasium ids and presets")
     sub.add_parser("params", help="markdown table of every Params field")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsim_env.params import Params
+from recsim_gym.env.params import Params
 
 #: Column layout of :attr:`Catalog.features` (the observable item features).
 #: ``topic`` occupies the first ``num_topics`` columns; the three scalars follow.

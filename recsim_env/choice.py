@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from recsim_env.params import Params
+from recsim_gym.env.params import Params
 
 ChoiceModel = Callable[[np.ndarray, Params], np.ndarray]
 

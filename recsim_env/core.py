@@ -1,13 +1,13 @@
 """The batched simulator core: pure ``reset``/``step``/``observe`` over B users at once.
 
 Everything the Gymnasium and SB3 shells do is a view of these three functions. They take the
-:class:`~recsim_env.params.Params`, the shared :class:`~recsim_env.catalog.Catalog` and a
+:class:`~recsim_gym.env.params.Params`, the shared :class:`~recsim_gym.env.catalog.Catalog` and a
 :class:`State` of ``(B, ...)`` arrays, and never mutate their inputs: ``step`` returns a new
-state. Randomness comes only from each user's episode key (see :mod:`recsim_env.rng`), so user
+state. Randomness comes only from each user's episode key (see :mod:`recsim_gym.env.rng`), so user
 ``b``'s trajectory depends on its key and the slates shown to it, and on nothing else.
 
 Dynamics of one step, for every user at once (``e`` = topic vector, ``q`` = quality; the
-arithmetic runs in the compiled :mod:`recsim_env.kernel`):
+arithmetic runs in the compiled :mod:`recsim_gym.env.kernel`):
 
 1. utility ``u_j = beta <interest, e_j> + gamma appeal_j - phi <fatigue, e_j>``; the choice model
    turns the slate's utilities into click probabilities per position plus no-click.
@@ -26,9 +26,9 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from recsim_env import kernel, rng
-from recsim_env.catalog import Catalog, candidate_popularity_ramp
-from recsim_env.params import Params
+from recsim_gym.env import kernel, rng
+from recsim_gym.env.catalog import Catalog, candidate_popularity_ramp
+from recsim_gym.env.params import Params
 
 #: ``StepResult.end_reason`` codes.
 END_NONE, END_CHURN, END_MAX_STEPS = 0, 1, 2
@@ -163,7 +163,7 @@ def step(params: Params, catalog: Catalog, state: State, slate: np.ndarray
 
     The slate is assumed valid (the env shells validate it). Returns the new state and the
     per-user outcome; ``state`` is not modified. The per-user arithmetic runs in
-    :func:`recsim_env.kernel.step_kernel` (its docstring lists the equations).
+    :func:`recsim_gym.env.kernel.step_kernel` (its docstring lists the equations).
     """
     constants, flags, codes, regime_codes = _kernel_inputs(params, catalog)
     (interest, base, fatigue, satisfaction, candidates, history, reward, click, conversion, revenue,

@@ -11,11 +11,11 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from recsim_env import core
-from recsim_env.params import Params
-from recsim_env.rng import seed_to_key
-from recsim_env.simulator import make_simulator
-from recsim_env.spaces import Slate, validate_slates
+from recsim_gym.env import core
+from recsim_gym.env.params import Params
+from recsim_gym.env.rng import seed_to_key
+from recsim_gym.env.simulator import make_simulator
+from recsim_gym.env.spaces import Slate, validate_slates
 
 
 def _fresh_seed() -> int:
@@ -28,8 +28,8 @@ class RecSimEnv(gym.Env):
     One simulated user of a recommender system. Each step the agent shows a slate of
     `slate_size` items chosen from `num_candidates` retrieved candidates; the user clicks one
     item or none (choice model), may convert after a click, and their interests, topic
-    fatigue and satisfaction evolve. Unsatisfied users leave. See `recsim_env.core` for the
-    dynamics and `recsim_env.params.Params` for every constant.
+    fatigue and satisfaction evolve. Unsatisfied users leave. See `recsim_gym.env.core` for the
+    dynamics and `recsim_gym.env.params.Params` for every constant.
 
     ## Action Space
     `Slate(num_candidates, slate_size)`: a `MultiDiscrete` of `slate_size` *distinct* candidate
@@ -69,7 +69,8 @@ class RecSimEnv(gym.Env):
 
     ## Arguments
     ```python
-    import gymnasium as gym, recsim_env
+    import gymnasium as gym
+    import recsim_gym.env
     env = gym.make("recsim/default-v0", num_candidates=30)      # any Params field as keyword
     env = gym.make("recsim/RecSim-v0", preset="news")             # preset by argument
     ```
@@ -145,7 +146,7 @@ class RecSimVectorEnv(VectorEnv):
 
     Observations, rewards, terminations and truncations have a leading batch axis; ``info``
     holds the per-user arrays of :class:`RecSimEnv`'s info (``end_reason`` as int8 codes into
-    ``recsim_env.core.END_REASONS``), each with Gymnasium's ``_key`` mask.
+    ``recsim_gym.env.core.END_REASONS``), each with Gymnasium's ``_key`` mask.
 
     Seeds: ``reset(seed=s)`` seeds slot ``b`` with ``s + b`` (Gymnasium's convention); a list
     seeds slots one by one. Slot ``b``'s e-th episode after that equals the e-th episode of a

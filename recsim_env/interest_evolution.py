@@ -26,7 +26,7 @@ Model, for every user at once:
 * The episode ends (``terminated``) when ``budget <= 0``; ``max_steps`` (RecSim's runner
   default, 27 000) truncates, which practically never happens.
 
-Randomness comes from each user's counter-based stream (:mod:`recsim_env.rng`), so a vector
+Randomness comes from each user's counter-based stream (:mod:`recsim_gym.env.rng`), so a vector
 env of B users equals B single envs. The README section "The RecSim interest-evolution preset"
 lists what is observed and every known difference from RecSim.
 """
@@ -41,11 +41,11 @@ import numpy as np
 from gymnasium import spaces
 from scipy.special import ndtri
 
-from recsim_env import rng
-from recsim_env.core import StepResult, assign_users
-from recsim_env.params import _check, _check_field, _f
-from recsim_env.params import field_table as params_field_table
-from recsim_env.simulator import Simulator, register_world_model
+from recsim_gym.env import rng
+from recsim_gym.env.core import StepResult, assign_users
+from recsim_gym.env.params import _check, _check_field, _f
+from recsim_gym.env.params import field_table as params_field_table
+from recsim_gym.env.simulator import Simulator, register_world_model
 
 #: ``StepResult.end_reason`` codes of this preset.
 END_NONE, END_BUDGET, END_MAX_STEPS = 0, 1, 2

@@ -6,7 +6,7 @@ large B each makes a full pass through memory with its own temporary. One fused 
 users does the same arithmetic with neither cost (see the benchmark in the README). This is a
 compiled loop, not a Python one: the function is still pure (new output arrays, inputs
 untouched) and batched, and its inputs are the same ``Params``-derived constants and ``State``
-arrays that :mod:`recsim_env.core` documents.
+arrays that :mod:`recsim_gym.env.core` documents.
 
 Per user ``b`` (T topics, k slate positions, m candidates, e = topic vector, q = quality):
 
@@ -25,7 +25,7 @@ Per user ``b`` (T topics, k slate positions, m candidates, e = topic vector, q =
    new candidates are drawn from the stratified retrieval table.
 
 Random numbers: column ``j`` of user ``b`` is ``lowbias32(stream_b XOR code_j) / 2^24``, the
-same construction as :func:`recsim_env.rng.uniforms`. Columns: 0 choice, 1 conversion,
+same construction as :func:`recsim_gym.env.rng.uniforms`. Columns: 0 choice, 1 conversion,
 2 churn, 3 regime shift, 4..4+T interest noise (only when enabled), then m retrieval draws.
 :func:`reset_kernel` starts episodes (profile, satisfaction, first candidates) the same way.
 """

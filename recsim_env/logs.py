@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from recsim_env import rng as recsim_rng
-from recsim_env.simulator import make_simulator
+from recsim_gym.env import rng as recsim_rng
+from recsim_gym.env.simulator import make_simulator
 
 SCHEMA_VERSION = 1
 #: A logging policy: ``policy(obs, generator) -> (slates (B, k), propensities (B, k))``.

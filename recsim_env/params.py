@@ -31,7 +31,7 @@ class Params:
     """All parameters of the simulated world (catalog, users, choice, dynamics, episode).
 
     Build one with keyword overrides, e.g. ``Params(num_candidates=30)``, or from a preset with
-    :func:`recsim_env.presets.make_params`. Fields are validated on construction.
+    :func:`recsim_gym.env.presets.make_params`. Fields are validated on construction.
     """
 
     # --- catalog -----------------------------------------------------------------------

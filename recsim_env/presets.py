@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from recsim_env.params import Params
+from recsim_gym.env.params import Params
 
 #: Preset name -> (one-line description, Params overrides).
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from recsim_env.simulator import all_preset_names
+from recsim_gym.env.simulator import all_preset_names
 
-_ENTRY = "recsim_env.envs:RecSimEnv"
-_VECTOR_ENTRY = "recsim_env.envs:RecSimVectorEnv"
+_ENTRY = "recsim_gym.env.envs:RecSimEnv"
+_VECTOR_ENTRY = "recsim_gym.env.envs:RecSimVectorEnv"
 
 
 def env_ids() -> list[str]:

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from recsim_env import core
-from recsim_env.catalog import Catalog, make_catalog
-from recsim_env.params import Params
-from recsim_env.presets import make_params, preset_names
+from recsim_gym.env import core
+from recsim_gym.env.catalog import Catalog, make_catalog
+from recsim_gym.env.params import Params
+from recsim_gym.env.presets import make_params, preset_names
 
 
 @lru_cache(maxsize=16)
@@ -79,7 +79,7 @@ def register_world_model(name: str, description: str, factory: Callable[..., Sim
 
 def make_simulator(preset: str = "default", params: Any = None, **overrides: Any) -> Simulator:
     """The simulator of ``preset``: a world-model preset, or the default world with a
-    :data:`~recsim_env.presets.PRESETS` entry's overrides. Explicit ``params`` decide the world
+    :data:`~recsim_gym.env.presets.PRESETS` entry's overrides. Explicit ``params`` decide the world
     by their type (``preset`` is then ignored)."""
     if params is not None:
         return simulator_for(params.replace(**overrides) if overrides else params)

@@ -9,7 +9,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 
-from recsim_env.params import Params
+from recsim_gym.env.params import Params
 
 
 class InvalidActionError(ValueError):

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from recsim_env import END_REASONS
+from recsim_gym.env import END_REASONS
 
 #: Info keys every step carries (single env: scalars, vector env: (B,) arrays).
 STEP_INFO_KEYS = ("click", "conversion", "revenue", "position", "item", "choice_probs", "end_reason")

@@ -59,7 +59,7 @@ def env_fingerprint(preset: str, users: int = 16, steps: int = 60) -> str:
     envs = gym.make_vec(f"recsim/{preset}-v0", num_envs=users)
     obs, _ = envs.reset(seed=1234)
     m = envs.single_observation_space["candidates"].shape[0]
-    k = envs.unwrapped.params.slate_size if hasattr(envs.unwrapped, "params") else envs.single_action_space.shape[0]
+    k = envs.unwrapped.params.slate_size
     rng = np.random.default_rng(99)
     parts: list[Any] = [obs[key] for key in sorted(obs)]
     for _ in range(steps):
@@ -77,9 +77,9 @@ def agent_fingerprint(preset: str, overrides: dict[str, Any], agent: str, params
     """Digest of one runner job (curve, final metrics, per-user returns) of ``agent``."""
     import torch
 
-    from experiments.config import parse_config
-    from experiments.runner import Job
-    from experiments.training import train_and_evaluate
+    from recsim_gym.experiments.config import parse_config
+    from recsim_gym.experiments.runner import Job
+    from recsim_gym.experiments.training import train_and_evaluate
 
     torch.set_num_threads(1)
     config = parse_config({
@@ -93,8 +93,8 @@ def agent_fingerprint(preset: str, overrides: dict[str, Any], agent: str, params
 
 def fingerprints(only: set[str] | None = None) -> dict[str, str]:
     """Every digest (or those named in ``only``), keyed ``env/<preset>`` and ``agent/<label>``."""
-    import recsim_env  # noqa: F401  (registers the ids)
-    from recsim_env.simulator import all_preset_names
+    import recsim_gym.env  # noqa: F401  (registers the ids)
+    from recsim_gym.env.simulator import all_preset_names
 
     out: dict[str, str] = {}
     for preset in all_preset_names():

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents import heuristics, registry
-from agents.base import BaseAgent
-from experiments.evaluate import evaluate
-from recsim_env.simulator import all_preset_names, make_simulator
+from recsim_gym.agents import heuristics, registry
+from recsim_gym.agents.base import BaseAgent
+from recsim_gym.env.simulator import all_preset_names, make_simulator
+from recsim_gym.experiments.evaluate import evaluate
 
 
 def _write_module(tmp_path: Path, monkeypatch, name: str, source: str) -> None:
@@ -91,7 +91,7 @@ def test_oracle_myopic_is_exact(choice_model: str, position_decay: float) -> Non
     """The oracle's slate is as good as the best of all ordered k-subsets (brute force)."""
     from itertools import permutations
 
-    from recsim_env.choice import choice_probabilities
+    from recsim_gym.env.choice import choice_probabilities
 
     sim = make_simulator("default", choice_model=choice_model, position_decay=position_decay,
                          num_candidates=7, slate_size=3, observe_latent=True)
@@ -165,7 +165,7 @@ def test_oracle_myopic_beats_random_on_every_preset(preset: str) -> None:
 
 
 def _learned_return(name: str, steps: int, preset: str = "static") -> np.ndarray:
-    from recsim_env import RecSimVectorEnv
+    from recsim_gym.env import RecSimVectorEnv
 
     params = make_simulator(preset).params
     agent = registry.make(name, params=params, seed=0)
@@ -211,7 +211,7 @@ _SKIP = {"full_slate_q"}  # whole-slate tables only exist for tiny configs (test
 
 
 def _trained(name: str, preset: str, params) -> object:
-    from recsim_env import RecSimVectorEnv
+    from recsim_gym.env import RecSimVectorEnv
 
     agent = registry.make(name, params=params, seed=0, **_TINY.get(name, {}))
     if hasattr(agent, "learn"):
@@ -227,7 +227,7 @@ def _trained(name: str, preset: str, params) -> object:
 def test_every_builtin_agent_runs_on_every_preset_single_and_vector(name: str, preset: str) -> None:
     import gymnasium as gym
 
-    from recsim_env import RecSimVectorEnv
+    from recsim_gym.env import RecSimVectorEnv
 
     latent = {"observe_latent": True} if name == "oracle_myopic" else {}
     params = make_simulator(preset, **latent).params

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from experiments import bench
+from recsim_gym.experiments import bench
 
 
 def test_train_benchmark_times_each_variant(tmp_path, capsys) -> None:

@@ -1,7 +1,7 @@
 """The env's choice probabilities equal the numpy choice models applied to the true utilities.
 
-Oracles and model-based agents compute choice probabilities with ``recsim_env.choice`` and
-``agents.heuristics.item_terms``; the compiled kernel must agree with them exactly.
+Oracles and model-based agents compute choice probabilities with ``recsim_gym.env.choice`` and
+``recsim_gym.agents.heuristics.item_terms``; the compiled kernel must agree with them exactly.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.heuristics import item_terms
-from recsim_env import RecSimVectorEnv
-from recsim_env.choice import choice_probabilities, sample_choice
+from recsim_gym.agents.heuristics import item_terms
+from recsim_gym.env import RecSimVectorEnv
+from recsim_gym.env.choice import choice_probabilities, sample_choice
 
 
 @pytest.mark.parametrize("choice_model", ["mnl", "cascade"])

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from agents.base import BaseAgent
-from agents.click_models import ClickModelAgent
-from agents.reference import RandomAgent
-from agents.registry import make
-from agents.slate_optim import slate_value
-from experiments.evaluate import evaluate
-from experiments.offline_metrics import auc, constant_baseline, evaluate_offline, ranking_metrics
-from recsim_env import RecSimVectorEnv
-from recsim_env.logs import generate_logs, split_by_user
-from recsim_env.simulator import make_simulator
+from recsim_gym.agents.base import BaseAgent
+from recsim_gym.agents.click_models import ClickModelAgent
+from recsim_gym.agents.reference import RandomAgent
+from recsim_gym.agents.registry import make
+from recsim_gym.agents.slate_optim import slate_value
+from recsim_gym.env import RecSimVectorEnv
+from recsim_gym.env.logs import generate_logs, split_by_user
+from recsim_gym.env.simulator import make_simulator
+from recsim_gym.experiments.evaluate import evaluate
+from recsim_gym.experiments.offline_metrics import auc, constant_baseline, evaluate_offline, ranking_metrics
 
 MODELS = ["logreg", "two_tower", "din"]
 

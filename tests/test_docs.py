@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from recsim_env.__main__ import params_markdown
+from recsim_gym.env.__main__ import params_markdown
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -15,7 +15,7 @@ def test_readme_config_table_matches_params() -> None:
     match = re.search(r"<!-- params-table:start -->\n(.*?)<!-- params-table:end -->", text, re.S)
     assert match, "README lacks the params-table markers"
     assert match.group(1).strip() == params_markdown().strip(), (
-        "README config table is stale: regenerate it with `python -m recsim_env params`")
+        "README config table is stale: regenerate it with `python -m recsim_gym.env params`")
 
 
 def test_readme_gives_setup_and_test_commands() -> None:
@@ -28,7 +28,7 @@ def test_readme_gives_setup_and_test_commands() -> None:
 
 
 def test_shipped_configs_are_valid() -> None:
-    from experiments.config import load_config
+    from recsim_gym.experiments.config import load_config
 
     for path in sorted((README.parent / "experiments" / "configs").glob("*.yaml")):
         load_config(path)

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from agents.heuristics import item_terms, random_slates
-from recsim_env import RecSimVectorEnv, Simulator, State, make_params
-from recsim_env.rng import seed_to_key
+from recsim_gym.agents.heuristics import item_terms, random_slates
+from recsim_gym.env import RecSimVectorEnv, Simulator, State, make_params
+from recsim_gym.env.rng import seed_to_key
 
 # ------------------------------------------------------------------------------------------
 # Property tests

@@ -8,6 +8,11 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from gymnasium.vector import AutoresetMode
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import recsim_gym.env
 from conftest import (
     STEP_INFO_KEYS,
     assert_info_equal,
@@ -17,15 +22,10 @@ from conftest import (
     single_rollout,
     slot,
 )
-from gymnasium.utils.env_checker import check_env as gym_check_env
-from gymnasium.vector import AutoresetMode
-from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from recsim_gym.agents.heuristics import random_slates
+from recsim_gym.env import RecSimEnv, RecSimVectorEnv, make_params
 
-import recsim_env
-from agents.heuristics import random_slates
-from recsim_env import RecSimEnv, RecSimVectorEnv, make_params
-
-ENV_IDS = recsim_env.env_ids()
+ENV_IDS = recsim_gym.env.env_ids()
 
 
 # ------------------------------------------------------------------------------------------
@@ -401,25 +401,25 @@ def test_observation_reports_history_and_progress() -> None:
 
 
 def test_vector_env_accepts_numpy_sizes_and_zero_d_seeds() -> None:
-    envs = recsim_env.RecSimVectorEnv(np.int64(3))
+    envs = recsim_gym.env.RecSimVectorEnv(np.int64(3))
     a, _ = envs.reset(seed=np.array(5))
-    b, _ = recsim_env.RecSimVectorEnv(3).reset(seed=5)
+    b, _ = recsim_gym.env.RecSimVectorEnv(3).reset(seed=5)
     np.testing.assert_array_equal(a["candidates"], b["candidates"])
 
 
 def test_reset_mask_with_seed_reseeds_only_masked_slots() -> None:
-    envs = recsim_env.RecSimVectorEnv(3, autoreset_mode="Disabled")
+    envs = recsim_gym.env.RecSimVectorEnv(3, autoreset_mode="Disabled")
     envs.reset(seed=0)
     envs.step(envs.action_space.sample())
     obs, _ = envs.reset(seed=[10, 11, 12], options={"reset_mask": np.array([False, True, False])})
-    single = recsim_env.RecSimEnv()
+    single = recsim_gym.env.RecSimEnv()
     expected, _ = single.reset(seed=11)
     np.testing.assert_array_equal(obs["candidates"][1], expected["candidates"])
     assert obs["user"][0, -1] > 0 and obs["user"][2, -1] > 0  # untouched slots kept their step
 
 
 def test_history_shows_cold_start_popularity_as_it_was_observed() -> None:
-    env = recsim_env.RecSimEnv(item_lifetime=10, cold_start_ramp=50, observe_latent=True)
+    env = recsim_gym.env.RecSimEnv(item_lifetime=10, cold_start_ramp=50, observe_latent=True)
     obs, _ = env.reset(seed=1)
     t = env.params.num_topics
     seen = []

@@ -6,12 +6,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from agents import heuristics, registry
-from agents.base import BaseAgent, Transition
-from experiments import evaluate as ev
-from experiments.evaluate import METRICS, PER_USER, evaluate
-from recsim_env import RecSimVectorEnv
-from recsim_env.simulator import make_simulator
+from recsim_gym.agents import heuristics, registry
+from recsim_gym.agents.base import BaseAgent, Transition
+from recsim_gym.env import RecSimVectorEnv
+from recsim_gym.env.simulator import make_simulator
+from recsim_gym.experiments import evaluate as ev
+from recsim_gym.experiments.evaluate import METRICS, PER_USER, evaluate
 
 
 class HighestAppeal(BaseAgent):

@@ -1,15 +1,15 @@
-"""User x candidate cross features (agents.features): values by hand, shapes, equivariance."""
+"""User x candidate cross features (recsim_gym.agents.features): values by hand, shapes, equivariance."""
 
 import numpy as np
 import torch
 
-from agents.bandits import item_keys
-from agents.features import cross_feature_dim, cross_features, hashed_item_ids
-from recsim_env.simulator import make_simulator
+from recsim_gym.agents.bandits import item_keys
+from recsim_gym.agents.features import cross_feature_dim, cross_features, hashed_item_ids
+from recsim_gym.env.simulator import make_simulator
 
 
 def _obs(preset: str, users: int = 4, steps: int = 12) -> dict[str, torch.Tensor]:
-    from recsim_env import RecSimVectorEnv
+    from recsim_gym.env import RecSimVectorEnv
 
     env = RecSimVectorEnv(users, preset=preset)
     obs, _ = env.reset(seed=5)

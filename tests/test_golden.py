@@ -19,8 +19,8 @@ EXPECTED: dict[str, str] = json.loads(GOLDEN.read_text())
 
 
 def test_golden_covers_every_preset_and_agent_job() -> None:
+    from recsim_gym.env.simulator import all_preset_names
     from tests.golden import AGENT_JOBS
-    from recsim_env.simulator import all_preset_names
 
     assert {f"env/{p}" for p in all_preset_names()} | {f"agent/{j[0]}" for j in AGENT_JOBS} == set(EXPECTED)
 

@@ -5,21 +5,21 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import assert_obs_equal
 from gymnasium.utils.env_checker import check_env
 
-import recsim_env  # noqa: F401  (registers the ids)
-from agents.recsim_reference import MyopicPolicy, RandomPolicy, myopic_slates, random_slates
-from experiments.recsim_reference import run_episodes
-from experiments.statistics import t_interval
-from recsim_env.interest_evolution import (
+import recsim_gym.env  # noqa: F401  (registers the ids)
+from conftest import assert_obs_equal
+from recsim_gym.agents.recsim_reference import MyopicPolicy, RandomPolicy, myopic_slates, random_slates
+from recsim_gym.env.interest_evolution import (
     CHOICE_MODELS,
     END_REASONS,
     InterestEvolutionParams,
     InterestEvolutionSimulator,
     make_simulator,
 )
-from recsim_env.rng import seed_to_key
+from recsim_gym.env.rng import seed_to_key
+from recsim_gym.experiments.recsim_reference import run_episodes
+from recsim_gym.experiments.statistics import t_interval
 
 ENV_ID = "recsim/interest_evolution-v0"
 
@@ -58,7 +58,7 @@ def test_params_validation():
     with pytest.raises(ValueError, match="unknown"):
         InterestEvolutionParams().replace(churn_base=0.1)
     with pytest.raises(ValueError, match="InterestEvolutionParams"):
-        make_simulator(params=recsim_env.Params())
+        make_simulator(params=recsim_gym.env.Params())
     assert InterestEvolutionParams().max_reward == 4.0
 
 
@@ -258,5 +258,5 @@ def test_batched_model_matches_scalar_transcription(policy):
 
 
 def test_simulator_class_is_registered():
-    assert ENV_ID in recsim_env.env_ids()
+    assert ENV_ID in recsim_gym.env.env_ids()
     assert isinstance(gym.make(ENV_ID).unwrapped.sim, InterestEvolutionSimulator)

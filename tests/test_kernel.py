@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsim_env import rng
-from recsim_env.core import STATE_FIELDS
-from recsim_env.kernel import _uniform
-from recsim_env.simulator import make_simulator
+from recsim_gym.env import rng
+from recsim_gym.env.core import STATE_FIELDS
+from recsim_gym.env.kernel import _uniform
+from recsim_gym.env.simulator import make_simulator
 
 
 def test_kernel_uniforms_equal_numpy_construction() -> None:

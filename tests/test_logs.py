@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsim_env.logs import (
+from recsim_gym.env.logs import (
     LogFormatError,
     epsilon_popularity_policy,
     generate_logs,

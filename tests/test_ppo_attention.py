@@ -9,18 +9,24 @@ import numpy as np
 import pytest
 import torch as th
 
-from agents import heuristics
-from agents.ppo_attention import AttentionSlateNetwork, ItemStats, PPOSlateAgent, ppo_attention, ppo_mlp
-from agents.sb3_vecenv import RecSimVecEnv
-from agents.slate_distribution import (
+from recsim_gym.agents import heuristics
+from recsim_gym.agents.ppo_attention import (
+    AttentionSlateNetwork,
+    ItemStats,
+    PPOSlateAgent,
+    ppo_attention,
+    ppo_mlp,
+)
+from recsim_gym.agents.sb3_vecenv import RecSimVecEnv
+from recsim_gym.agents.slate_distribution import (
     PlackettLuceDistribution,
     all_slates,
     exact_entropy,
     plackett_luce_entropy,
     plackett_luce_log_prob,
 )
-from recsim_env import rng
-from recsim_env.simulator import make_simulator
+from recsim_gym.env import rng
+from recsim_gym.env.simulator import make_simulator
 
 SMALL = dict(num_items=200, num_candidates=8, slate_size=3, history_length=4, num_topics=6)
 
@@ -193,11 +199,11 @@ def test_learning_without_log_dirs_leaves_no_sb3_directories(tmp_path, monkeypat
 
 
 def test_registry_builds_the_agents() -> None:
-    from agents import registry
+    from recsim_gym.agents import registry
 
     added = [name for name in ("ppo_attention", "ppo_mlp") if name not in registry.list_agents()]
     for name in added:  # until the lead adds them to registry.BUILTINS
-        registry.register(name, f"agents.ppo_attention:{name}")
+        registry.register(name, f"recsim_gym.agents.ppo_attention:{name}")
     try:
         agent = registry.make("ppo_attention", seed=3, num_envs=4)
         assert agent.config.seed == 3 and agent.config.num_envs == 4

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
-from experiments.cli import main as cli_main
-from experiments.config import ConfigError, load_config, parse_config
+from recsim_gym.experiments.cli import main as cli_main
+from recsim_gym.experiments.config import ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,7 +130,7 @@ def test_killed_run_resumes_without_losing_or_duplicating(tmp_path: Path) -> Non
                                        {"name": "tests.test_runner:SlowLearner", "label": "slow"}],
                      seeds=2, train_steps=400, eval={"every_steps": 100, "users": 10, "final_users": 10})
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "experiments.cli", "run", str(config), "--quiet"]
+    cmd = [sys.executable, "-m", "recsim_gym.experiments.cli", "run", str(config), "--quiet"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "jobs").glob("a__seed*.json"))) < 2:
@@ -196,7 +196,7 @@ def test_parse_config_defaults() -> None:
 
 
 def test_share_metrics_keep_their_seed_ci_inside_zero_one() -> None:
-    from experiments.statistics import summarize, t_interval
+    from recsim_gym.experiments.statistics import summarize, t_interval
 
     coverage = [0.99, 1.0, 0.93, 1.0, 0.98]  # mean near 1, spread: the t interval passes 1
     assert t_interval(np.array(coverage))[2] > 1.0

@@ -9,9 +9,9 @@ import pytest
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecCheckNan, VecEnv, VecMonitor, VecNormalize
 
-from agents.sb3_vecenv import RecSimVecEnv, make_vec_env
-from recsim_env import RecSimEnv
-from recsim_env.spaces import Slate
+from recsim_gym.agents.sb3_vecenv import RecSimVecEnv, make_vec_env
+from recsim_gym.env import RecSimEnv
+from recsim_gym.env.spaces import Slate
 
 SMALL = dict(num_items=200, num_candidates=8, slate_size=3, history_length=4, num_topics=6)
 

@@ -9,12 +9,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents import slate_optim
-from agents.heuristics import mnl_best_slate
-from agents.slate_q_tabular import FullSlateQAgent, TabularSlateQAgent, TinySlateMDP
-from agents.slateq import CROSS_KEY, OBS_KEYS, SlateQAgent, with_cross_features
-from recsim_env import Params, rng
-from recsim_env.simulator import make_simulator
+from recsim_gym.agents import slate_optim
+from recsim_gym.agents.heuristics import mnl_best_slate
+from recsim_gym.agents.slate_q_tabular import FullSlateQAgent, TabularSlateQAgent, TinySlateMDP
+from recsim_gym.agents.slateq import CROSS_KEY, OBS_KEYS, SlateQAgent, with_cross_features
+from recsim_gym.env import Params, rng
+from recsim_gym.env.simulator import make_simulator
 
 
 @st.composite
@@ -62,7 +62,8 @@ def test_lp_matches_heuristics_mnl_best_slate(m: int, k: int, decay: float, seed
     np.testing.assert_allclose(slate_optim.slate_value(weight, value, rho, lp),
                                slate_optim.slate_value(weight, value, rho,
                                                        mnl_best_slate(weight, value, params)),
-                               rtol=1e-9, atol=1e-9)
+                               rtol=1e-7, atol=1e-7)  # HiGHS's default feasibility tolerance:
+    # at decay 0.99999, m=3, k=2, seed=2 the LP's slate is 2.4e-8 below the exact optimum
 
 
 def test_unknown_optimiser_is_rejected() -> None:
@@ -257,7 +258,7 @@ def test_split_q_offsets_learn_from_the_immediate_reward_only(variant: dict) -> 
 
 
 def test_user_split_members_fit_only_their_own_users() -> None:
-    from agents.slateq import SLOT_KEY, NStepQueue, ReplayBuffer
+    from recsim_gym.agents.slateq import SLOT_KEY, NStepQueue, ReplayBuffer
 
     agent = _small_deep_agent(continuation_members=2, member_data="users")
     obs = {key: torch.from_numpy(np.asarray(v, np.float32)) for key, v in _recsim_obs(users=8).items()
@@ -323,23 +324,23 @@ def test_weight_average_is_a_mean_then_exponential_and_serves_deterministic_acti
 def test_registry_builds_and_trains_on_a_next_step_env() -> None:
     from gymnasium.vector import AutoresetMode
 
-    from agents import registry
-    from recsim_env import RecSimVectorEnv
+    from recsim_gym.agents import registry
+    from recsim_gym.env import RecSimVectorEnv
 
     torch.set_num_threads(1)
-    agent = registry.make("agents.slateq:SlateQAgent", seed=3, num_envs=8, learning_starts=200,
+    agent = registry.make("recsim_gym.agents.slateq:SlateQAgent", seed=3, num_envs=8, learning_starts=200,
                          batch_size=32, hidden=16, buffer_size=1_000, log_interval=200)
     assert agent.config.seed == 3
     env = RecSimVectorEnv(8, autoreset_mode=AutoresetMode.NEXT_STEP, max_steps=20)
     steps = []
     agent.learn(env, total_steps=400, callback=lambda a, done: steps.append(done))
     assert steps and steps[-1] >= 200
-    tabular = registry.make("agents.slate_q_tabular:TabularSlateQAgent", seed=1)
+    tabular = registry.make("recsim_gym.agents.slate_q_tabular:TabularSlateQAgent", seed=1)
     assert tabular.act(_recsim_obs(users=3)).shape == (3, 5)
 
 
 def test_n_step_queue_sums_discounted_rewards_and_flushes_at_episode_end() -> None:
-    from agents.slateq import NStepQueue
+    from recsim_gym.agents.slateq import NStepQueue
 
     gamma, queue = 0.5, NStepQueue(3, 0.5, num_envs=2)
     out = []
@@ -369,7 +370,7 @@ def test_n_step_queue_sums_discounted_rewards_and_flushes_at_episode_end() -> No
 
 
 def test_one_step_queue_emits_every_transition_at_once() -> None:
-    from agents.slateq import NStepQueue
+    from recsim_gym.agents.slateq import NStepQueue
 
     queue = NStepQueue(1, 0.9, num_envs=3)
     live = np.array([True, False, True])
@@ -383,7 +384,7 @@ def test_one_step_queue_emits_every_transition_at_once() -> None:
 @pytest.mark.slow
 def test_deep_slateq_learns_well_past_random_on_default() -> None:
     """60k env steps of deep SlateQ with its defaults score well above random on held-out users."""
-    from experiments.evaluate import evaluate
+    from recsim_gym.experiments.evaluate import evaluate
 
     torch.set_num_threads(1)
     agent = SlateQAgent(total_steps=60_000, seed=11).learn()
@@ -399,7 +400,7 @@ class _RandomSlates:
 
 
 def test_continuation_probe_measures_agreement_between_seeds(tmp_path, capsys) -> None:
-    from experiments import slateq_probe
+    from recsim_gym.experiments import slateq_probe
 
     first, second = (_small_deep_agent(seed=s, average_tau=0.0).learn() for s in (0, 1))
     same = slateq_probe.probe([first, first], users=40, steps=(0, 3))
@@ -424,7 +425,7 @@ def test_continuation_probe_measures_agreement_between_seeds(tmp_path, capsys) -
 
 
 def test_continuation_ensemble_shrinks_by_member_agreement() -> None:
-    from agents.slateq import ItemQNetwork
+    from recsim_gym.agents.slateq import ItemQNetwork
 
     shapes = {"candidates": (20, 8), "history": (4, 3), "user": (6,)}
     net = ItemQNetwork(shapes, 8, item_buckets=16, id_columns=2, split=True, members=2)

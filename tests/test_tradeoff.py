@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from agents.heuristics import highest_appeal, myopic_greedy, quality_aware
-from recsim_env import RecSimVectorEnv
+from recsim_gym.agents.heuristics import highest_appeal, myopic_greedy, quality_aware
+from recsim_gym.env import RecSimVectorEnv
 
 USERS = 200
 REPLICATES = 6

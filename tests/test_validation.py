@@ -10,10 +10,10 @@ import re
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import assert_records_equal
 from gymnasium.vector import AutoresetMode
 
-from recsim_env import InvalidActionError, Params, RecSimEnv, RecSimVectorEnv, make_params
+from conftest import assert_records_equal
+from recsim_gym.env import InvalidActionError, Params, RecSimEnv, RecSimVectorEnv, make_params
 
 K, M = 5, 20  # default slate size and candidate count
 
@@ -280,7 +280,7 @@ BAD_AGENT_VALUES = [  # (agent, bad keyword arguments, what the message must say
 
 @pytest.mark.parametrize("name, kwargs, message", BAD_AGENT_VALUES)
 def test_bad_agent_hyperparameters_name_the_field_and_range(name: str, kwargs: dict, message: str) -> None:
-    from agents import registry
+    from recsim_gym.agents import registry
 
     with pytest.raises(ValueError, match=message):
         registry.make(name, params=make_params("default"), seed=0, **kwargs)
@@ -288,7 +288,7 @@ def test_bad_agent_hyperparameters_name_the_field_and_range(name: str, kwargs: d
 
 @pytest.mark.parametrize("name", ["slateq", "ppo_attention", "slate_q_tabular"])
 def test_unknown_agent_hyperparameter_lists_the_fields(name: str) -> None:
-    from agents import registry
+    from recsim_gym.agents import registry
 
     with pytest.raises(TypeError, match=r"has no field\(s\) \['gama'\]; fields: \[.*'gamma'"):
         registry.make(name, params=make_params("default"), seed=0, gama=0.9)
