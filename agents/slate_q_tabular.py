@@ -41,7 +41,7 @@ from gymnasium.vector import AutoresetMode
 from recsim_gym.agents.base import BaseAgent, Transition
 from recsim_gym.agents.slate_optim import OPTIMISERS, optimise_slates
 from recsim_gym.agents.validation import check_choice, check_number, replace_config
-from recsim_gym.env import RecSimVectorEnv
+from recsim_gym.env import RecSimVectorEnv, seeds
 from recsim_gym.env.simulator import make_simulator, simulator_for
 
 
@@ -357,7 +357,7 @@ class TabularSlateQAgent(BaseAgent):
         cfg = self.config
         env = _make_env(cfg) if env is None else env
         total_steps = cfg.total_steps if total_steps is None else total_steps
-        obs, _ = env.reset(seed=10**6 + cfg.seed * 10**5)
+        obs, _ = env.reset(seed=seeds.agent_train_seed(cfg.seed))
         returns, finished, start, last = np.zeros(env.num_envs), [], self.env_steps, self.env_steps
         self.epsilon = cfg.epsilon_start
         slates = self.act(obs, deterministic=False)
@@ -455,7 +455,7 @@ class FullSlateQAgent(BaseAgent):
         cfg = self.config
         env = _make_env(cfg) if env is None else env
         total_steps = cfg.total_steps if total_steps is None else total_steps
-        obs, _ = env.reset(seed=10**6 + cfg.seed * 10**5)
+        obs, _ = env.reset(seed=seeds.agent_train_seed(cfg.seed))
         start = self.env_steps
         while self.env_steps - start < total_steps:
             progress = (self.env_steps - start) / max(cfg.exploration_fraction * total_steps, 1)

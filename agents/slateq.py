@@ -40,12 +40,11 @@ SlateQ decomposes the value of a slate into item values weighted by the user's c
 
 Exploration is epsilon-greedy per user (a uniformly random slate). Training runs on the native
 :class:`recsim_gym.env.RecSimVectorEnv` with ``SAME_STEP`` autoreset so the true last observation of
-each episode is stored. ``python -m recsim_gym.agents.slateq --help`` trains and evaluates.
+each episode is stored. ``recsim run`` with a config naming ``slateq`` trains and evaluates it.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import time
@@ -63,7 +62,7 @@ from recsim_gym.agents.base import BaseAgent
 from recsim_gym.agents.features import cross_feature_dim, cross_features, hashed_item_ids, item_id_columns
 from recsim_gym.agents.slate_optim import OPTIMISERS, optimise_slates
 from recsim_gym.agents.validation import check_choice, check_number, replace_config
-from recsim_gym.env import RecSimVectorEnv
+from recsim_gym.env import RecSimVectorEnv, seeds
 from recsim_gym.env.simulator import make_simulator, simulator_for
 
 OBS_KEYS = ("candidates", "history", "user")
@@ -668,7 +667,7 @@ class SlateQAgent(BaseAgent):
         restarting = np.zeros(env.num_envs, dtype=bool)  # NEXT_STEP: slot only resets this step
         buffer = ReplayBuffer(cfg.buffer_size, self.shapes, self.slate_size)
         queue = NStepQueue(cfg.n_step, cfg.gamma, env.num_envs)
-        obs, _ = env.reset(seed=10**6 + cfg.seed * 10**5)
+        obs, _ = env.reset(seed=seeds.agent_train_seed(cfg.seed))
         returns = np.zeros(env.num_envs)
         finished: list[float] = []
         losses: dict[str, float] = {}
@@ -737,66 +736,3 @@ class SlateQAgent(BaseAgent):
         agent.averaged_updates = int(data.get("averaged_updates", 0))
         agent.env_steps = int(data["env_steps"])
         return agent
-
-
-# ---------------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> None:
-    """Train deep SlateQ, then evaluate it as ``recsim_gym.experiments.demo`` evaluates its policies."""
-    parser = argparse.ArgumentParser(prog="python -m recsim_gym.agents.slateq", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(SlateQConfig):
-        kind = (lambda s: s.lower() in ("1", "true", "yes")) if f.type in (bool, "bool") else type(f.default)
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default,
-                            help=f"{f.metadata['doc']} (default: {f.default})")
-    parser.add_argument("--eval-users", type=int, default=1000, help="users per evaluation seed")
-    parser.add_argument("--eval-seeds", type=int, default=5, help="evaluation seeds")
-    parser.add_argument("--save", type=Path, default=None, help="write the trained agent here")
-    parser.add_argument("--load", type=Path, default=None, help="evaluate this saved agent (no training)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    if args.load:
-        agent = SlateQAgent.load(args.load)
-    else:
-        try:
-            config = SlateQConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SlateQConfig)})
-        except ValueError as err:
-            parser.error(str(err))
-        agent = SlateQAgent(config)
-        start = time.perf_counter()
-        agent.learn(callback=lambda a, steps: print({k: round(v, 4) if isinstance(v, float) else v
-                                                     for k, v in a.learning_curve[-1].items()}, flush=True))
-        wall = time.perf_counter() - start
-        print(f"trained {agent.env_steps} user-steps in {wall:.1f} s ({agent.env_steps / wall:.0f} steps/s)")
-        if args.save:
-            agent.save(args.save)
-    evaluate(agent, args.eval_users, args.eval_seeds)
-
-
-def evaluate(agent: SlateQAgent, users: int = 1000, seeds: int = 5) -> dict[str, list[float]]:
-    """Lifetime return per seed of the agent, random and oracle-myopic on the users of
-    ``recsim_gym.experiments.demo`` (seed ``10_000 + s * users``); prints means with 95% CIs and the
-    paired difference to oracle-myopic."""
-    from recsim_gym.agents import heuristics
-    from recsim_gym.experiments.demo import mean_ci, run_cohort
-    sim = make_simulator(agent.config.preset, observe_latent=True)  # latent keys: oracle only
-    policies = {
-        "slateq": lambda obs, p, g: agent.act({key: obs[key] for key in OBS_KEYS}),
-        "random": lambda obs, p, g: heuristics.random_slates(g, obs["user"].shape[0], p),
-    }
-    if hasattr(heuristics, "myopic_greedy") and agent.config.preset not in ("interest_evolution",):
-        policies["oracle_myopic"] = lambda obs, p, g: heuristics.myopic_greedy(obs, p)
-    per_seed = {name: [float(run_cohort(sim, policy, users, 10_000 + s * users)["return"].mean())
-                       for s in range(seeds)] for name, policy in policies.items()}
-    for name, values in per_seed.items():
-        mean, low, high = mean_ci(np.array(values))
-        print(f"{name:>14} on {agent.config.preset}: lifetime return {mean:.1f} [{low:.1f}, {high:.1f}]")
-    if "oracle_myopic" in per_seed:
-        diff = np.array(per_seed["slateq"]) - np.array(per_seed["oracle_myopic"])
-        mean, low, high = mean_ci(diff)
-        print(f"slateq - oracle_myopic (paired by seed): {mean:.1f} [{low:.1f}, {high:.1f}]")
-    return per_seed
-
-
-if __name__ == "__main__":
-    main()

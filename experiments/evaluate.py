@@ -38,7 +38,7 @@ bootstrap over 3-10 values is too narrow, ``seed_ci="bootstrap"`` for scipy's BC
 Seeds. For seed ``s`` the agent is built with ``seed=s``, evaluation users are
 ``EVAL_SEED_BASE + s * EVAL_SEED_STRIDE + [0, n_users)`` and agents with ``learn`` first train
 for ``train_steps`` user-steps on a same-step-autoreset vector env seeded from
-``TRAIN_SEED_BASE * (s + 1)`` (the constants of :mod:`recsim_gym.experiments.runner`): training and
+``TRAIN_SEED_BASE * (s + 1)`` (:mod:`recsim_gym.env.seeds`): training and
 evaluation users never overlap. Every learning agent gets the same ``train_steps``;
 ``learn_online=True`` also lets agents ``observe`` while being evaluated.
 
@@ -62,6 +62,7 @@ from recsim_gym.agents import registry
 from recsim_gym.agents.bandits import item_keys
 from recsim_gym.agents.base import Transition
 from recsim_gym.env import RecSimVectorEnv
+from recsim_gym.env.seeds import EVAL_SEED_STRIDE, eval_seed, train_seed
 from recsim_gym.env.simulator import all_preset_names, make_simulator
 
 PER_USER = ("return", "clicks", "conversions", "revenue", "ctr", "conversion_rate",
@@ -289,20 +290,6 @@ def slate_diversity(topics: np.ndarray) -> np.ndarray:
     return 1.0 - pair_sum / (k * (k - 1))
 
 
-def eval_seed(seed: int) -> int:
-    """First evaluation user of ``seed`` (the runner's scheme)."""
-    from recsim_gym.experiments.runner import EVAL_SEED_BASE, EVAL_SEED_STRIDE
-
-    return EVAL_SEED_BASE + seed * EVAL_SEED_STRIDE
-
-
-def train_seed(seed: int) -> int:
-    """First training user of ``seed`` (the runner's scheme)."""
-    from recsim_gym.experiments.runner import TRAIN_SEED_BASE
-
-    return TRAIN_SEED_BASE * (seed + 1)
-
-
 def evaluate_agent(name: str, env: str = "default", n_users: int = 1000, seeds: Sequence[int] = (0,),
                    train_steps: int = 0, num_train_envs: int = 64, learn_online: bool = False,
                    agent_kwargs: dict[str, Any] | None = None,
@@ -313,11 +300,9 @@ def evaluate_agent(name: str, env: str = "default", n_users: int = 1000, seeds: 
     on training users, and evaluate it on that seed's held-out users (see the module docstring).
 
     ``train_seed_of`` / ``eval_seed_of`` map a seed to its first training / evaluation user: the
-    runner's scheme by default; tuning (``recsim_gym.experiments.tune``) passes seeds of its own.
+    runner's scheme by default; tuning (``scripts/tune.py``) passes seeds of its own.
     ``extra`` of each result holds ``seed``, ``train_seconds`` and, for agents that report it,
     ``fit_seconds``."""
-    from recsim_gym.experiments.runner import EVAL_SEED_STRIDE
-
     if n_users > EVAL_SEED_STRIDE:
         raise ValueError(f"n_users must be <= {EVAL_SEED_STRIDE} so seeds' users do not overlap")
     params = make_eval_env(env, 1, **env_overrides).params

@@ -36,11 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from recsim_gym.env.seeds import EVAL_SEED_BASE, EVAL_SEED_STRIDE, TRAIN_SEED_BASE
 from recsim_gym.experiments.config import AgentConfig, ExperimentConfig
-
-TRAIN_SEED_BASE = 1_000_000
-EVAL_SEED_BASE = 900_000_000
-EVAL_SEED_STRIDE = 1_000_000
 
 
 class ResumeError(ValueError):

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from recsim_gym.agents import registry
+from recsim_gym.env import seeds
 from recsim_gym.env.simulator import make_simulator
 from recsim_gym.experiments.evaluate import evaluate, make_train_env
 
@@ -16,19 +17,17 @@ def train_and_evaluate(job: Any) -> dict[str, Any]:
     """The record of one job: learning curve rows, final metrics, timing.
 
     Agents with ``learn`` train for ``train_steps`` env steps on a (same-step autoreset) vector
-    env of ``num_envs`` training users (seeded from ``TRAIN_SEED_BASE * (seed + 1)``), and are
+    env of ``num_envs`` training users (seeded by :func:`recsim_gym.env.seeds.train_seed`), and are
     evaluated after every ``eval.every_steps`` on the same ``eval.users`` held-out users;
     agents without ``learn`` are evaluated once. The final evaluation uses ``eval.final_users``
     held-out users.
     """
-    from recsim_gym.experiments.runner import EVAL_SEED_BASE, EVAL_SEED_STRIDE, TRAIN_SEED_BASE
-
     cfg = job.config
     sim = make_simulator(cfg.env.preset, **cfg.env.overrides)
     np.random.seed(job.seed)  # for agents that use numpy's global RNG
     _seed_torch(job.seed)
     agent = registry.make(job.agent.name, params=sim.params, seed=job.seed, **job.agent.params)
-    eval_seed = EVAL_SEED_BASE + job.seed * EVAL_SEED_STRIDE
+    eval_seed = seeds.eval_seed(job.seed)
     env_spec = (cfg.env.preset, cfg.env.overrides)
 
     def evaluate_now(steps: int, users: int) -> dict[str, Any]:
@@ -39,7 +38,7 @@ def train_and_evaluate(job: Any) -> dict[str, Any]:
     trained = callable(getattr(agent, "learn", None)) and cfg.train_steps > 0
     train_seconds = 0.0
     if trained:
-        env = make_train_env(agent, cfg.env.preset, cfg.num_envs, TRAIN_SEED_BASE * (job.seed + 1),
+        env = make_train_env(agent, cfg.env.preset, cfg.num_envs, seeds.train_seed(job.seed),
                              **cfg.env.overrides)
         every = cfg.eval.every_steps
         next_eval = every  # curves start at the first scheduled evaluation (some agents build

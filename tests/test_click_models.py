@@ -15,7 +15,7 @@ from recsim_gym.env import RecSimVectorEnv
 from recsim_gym.env.logs import generate_logs, split_by_user
 from recsim_gym.env.simulator import make_simulator
 from recsim_gym.experiments.evaluate import evaluate
-from recsim_gym.experiments.offline_metrics import auc, constant_baseline, evaluate_offline, ranking_metrics
+from scripts.offline_metrics import auc, constant_baseline, evaluate_offline, ranking_metrics
 
 MODELS = ["logreg", "two_tower", "din"]
 

@@ -8,7 +8,7 @@ import pytest
 
 from recsim_gym.agents import heuristics, registry
 from recsim_gym.agents.base import BaseAgent, Transition
-from recsim_gym.env import RecSimVectorEnv
+from recsim_gym.env import RecSimVectorEnv, seeds
 from recsim_gym.env.simulator import make_simulator
 from recsim_gym.experiments import evaluate as ev
 from recsim_gym.experiments.evaluate import METRICS, PER_USER, evaluate
@@ -148,7 +148,7 @@ def test_training_and_evaluation_users_are_disjoint(monkeypatch) -> None:
     assert len(ranges) == 4  # a training env and an evaluation cohort per seed
     users = [set(r) for r in ranges]
     assert all(users[i].isdisjoint(users[j]) for i in range(4) for j in range(i + 1, 4))
-    train, evaluation = range(ev.train_seed(0), ev.train_seed(99) + 10_000), ev.eval_seed(0)
+    train, evaluation = range(seeds.train_seed(0), seeds.train_seed(99) + 10_000), seeds.eval_seed(0)
     assert evaluation > train[-1]  # the schemes cannot meet for 100 seeds
 
 

@@ -18,8 +18,8 @@ from recsim_gym.env.interest_evolution import (
     make_simulator,
 )
 from recsim_gym.env.rng import seed_to_key
-from recsim_gym.experiments.recsim_reference import run_episodes
 from recsim_gym.experiments.statistics import t_interval
+from scripts.recsim_reference import run_episodes
 
 ENV_ID = "recsim/interest_evolution-v0"
 

@@ -400,7 +400,7 @@ class _RandomSlates:
 
 
 def test_continuation_probe_measures_agreement_between_seeds(tmp_path, capsys) -> None:
-    from recsim_gym.experiments import slateq_probe
+    from scripts import slateq_probe
 
     first, second = (_small_deep_agent(seed=s, average_tau=0.0).learn() for s in (0, 1))
     same = slateq_probe.probe([first, first], users=40, steps=(0, 3))

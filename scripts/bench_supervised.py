@@ -1,6 +1,6 @@
 """Benchmark: log size and fit time of the supervised click models on N logged interactions.
 
-``python -m recsim_gym.experiments.bench_supervised --steps 1000000 --models logreg,two_tower,din --epochs 1``
+``python scripts/bench_supervised.py --steps 1000000 --models logreg,two_tower,din --epochs 1``
 (one interaction = one logged slate impression, i.e. one user-step). Single torch thread.
 """
 

@@ -10,7 +10,7 @@ and C's deviations within an agent, and the mean gap C(s, clicked) - C(s, no cli
 
     python -m recsim_gym.agents.slateq --preset static --total-steps 400000 --seed 100 --save a.pt
     python -m recsim_gym.agents.slateq --preset static --total-steps 400000 --seed 101 --save b.pt
-    python -m recsim_gym.experiments.slateq_probe a.pt b.pt
+    python scripts/slateq_probe.py a.pt b.pt
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def probe(agents: list[SlateQAgent], users: int = 500, steps: tuple[int, ...] = 
 
 def main(argv: list[str] | None = None) -> None:
     """Load two saved agents, probe them, print one line per probed step."""
-    parser = argparse.ArgumentParser(prog="python -m recsim_gym.experiments.slateq_probe", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python scripts/slateq_probe.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("agents", nargs=2, type=Path, metavar="AGENT",
                         help="two agents saved by `python -m recsim_gym.agents.slateq --save`")

@@ -13,7 +13,7 @@ be known from observations:
   :func:`recsim_gym.agents.heuristics.quality_aware`): not myopic any more, it shows what valuing quality
   beyond the next click is worth when only part of the state is known.
 
-``python -m recsim_gym.experiments.supervised_gap --preset static --users 2000 --seeds 3``
+``python scripts/supervised_gap.py --preset static --users 2000 --seeds 3``
 (``--preset default`` for the world with long-term effects)
 (tuning seeds 100.. by default, not the evaluation harness's seeds).
 """

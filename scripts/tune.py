@@ -2,12 +2,12 @@
 
 Trains one agent per seed as the runner does (:func:`recsim_gym.experiments.evaluate.evaluate_agent`:
 ``learn(env, train_steps)`` on a 64-user same-step-autoreset env) and evaluates it on
-held-out users seeded from ``TUNE_SEED_BASE`` (far from the evaluation harness's
-``EVAL_SEED_BASE``); agent seeds start at 100 so the logged training users differ from those
-of the harness's seeds 0..9 too.
+held-out tuning users (:mod:`recsim_gym.env.seeds`: far from the harness's evaluation users);
+agent seeds start at ``FIRST_TUNING_SEED`` (100) so the training users differ from the
+harness's too.
 
-``python -m recsim_gym.experiments.tune --preset static --agent logreg --seeds 2 --kwargs '{"epochs": 3}'``
-``python -m recsim_gym.experiments.tune --agent slateq --kwargs '{"learning_rate": 3e-4}'``
+``python scripts/tune.py --preset static --agent logreg --seeds 2 --kwargs '{"epochs": 3}'``
+``python scripts/tune.py --agent slateq --kwargs '{"learning_rate": 3e-4}'``
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ import json
 
 import numpy as np
 
+from recsim_gym.env import seeds
 from recsim_gym.experiments.evaluate import evaluate_agent
-
-TUNE_SEED_BASE = 300_000_000
-FIRST_AGENT_SEED = 100
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,21 +32,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-steps", type=int, default=200_000)
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--first-seed", type=int, default=FIRST_AGENT_SEED,
-                        help=f"first tuning seed (>= {FIRST_AGENT_SEED}; default {FIRST_AGENT_SEED})")
+    first = seeds.FIRST_TUNING_SEED
+    parser.add_argument("--first-seed", type=int, default=first,
+                        help=f"first tuning seed (>= {first}; default {first})")
     args = parser.parse_args(argv)
-    if args.first_seed < FIRST_AGENT_SEED:
-        parser.error(f"--first-seed must be >= {FIRST_AGENT_SEED} (seeds below are the harness's), "
-                     f"got {args.first_seed}")
+    try:
+        seeds.check_tuning_seed(args.first_seed)
+    except ValueError as err:
+        parser.error(f"--first-seed: {err}")
     torch.set_num_threads(1)
-    seeds = range(args.first_seed, args.first_seed + args.seeds)
-    results = evaluate_agent(args.agent, args.preset, args.users, seeds, args.train_steps,
+    tuning = range(args.first_seed, args.first_seed + args.seeds)
+    results = evaluate_agent(args.agent, args.preset, args.users, tuning, args.train_steps,
                              agent_kwargs=json.loads(args.kwargs),
-                             train_seed_of=lambda s: s * 1_000_000,
-                             eval_seed_of=lambda s: TUNE_SEED_BASE + s * 1_000_000)
+                             train_seed_of=seeds.tune_train_seed, eval_seed_of=seeds.tune_eval_seed)
     returns = [r.means()["return"] for r in results]
     seconds = [r.extra["train_seconds"] for r in results]
-    for s, r, ret in zip(seeds, results, returns, strict=True):
+    for s, r, ret in zip(tuning, results, returns, strict=True):
         print(f"  seed {s}: return {ret:.1f}, learn {r.extra['train_seconds']:.1f}s "
               f"(fit {r.extra.get('fit_seconds', float('nan')):.1f}s)", flush=True)
     print(f"{args.agent} {args.kwargs}: return {np.mean(returns):.1f} "

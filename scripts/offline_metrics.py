@@ -5,7 +5,7 @@ re-rank each logged slate by the model's pCTR and score the position of the clic
 the k shown (slates without a click are skipped): HR@k = clicked item in the top k,
 NDCG@k = 1/log2(rank + 1) if within k, MRR = 1/rank.
 
-``python -m recsim_gym.experiments.offline_metrics --preset static --steps 20000`` logs, splits by user,
+``python scripts/offline_metrics.py --preset static --steps 20000`` logs, splits by user,
 fits the three models and prints the table (with a constant predictor for reference).
 """
 

@@ -1,6 +1,6 @@
 """A short demo: hand-written policies on a preset, lifetime returns with 95% CIs, and a plot.
 
-``python -m recsim_gym.experiments.demo`` runs cohorts of simulated users to the end of their lifetimes
+``python scripts/demo.py`` runs cohorts of simulated users to the end of their lifetimes
 (churn or the step limit) under four policies - uniform random, highest-appeal (a click
 maximiser's instinct), the oracle myopic optimum and a quality-aware oracle - prints
 lifetime return, session length, CTR and conversion rate per policy with 95% confidence
@@ -63,8 +63,8 @@ def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Command-line entry point (``python -m recsim_gym.experiments.demo --help``)."""
-    parser = argparse.ArgumentParser(prog="python -m recsim_gym.experiments.demo", description=__doc__,
+    """Command-line entry point (``python scripts/demo.py --help``)."""
+    parser = argparse.ArgumentParser(prog="python scripts/demo.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="default", choices=all_preset_names(),
                         help="world preset (default: default)")

@@ -5,7 +5,7 @@ and held-out users) for ``oracle_myopic`` and the given click models, and prints
 lifetime returns, the learn (log + fit) time, and over seeds the mean with a 95% Student-t CI
 and the paired ratio model / oracle with its 95% CI.
 
-``python -m recsim_gym.experiments.supervised_headline --env static --agents logreg --seeds 5``
+``python scripts/supervised_headline.py --env static --agents logreg --seeds 5``
 """
 
 from __future__ import annotations

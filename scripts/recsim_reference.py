@@ -4,7 +4,7 @@ Reproduces the RecSim/SlateQ reference figures (RecSim's own code: about 154-155
 watch time per session for random slates and 166 for the myopic policy at m = 10, k = 2; random
 episodes last a bit over 80 steps)::
 
-    python -m recsim_gym.experiments.recsim_reference --candidates 10 --slate 2 --users 5000 --seeds 5
+    python scripts/recsim_reference.py --candidates 10 --slate 2 --users 5000 --seeds 5
 
 Each seed is one batch of ``--users`` users (one episode each) run through
 ``gym.make_vec("recsim/interest_evolution-v0", exposure="recsim")``; both policies meet the
@@ -62,7 +62,7 @@ def _interval(values: np.ndarray) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the comparison and print the table; returns the figures as a dict."""
     parser = argparse.ArgumentParser(
-        prog="python -m recsim_gym.experiments.recsim_reference",
+        prog="python scripts/recsim_reference.py",
         description="Mean episode return (watch time, 95%% CIs) and episode lengths of the random "
                     "and myopic policies on the interest_evolution preset (RecSim's model).")
     parser.add_argument("--candidates", type=int, default=10, help="candidates m (default 10)")
