@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from recsim_gym.agents.base import BaseAgent, Observation, Transition
-from recsim_gym.agents.heuristics import top_k
+from recsim_gym.agents.slates import random_slates, top_k
 from recsim_gym.agents.validation import check_number
 
 
@@ -231,7 +231,7 @@ class EpsilonGreedyAgent(LinearBandit):
         slates = super().act(obs)
         if self.exploring:
             explore = self.rng.random(len(slates)) < self.epsilon
-            random = np.argsort(self.rng.random(obs["candidates"].shape[:2]), axis=1)[:, : self.slate_size]
+            random = random_slates(self.rng, *obs["candidates"].shape[:2], self.slate_size)
             slates = np.where(explore[:, None], random, slates)
         return slates
 

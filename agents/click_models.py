@@ -51,8 +51,7 @@ from torch import nn
 
 from recsim_gym.agents.bandits import item_keys
 from recsim_gym.agents.base import BaseAgent, Observation
-from recsim_gym.agents.heuristics import top_k
-from recsim_gym.agents.slate_optim import dinkelbach_slate
+from recsim_gym.agents.slates import dinkelbach_slate, top_k
 from recsim_gym.agents.validation import check_number
 from recsim_gym.env import logs as recsim_logs
 

@@ -39,7 +39,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from recsim_gym.agents.base import BaseAgent, Transition
-from recsim_gym.agents.slate_optim import OPTIMISERS, optimise_slates
+from recsim_gym.agents.slates import OPTIMISERS, optimise_slates, random_slates
 from recsim_gym.agents.validation import check_choice, check_number, replace_config
 from recsim_gym.env import RecSimVectorEnv, seeds
 from recsim_gym.env.simulator import make_simulator, simulator_for
@@ -237,13 +237,9 @@ def _epsilon_explore(rng: np.random.Generator, epsilon: float, slates: np.ndarra
     if epsilon > 0:
         explore = rng.random(len(slates)) < epsilon
         if explore.any():
-            slates[explore] = _random_slates(rng, int(explore.sum()), obs["candidates"].shape[1],
+            slates[explore] = random_slates(rng, int(explore.sum()), obs["candidates"].shape[1],
                                              slates.shape[1])
     return slates
-
-
-def _random_slates(rng: np.random.Generator, rows: int, m: int, k: int) -> np.ndarray:
-    return np.argsort(rng.random((rows, m)), axis=1)[:, :k]
 
 
 # ---------------------------------------------------------------------------------------------

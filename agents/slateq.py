@@ -60,7 +60,7 @@ from torch import nn
 
 from recsim_gym.agents.base import BaseAgent
 from recsim_gym.agents.features import cross_feature_dim, cross_features, hashed_item_ids, item_id_columns
-from recsim_gym.agents.slate_optim import OPTIMISERS, optimise_slates
+from recsim_gym.agents.slates import OPTIMISERS, optimise_slates
 from recsim_gym.agents.validation import check_choice, check_number, replace_config
 from recsim_gym.env import RecSimVectorEnv, seeds
 from recsim_gym.env.simulator import make_simulator, simulator_for

@@ -29,12 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from recsim_gym.env.spaces import random_slates
+
 DEFAULT_BATCH_SIZES = (1, 64, 1024, 4096)
 
 
 def _slate_pool(rng: np.random.Generator, m: int, k: int, batch: int | None, n: int) -> list:
     shape = (n,) if batch is None else (n, batch)
-    pool = np.argsort(rng.random(shape + (m,)), axis=-1)[..., :k].astype(np.int64)
+    pool = random_slates(rng, int(np.prod(shape)), m, k).reshape(shape + (k,))
     return list(pool)
 
 

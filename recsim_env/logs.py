@@ -40,6 +40,7 @@ import numpy as np
 
 from recsim_gym.env import rng as recsim_rng
 from recsim_gym.env.simulator import make_simulator
+from recsim_gym.env.spaces import random_slates
 
 SCHEMA_VERSION = 1
 #: A logging policy: ``policy(obs, generator) -> (slates (B, k), propensities (B, k))``.
@@ -63,7 +64,7 @@ def uniform_policy(k: int) -> LoggingPolicy:
     """Uniformly random slates; propensity of position j is ``1 / (m - j)``."""
     def policy(obs: dict[str, np.ndarray], gen: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         batch, m = obs["candidates"].shape[:2]
-        slates = np.argsort(gen.random((batch, m)), axis=1)[:, :k]
+        slates = random_slates(gen, batch, m, k)
         prop = np.broadcast_to(1.0 / (m - np.arange(k)), (batch, k)).astype(np.float32)
         return slates, prop
     return policy

@@ -12,6 +12,14 @@ from gymnasium.vector.utils import batch_space
 from recsim_gym.env.params import Params
 
 
+def random_slates(rng: np.random.Generator, batch_size: int, num_candidates: int, slate_size: int
+                  ) -> np.ndarray:
+    """Uniformly random slates (B, k) int64 of distinct candidate positions: the one sampler of
+    random slates that agents, logging policies and benchmarks share."""
+    keys = rng.random((batch_size, num_candidates))
+    return np.argsort(keys, axis=1)[:, :slate_size].astype(np.int64)
+
+
 class InvalidActionError(ValueError):
     """A slate that the env cannot show; the message says what was expected."""
 

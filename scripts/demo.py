@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from recsim_gym.agents import heuristics
+from recsim_gym.agents import reference, slates
 from recsim_gym.env import Params, rng
 from recsim_gym.env.simulator import Simulator, all_preset_names, make_simulator
 
@@ -26,13 +26,14 @@ Policy = Callable[[dict[str, np.ndarray], Params, np.random.Generator], np.ndarr
 
 POLICIES: dict[str, tuple[str, Policy]] = {
     "random": ("uniform random slates",
-               lambda obs, p, g: heuristics.random_slates(g, obs["user"].shape[0], p)),
+               lambda obs, p, g: slates.random_slates(g, len(obs["user"]), p.num_candidates,
+                                                         p.slate_size)),
     "highest_appeal": ("the k most appealing candidates",
-                       lambda obs, p, g: heuristics.highest_appeal(obs, p)),
+                       lambda obs, p, g: reference.highest_appeal(obs, p)),
     "oracle_myopic": ("best immediate expected reward (reads the latent state)",
-                      lambda obs, p, g: heuristics.myopic_greedy(obs, p)),
+                      lambda obs, p, g: reference.myopic_greedy(obs, p)),
     "quality_aware": ("oracle myopic plus a bonus for quality (reads the latent state)",
-                      lambda obs, p, g: heuristics.quality_aware(obs, p)),
+                      lambda obs, p, g: reference.quality_aware(obs, p)),
 }
 
 

@@ -25,8 +25,10 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 import recsim_gym.env  # noqa: F401  (registers the ids)
-from recsim_gym.agents.recsim_reference import REFERENCE_POLICIES
+from recsim_gym.agents.reference import OracleMyopicAgent, RandomAgent
 from recsim_gym.experiments.statistics import t_interval
+
+REFERENCE_POLICIES = {"random": RandomAgent, "myopic": OracleMyopicAgent}
 
 ENV_ID = "recsim/interest_evolution-v0"
 
@@ -40,7 +42,7 @@ def run_episodes(policy: str, users: int, seed: int, candidates: int = 10, slate
     overrides.setdefault("exposure", "recsim")
     envs = gym.make_vec(ENV_ID, num_envs=users, num_candidates=candidates, slate_size=slate,
                         autoreset_mode=AutoresetMode.NEXT_STEP, **overrides)
-    act = REFERENCE_POLICIES[policy](envs.unwrapped.params, seed=seed)
+    act = REFERENCE_POLICIES[policy](envs.unwrapped.params, seed=seed).act
     obs, _ = envs.reset(seed=seed * users)
     returns = np.zeros(users)
     lengths = np.zeros(users, dtype=np.int64)

@@ -10,7 +10,7 @@ be known from observations:
   instead of the item's own quality (which a per-item model can learn from logs);
 * ``serving=topk``: top k by expected reward per item instead of the MNL-optimal slate;
 * ``quality_bonus=b``: each click is also worth ``b * quality`` (as
-  :func:`recsim_gym.agents.heuristics.quality_aware`): not myopic any more, it shows what valuing quality
+  :func:`recsim_gym.agents.reference.quality_aware`): not myopic any more, it shows what valuing quality
   beyond the next click is worth when only part of the state is known.
 
 ``python scripts/supervised_gap.py --preset static --users 2000 --seeds 3``
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from recsim_gym.agents import heuristics
+from recsim_gym.agents import reference, slates
 from recsim_gym.agents.base import BaseAgent
 from recsim_gym.env.simulator import make_simulator
 from recsim_gym.experiments.evaluate import evaluate
@@ -52,13 +52,13 @@ class RestrictedOracle(BaseAgent):
             clickbait = appeal > p.regular_appeal_max
             regular_mean = p.quality_alpha / (p.quality_alpha + p.quality_beta)
             obs["candidate_quality"] = np.where(clickbait, p.clickbait_quality_max / 2, regular_mean)
-        terms = heuristics.item_terms(obs, p)
+        terms = reference.item_terms(obs, p)
         weight = np.exp(terms["utility"] - p.no_click_utility)
         value = terms["value"] + self.quality_bonus * terms["quality"]
         if self.serving == "topk":
             prob = weight / (1.0 + weight)
-            return heuristics.top_k(prob * value, p.slate_size)
-        return heuristics.mnl_best_slate(weight, value, p)
+            return slates.top_k(prob * value, p.slate_size)
+        return slates.dinkelbach_slate(weight, value, p.position_decay ** np.arange(p.slate_size))
 
 
 VARIANTS = {

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsim_gym.agents import heuristics, registry
+from recsim_gym.agents import reference, registry
 from recsim_gym.agents.base import BaseAgent
 from recsim_gym.env.simulator import all_preset_names, make_simulator
 from recsim_gym.experiments.evaluate import evaluate
@@ -96,7 +96,7 @@ def test_oracle_myopic_is_exact(choice_model: str, position_decay: float) -> Non
     sim = make_simulator("default", choice_model=choice_model, position_decay=position_decay,
                          num_candidates=7, slate_size=3, observe_latent=True)
     obs = sim.observe(sim.reset(np.arange(30, dtype=np.uint64)))
-    terms = heuristics.item_terms(obs, sim.params)
+    terms = reference.item_terms(obs, sim.params)
 
     def expected_reward(slates: np.ndarray) -> np.ndarray:
         utility = np.take_along_axis(terms["utility"], slates, axis=1).astype(np.float32)

@@ -1,7 +1,7 @@
 """The env's choice probabilities equal the numpy choice models applied to the true utilities.
 
 Oracles and model-based agents compute choice probabilities with ``recsim_gym.env.choice`` and
-``recsim_gym.agents.heuristics.item_terms``; the compiled kernel must agree with them exactly.
+``recsim_gym.agents.reference.item_terms``; the compiled kernel must agree with them exactly.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsim_gym.agents.heuristics import item_terms
+from recsim_gym.agents.reference import item_terms
 from recsim_gym.env import RecSimVectorEnv
 from recsim_gym.env.choice import choice_probabilities, sample_choice
 

@@ -10,7 +10,7 @@ from recsim_gym.agents.base import BaseAgent
 from recsim_gym.agents.click_models import ClickModelAgent
 from recsim_gym.agents.reference import RandomAgent
 from recsim_gym.agents.registry import make
-from recsim_gym.agents.slate_optim import slate_value
+from recsim_gym.agents.slates import slate_value
 from recsim_gym.env import RecSimVectorEnv
 from recsim_gym.env.logs import generate_logs, split_by_user
 from recsim_gym.env.simulator import make_simulator

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from recsim_gym.agents.heuristics import item_terms, random_slates
+from recsim_gym.agents.reference import item_terms
+from recsim_gym.agents.slates import random_slates
 from recsim_gym.env import RecSimVectorEnv, Simulator, State, make_params
 from recsim_gym.env.rng import seed_to_key
 
@@ -71,6 +72,10 @@ def configs(draw) -> dict:
     )
 
 
+def _sizes(params) -> tuple[int, int]:
+    return params.num_candidates, params.slate_size
+
+
 def _check_state(state, params) -> None:
     """The documented ranges of every latent State array, and finiteness."""
     for name in ("interest", "base_interest", "fatigue", "satisfaction"):
@@ -98,7 +103,7 @@ def test_random_configs_keep_probabilities_states_and_rewards_valid(config: dict
     _check_state(envs.state, params)
     rng = np.random.default_rng(seed)
     for _ in range(steps):
-        actions = random_slates(rng, batch, params)
+        actions = random_slates(rng, batch, params.num_candidates, params.slate_size)
         if params.duplicate_rule == "fill":  # repeats are allowed and get replaced
             actions[:, -1] = actions[:, 0]
         obs, reward, terminated, truncated, info = envs.step(actions)
@@ -137,7 +142,7 @@ def test_presets_single_env_observations_in_space(preset: str, choice_model: str
     obs, _ = envs.reset(seed=seed)
     rng = np.random.default_rng(seed)
     for _ in range(60):
-        obs, reward, *_ = envs.step(random_slates(rng, 1, params))
+        obs, reward, *_ = envs.step(random_slates(rng, 1, params.num_candidates, params.slate_size))
         assert envs.observation_space.contains(obs)
         assert 0 <= reward[0] <= params.max_reward
         _check_state(envs.state, params)
@@ -232,7 +237,7 @@ def test_click_frequencies_match_choice_probs_along_trajectories(choice_model: s
     covariance = np.zeros((k + 1, k + 1))
     conv_observed = conv_expected = conv_variance = 0.0
     for _ in range(steps):
-        slates = random_slates(rng, batch, params)
+        slates = random_slates(rng, batch, params.num_candidates, params.slate_size)
         p_convert = np.take_along_axis(item_terms(obs, params)["p_convert"], slates, axis=1)
         obs, _, _, _, info = envs.step(slates)
         live = info["_choice_probs"]
@@ -262,7 +267,7 @@ def test_churn_frequency_matches_documented_probability() -> None:
     rng = np.random.default_rng(0)
     observed = expected = variance = 0.0
     for _ in range(5):
-        state, result = sim.step(state, random_slates(rng, batch, sim.params))
+        state, result = sim.step(state, random_slates(rng, batch, *_sizes(sim.params)))
         q = 0.01 + 0.5 * (1 - state.satisfaction.astype(np.float64)) ** 2
         observed += result.terminated.sum()
         expected += q.sum()
@@ -282,7 +287,7 @@ def test_satisfaction_and_fatigue_follow_the_documented_updates() -> None:
     batch = 2000
     state = sim.reset(seed_to_key(np.arange(batch), 0))
     state = _warm_up(sim, state, 2)
-    slates = random_slates(np.random.default_rng(0), batch, params)
+    slates = random_slates(np.random.default_rng(0), batch, params.num_candidates, params.slate_size)
     new, result = sim.step(state, slates)
     click = result.click
     assert 0 < click.sum() < batch
@@ -316,7 +321,7 @@ def test_static_preset_has_no_drift_no_fatigue_and_constant_churn() -> None:
     rng = np.random.default_rng(0)
     terminated = 0
     for _ in range(20):
-        state, result = sim.step(state, random_slates(rng, batch, sim.params))
+        state, result = sim.step(state, random_slates(rng, batch, *_sizes(sim.params)))
         terminated += result.terminated.sum()
         assert np.array_equal(state.interest, start.interest)
         assert np.array_equal(state.satisfaction, start.satisfaction)
@@ -330,7 +335,7 @@ def test_simulator_step_is_pure() -> None:
     state = sim.reset(seed_to_key(np.arange(8), 0))
     snapshot = {name: np.copy(getattr(state, name)) for name in ("interest", "fatigue", "satisfaction",
                                                                  "candidates", "history", "t")}
-    slates = random_slates(np.random.default_rng(0), 8, sim.params)
+    slates = random_slates(np.random.default_rng(0), 8, sim.params.num_candidates, sim.params.slate_size)
     new_a, result_a = sim.step(state, slates)
     new_b, result_b = sim.step(state, slates)
     for name, value in snapshot.items():

@@ -22,7 +22,7 @@ from conftest import (
     single_rollout,
     slot,
 )
-from recsim_gym.agents.heuristics import random_slates
+from recsim_gym.agents.slates import random_slates
 from recsim_gym.env import RecSimEnv, RecSimVectorEnv, make_params
 
 ENV_IDS = recsim_gym.env.env_ids()
@@ -131,8 +131,8 @@ def test_info_contents_single_env() -> None:
 def _actions(params, n: int, seed: int, batch: int | None = None) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     if batch is None:
-        return [random_slates(rng, 1, params)[0] for _ in range(n)]
-    return [random_slates(rng, batch, params) for _ in range(n)]
+        return [random_slates(rng, 1, params.num_candidates, params.slate_size)[0] for _ in range(n)]
+    return [random_slates(rng, batch, params.num_candidates, params.slate_size) for _ in range(n)]
 
 
 @pytest.mark.parametrize("preset", ["default", "news", "ecommerce"])
@@ -281,7 +281,7 @@ def test_vector_env_equals_single_envs(preset: str, overrides: dict, mode: Autor
     rng = np.random.default_rng(9)
     steps = []
     for _ in range(n_steps):
-        action = random_slates(rng, batch, envs.params)
+        action = random_slates(rng, batch, envs.params.num_candidates, envs.params.slate_size)
         steps.append((action, envs.step(action)))
     totals = np.zeros(3, dtype=int)
     for b in range(batch):
@@ -302,7 +302,7 @@ def test_vector_env_disabled_autoreset_with_reset_mask() -> None:
         env.reset(seed=70 + b)
     rng = np.random.default_rng(0)
     for _ in range(4):
-        action = random_slates(rng, 3, envs.params)
+        action = random_slates(rng, 3, envs.params.num_candidates, envs.params.slate_size)
         obs, reward, _, truncated, _ = envs.step(action)
         for b, env in enumerate(singles):
             single_obs, single_reward, *_ = env.step(action[b])
@@ -310,11 +310,11 @@ def test_vector_env_disabled_autoreset_with_reset_mask() -> None:
             assert reward[b] == single_reward
     assert truncated.all()
     with pytest.raises(RuntimeError, match="reset_mask"):
-        envs.step(random_slates(rng, 3, envs.params))
+        envs.step(random_slates(rng, 3, envs.params.num_candidates, envs.params.slate_size))
     obs, _ = envs.reset(options={"reset_mask": np.array([False, True, False])})
     assert_obs_equal(slot(obs, 1), singles[1].reset()[0])
     with pytest.raises(RuntimeError):  # slots 0 and 2 are still over
-        envs.step(random_slates(rng, 3, envs.params))
+        envs.step(random_slates(rng, 3, envs.params.num_candidates, envs.params.slate_size))
 
 
 def test_next_step_autoreset_ignores_action_of_finished_slot() -> None:
@@ -384,7 +384,7 @@ def test_observation_reports_history_and_progress() -> None:
     rng = np.random.default_rng(0)
     clicks = 0
     for step in range(1, 40):
-        slate = random_slates(rng, 1, params)[0]
+        slate = random_slates(rng, 1, params.num_candidates, params.slate_size)[0]
         new, _, terminated, truncated, info = env.step(slate)
         newest = new["history"][-1]
         shown = slate[info["position"]] if info["click"] else slate[0]

@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from recsim_gym.agents import heuristics, registry
+from recsim_gym.agents import reference, registry
 from recsim_gym.agents.base import BaseAgent, Transition
 from recsim_gym.env import RecSimVectorEnv, seeds
 from recsim_gym.env.simulator import make_simulator
@@ -21,7 +21,7 @@ class HighestAppeal(BaseAgent):
         self.params = params
 
     def act(self, obs):
-        return heuristics.highest_appeal(obs, self.params)
+        return reference.highest_appeal(obs, self.params)
 
 
 class PredictOnly:

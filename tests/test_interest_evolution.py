@@ -9,7 +9,8 @@ from gymnasium.utils.env_checker import check_env
 
 import recsim_gym.env  # noqa: F401  (registers the ids)
 from conftest import assert_obs_equal
-from recsim_gym.agents.recsim_reference import MyopicPolicy, RandomPolicy, myopic_slates, random_slates
+from recsim_gym.agents.reference import OracleMyopicAgent, RandomAgent, interest_myopic
+from recsim_gym.agents.slates import random_slates
 from recsim_gym.env.interest_evolution import (
     CHOICE_MODELS,
     END_REASONS,
@@ -179,14 +180,14 @@ def test_reference_policies():
     sim = make_simulator(exposure="recsim")
     state = sim.reset(seed_to_key(np.arange(8)))
     obs = sim.observe(state)
-    slates = MyopicPolicy(sim.params)(obs)
+    slates = OracleMyopicAgent(sim.params).act(obs)
     affinity = np.take_along_axis(state.interest, state.cand_topic, axis=1)
     best = np.sort(affinity, axis=1)[:, ::-1][:, :2]
     assert np.allclose(np.take_along_axis(affinity, slates, axis=1), best)
-    random = RandomPolicy(sim.params, seed=0)(obs)
+    random = RandomAgent(sim.params, seed=0).act(obs)
     assert random.shape == (8, 2) and np.all(random[:, 0] != random[:, 1])
     with pytest.raises(ValueError, match="exposure='recsim'"):
-        myopic_slates(make_simulator().observe(state), 2)
+        interest_myopic(make_simulator().observe(state), 2)
 
 
 # --------------------------------------------------------------------------------------------

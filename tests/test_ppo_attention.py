@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch as th
 
-from recsim_gym.agents import heuristics
+from recsim_gym.agents import reference, slates
 from recsim_gym.agents.ppo_attention import (
     AttentionSlateNetwork,
     ItemStats,
@@ -224,7 +224,7 @@ def test_factories_name_the_ablation() -> None:
 # --- learning -----------------------------------------------------------------------------------
 
 #: A static world where clicks depend only on the observable appeal and reward = click: the
-#: optimal slate is the k most appealing candidates, best first (heuristics.highest_appeal).
+#: optimal slate is the k most appealing candidates, best first (reference.highest_appeal).
 TINY = dict(num_items=200, num_topics=4, declared_topics=1, num_candidates=8, slate_size=2,
             history_length=2, affinity_weight=0.0, conversion_weight=0.0, max_steps=20, churn_base=0.0)
 
@@ -243,8 +243,9 @@ def test_ppo_attention_learns_the_known_optimum_of_a_tiny_world() -> None:
     sim = make_simulator("static", **TINY)
     generator = np.random.default_rng(0)
     random = expected_click_rate(
-        sim, lambda o: heuristics.random_slates(generator, len(o["user"]), sim.params))
-    best = expected_click_rate(sim, lambda o: heuristics.highest_appeal(o, sim.params))
+        sim, lambda o: slates.random_slates(generator, len(o["user"]), sim.params.num_candidates,
+                                            sim.params.slate_size))
+    best = expected_click_rate(sim, lambda o: reference.highest_appeal(o, sim.params))
     agent = ppo_attention(seed=0, num_envs=64, n_steps=16, batch_size=256, n_epochs=4, learning_rate=1e-3,
                           gamma=0.9, ent_coef=0.0)
     agent.learn(sim, 20_000)

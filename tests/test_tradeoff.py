@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from recsim_gym.agents.heuristics import highest_appeal, myopic_greedy, quality_aware
+from recsim_gym.agents.reference import highest_appeal, myopic_greedy, quality_aware
 from recsim_gym.env import RecSimVectorEnv
 
 USERS = 200

@@ -1,4 +1,14 @@
-"""Slate optimisers for a multinomial-logit (MNL) choice model with position bias.
+"""Slate utilities: random slates, top-k, and exact slate optimisers for MNL and cascade choice.
+
+Every agent builds its slates with these functions (one place for each):
+
+* :func:`random_slates` - uniformly random slates of distinct candidates (defined beside the
+  ``Slate`` space in :mod:`recsim_gym.env.spaces`, where the simulator's logging policy uses it);
+* :func:`top_k` - the k highest scores per row, best first;
+* the MNL optimisers below (:func:`optimise_slates` dispatches by name) and
+  :func:`cascade_best_slate` for the cascade model.
+
+MNL with position bias.
 
 The SlateQ decomposition values a slate ``A = (a_0, ..., a_{k-1})`` (ordered, distinct
 candidates) as the choice-weighted sum of item values::
@@ -29,6 +39,11 @@ import itertools
 import numpy as np
 from scipy.optimize import linprog
 
+from recsim_gym.env.spaces import random_slates
+
+__all__ = ["OPTIMISERS", "brute_force_slate", "cascade_best_slate", "dinkelbach_slate", "greedy_slate",
+           "lp_slate", "optimise_slates", "random_slates", "slate_value", "top_k", "top_k_slate"]
+
 OPTIMISERS = ("top_k", "greedy", "dinkelbach", "lp")
 
 
@@ -47,8 +62,8 @@ def _place(items_best_first: np.ndarray, rho: np.ndarray) -> np.ndarray:
     return slates
 
 
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the k largest scores per row, best first."""
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the k largest scores per row, best first (ties: lower index first)."""
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
@@ -56,7 +71,7 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
 
 def top_k_slate(weight: np.ndarray, value: np.ndarray, rho: np.ndarray) -> np.ndarray:
     """The k candidates with the largest ``weight * value``, best at the most examined position."""
-    return _place(_top(weight * value, len(rho)), rho)
+    return _place(top_k(weight * value, len(rho)), rho)
 
 
 def greedy_slate(weight: np.ndarray, value: np.ndarray, rho: np.ndarray) -> np.ndarray:
@@ -88,7 +103,7 @@ def dinkelbach_slate(weight: np.ndarray, value: np.ndarray, rho: np.ndarray, ite
     slates = top_k_slate(weight, value, rho)
     for _ in range(iterations):
         lam = slate_value(weight, value, rho, slates)[:, None]
-        new = _place(_top(weight * (value - lam), k), rho)
+        new = _place(top_k(weight * (value - lam), k), rho)
         better = slate_value(weight, value, rho, new) > lam[:, 0] + 1e-12
         if not better.any():
             break
@@ -147,6 +162,42 @@ def brute_force_slate(weight: np.ndarray, value: np.ndarray, rho: np.ndarray) ->
                              np.broadcast_to(value[row], (len(every), m)), rho, every)
         best[row] = every[values.argmax()]
     return best
+
+
+def cascade_best_slate(attract: np.ndarray, value: np.ndarray, slate_size: int, decay: float
+                       ) -> np.ndarray:
+    """Slate maximising the expected reward under the cascade model, exactly.
+
+    The user scans positions in order, clicks item ``i`` with probability ``a_i`` (``attract``)
+    and otherwise goes on with probability ``d = decay``:
+    ``R = sum_i a_i v_i prod_{j<i} (1 - a_j) d``. Swapping two neighbours shows that any set is
+    best shown in decreasing ``a v / (1 - d + d a)``; so, with candidates in that order, a
+    dynamic programme over (candidate, items still to place) picks the best k-subset:
+    ``best[j, i] = max(best[j, i+1], a_i v_i + (1 - a_i) d best[j-1, i+1])`` (O(m k) per user).
+    """
+    k, d = slate_size, decay
+    batch, m = attract.shape
+    order = np.argsort(-(attract * value) / (1.0 - d + d * attract), axis=1, kind="stable")
+    a = np.take_along_axis(attract, order, axis=1)
+    gain = a * np.take_along_axis(value, order, axis=1)
+    best = np.zeros((k + 1, m + 1, batch))
+    best[1:, m] = -np.inf  # cannot place items past the end
+    take = np.zeros((k + 1, m, batch), dtype=bool)
+    for i in range(m - 1, -1, -1):
+        for j in range(1, k + 1):
+            with_i = gain[:, i] + (1.0 - a[:, i]) * d * best[j - 1, i + 1]
+            take[j, i] = with_i > best[j, i + 1]
+            best[j, i] = np.where(take[j, i], with_i, best[j, i + 1])
+    slate = np.empty((batch, k), dtype=np.int64)
+    left = np.full(batch, k)
+    filled = np.zeros(batch, dtype=np.int64)
+    rows = np.arange(batch)
+    for i in range(m):
+        chosen = (left > 0) & take[left, i, rows]
+        slate[rows[chosen], filled[chosen]] = order[chosen, i]
+        filled += chosen
+        left -= chosen
+    return slate
 
 
 def optimise_slates(method: str, weight: np.ndarray, value: np.ndarray, rho: np.ndarray
