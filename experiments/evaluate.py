@@ -56,7 +56,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from recsim_gym.agents import registry
 from recsim_gym.agents.bandits import item_keys
@@ -64,6 +63,7 @@ from recsim_gym.agents.base import Transition
 from recsim_gym.env import RecSimVectorEnv
 from recsim_gym.env.seeds import EVAL_SEED_STRIDE, eval_seed, train_seed
 from recsim_gym.env.simulator import all_preset_names, make_simulator
+from recsim_gym.experiments.statistics import bca_interval, bootstrap_mean, bootstrap_ratio, t_interval
 
 PER_USER = ("return", "clicks", "conversions", "revenue", "ctr", "conversion_rate",
             "session_length", "churned", "diversity", "novelty")
@@ -111,39 +111,6 @@ class EvalResult:
 
 #: Pooled ratio metrics: name -> (numerator, denominator) per-user sums.
 RATIOS = {"ctr": ("clicks", "session_length"), "conversion_rate": ("conversions", "clicks")}
-
-
-def bootstrap_mean(values: np.ndarray, n_resamples: int = 1000, seed: int = 0
-                   ) -> tuple[float, float, float]:
-    """Mean of the finite ``values`` and its 95% percentile-bootstrap CI (``scipy.stats.bootstrap``)."""
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return float("nan"), float("nan"), float("nan")
-    mean = float(values.mean())
-    if len(values) < 2 or np.all(values == values[0]):
-        return mean, mean, mean
-    ci = stats.bootstrap((values,), np.mean, n_resamples=n_resamples, method="percentile",
-                         vectorized=True, random_state=seed).confidence_interval
-    return mean, float(ci.low), float(ci.high)
-
-
-def _ratio(num: np.ndarray, den: np.ndarray, axis: int = -1) -> np.ndarray:
-    return num.sum(axis=axis) / np.maximum(den.sum(axis=axis), 1e-12)
-
-
-def bootstrap_ratio(num: np.ndarray, den: np.ndarray, n_resamples: int = 1000, seed: int = 0
-                    ) -> tuple[float, float, float]:
-    """``sum(num) / sum(den)`` and its 95% percentile-bootstrap CI, users resampled (paired)."""
-    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
-    if den.sum() <= 0:
-        return float("nan"), float("nan"), float("nan")
-    value = float(_ratio(num, den))
-    if len(num) < 2 or (np.all(num == num[0]) and np.all(den == den[0])):
-        return value, value, value
-    ci = stats.bootstrap((num, den), _ratio, paired=True, n_resamples=n_resamples, method="percentile",
-                         vectorized=True, random_state=seed).confidence_interval
-    return value, float(ci.low), float(ci.high)
 
 
 def _params_of(env: Any) -> tuple[Any, str | None]:
@@ -329,8 +296,6 @@ def summarize_seeds(results: Sequence[EvalResult], n_resamples: int = 1000, seed
     users) and ``seeds_low/high`` (across per-seed cohort means; ``seed_ci`` "t" or "bootstrap")."""
     if seed_ci not in ("t", "bootstrap"):
         raise ValueError(f"seed_ci must be 't' or 'bootstrap', got {seed_ci!r}")
-    from recsim_gym.experiments.statistics import t_interval
-
     per_seed = [r.means() for r in results]
     out: dict[str, dict[str, float]] = {}
     for metric in METRICS:
@@ -350,12 +315,8 @@ def summarize_seeds(results: Sequence[EvalResult], n_resamples: int = 1000, seed
             seeds = (float("nan"), float("nan"))
         elif seed_ci == "t":
             seeds = t_interval(finite)[1:]
-        elif np.all(finite == finite[0]):
-            seeds = (float(finite[0]), float(finite[0]))
         else:
-            ci = stats.bootstrap((finite,), np.mean, n_resamples=n_resamples, method="BCa",
-                                 random_state=0).confidence_interval
-            seeds = (float(ci.low), float(ci.high))
+            seeds = bca_interval(finite, n_resamples)
         out[metric] = {"mean": float(mean), "users_low": users[0], "users_high": users[1],
                        "seeds_low": seeds[0], "seeds_high": seeds[1]}
     return out

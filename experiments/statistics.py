@@ -1,9 +1,12 @@
-"""Statistics for comparing agents across seeds.
+"""Statistics: the one module for confidence intervals, across users and across seeds.
 
 * Means get a 95% Student-t interval over seeds (honest for the 3-10 seeds experiments use; a
   percentile bootstrap over 5 values is too narrow).
 * Differences to a reference agent are *paired* by seed: every agent of a seed is evaluated on
   the same held-out users, so the per-seed difference removes user-to-user variance.
+* Across users (one evaluation cohort): percentile-bootstrap CIs of means
+  (:func:`bootstrap_mean`) and of pooled ratios such as CTR (:func:`bootstrap_ratio`, users
+  resampled with their numerator and denominator).
 * IQM (interquartile mean) and probability of improvement follow rliable (Agarwal et al.,
   NeurIPS 2021), with percentile-bootstrap CIs from ``scipy.stats.bootstrap``.
 """
@@ -66,6 +69,49 @@ def bootstrap_ci(statistic, *samples: np.ndarray, n_resamples: int = 2000, seed:
     result = stats.bootstrap(samples, statistic, n_resamples=n_resamples, method="percentile",
                              paired=False, vectorized=False, random_state=seed)
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def bootstrap_mean(values: np.ndarray, n_resamples: int = 1000, seed: int = 0
+                   ) -> tuple[float, float, float]:
+    """Mean of the finite ``values`` and its 95% percentile-bootstrap CI (``scipy.stats.bootstrap``)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(values.mean())
+    if len(values) < 2 or np.all(values == values[0]):
+        return mean, mean, mean
+    ci = stats.bootstrap((values,), np.mean, n_resamples=n_resamples, method="percentile",
+                         vectorized=True, random_state=seed).confidence_interval
+    return mean, float(ci.low), float(ci.high)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, axis: int = -1) -> np.ndarray:
+    return num.sum(axis=axis) / np.maximum(den.sum(axis=axis), 1e-12)
+
+
+def bootstrap_ratio(num: np.ndarray, den: np.ndarray, n_resamples: int = 1000, seed: int = 0
+                    ) -> tuple[float, float, float]:
+    """``sum(num) / sum(den)`` and its 95% percentile-bootstrap CI, users resampled (paired)."""
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    if den.sum() <= 0:
+        return float("nan"), float("nan"), float("nan")
+    value = float(_ratio(num, den))
+    if len(num) < 2 or (np.all(num == num[0]) and np.all(den == den[0])):
+        return value, value, value
+    ci = stats.bootstrap((num, den), _ratio, paired=True, n_resamples=n_resamples, method="percentile",
+                         vectorized=True, random_state=seed).confidence_interval
+    return value, float(ci.low), float(ci.high)
+
+
+def bca_interval(values: np.ndarray, n_resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% BCa-bootstrap CI of the mean of ``values`` (a point interval when all are equal)."""
+    values = np.asarray(values, dtype=float)
+    if np.all(values == values[0]):
+        return float(values[0]), float(values[0])
+    ci = stats.bootstrap((values,), np.mean, n_resamples=n_resamples, method="BCa",
+                         random_state=seed).confidence_interval
+    return float(ci.low), float(ci.high)
 
 
 def reference_agent(final: dict[str, dict[int, dict[str, float]]]) -> str | None:

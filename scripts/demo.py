@@ -16,51 +16,36 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
-from recsim_gym.agents import reference, slates
-from recsim_gym.env import Params, rng
-from recsim_gym.env.simulator import Simulator, all_preset_names, make_simulator
+from recsim_gym.agents import reference
+from recsim_gym.env import Params
+from recsim_gym.env.simulator import all_preset_names, make_simulator
+from recsim_gym.experiments.evaluate import evaluate
+from recsim_gym.experiments.statistics import t_interval
 
-Policy = Callable[[dict[str, np.ndarray], Params, np.random.Generator], np.ndarray]
 
-POLICIES: dict[str, tuple[str, Policy]] = {
-    "random": ("uniform random slates",
-               lambda obs, p, g: slates.random_slates(g, len(obs["user"]), p.num_candidates,
-                                                         p.slate_size)),
+class OraclePolicy:
+    """A latent-state policy of :mod:`recsim_gym.agents.reference` as an agent."""
+
+    requires_latent = True
+
+    def __init__(self, policy: Callable[[dict[str, np.ndarray], Params], np.ndarray], params: Params):
+        self.policy, self.params = policy, params
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """The policy's slates."""
+        return self.policy(obs, self.params)
+
+
+POLICIES: dict[str, tuple[str, Callable[[Params, int], object]]] = {
+    "random": ("uniform random slates", lambda p, seed: reference.RandomAgent(p, seed)),
     "highest_appeal": ("the k most appealing candidates",
-                       lambda obs, p, g: reference.highest_appeal(obs, p)),
+                       lambda p, seed: OraclePolicy(reference.highest_appeal, p)),
     "oracle_myopic": ("best immediate expected reward (reads the latent state)",
-                      lambda obs, p, g: reference.myopic_greedy(obs, p)),
+                      lambda p, seed: OraclePolicy(reference.myopic_greedy, p)),
     "quality_aware": ("oracle myopic plus a bonus for quality (reads the latent state)",
-                      lambda obs, p, g: reference.quality_aware(obs, p)),
+                      lambda p, seed: OraclePolicy(reference.quality_aware, p)),
 }
-
-
-def run_cohort(sim: Simulator, policy: Policy, users: int, seed: int) -> dict[str, np.ndarray]:
-    """Run ``users`` users (seeds ``seed .. seed+users-1``) to the end of their lifetimes."""
-    state = sim.reset(rng.seed_to_key(np.arange(seed, seed + users)))
-    policy_rng = np.random.default_rng(seed)
-    alive = np.ones(users, dtype=bool)
-    totals = {name: np.zeros(users) for name in ("return", "steps", "clicks", "conversions")}
-    while alive.any():
-        slates = policy(sim.observe(state), sim.params, policy_rng)
-        state, result = sim.step(state, slates)
-        totals["return"] += result.reward * alive
-        totals["steps"] += alive
-        totals["clicks"] += result.click * alive
-        totals["conversions"] += result.conversion * alive
-        alive &= ~(result.terminated | result.truncated)
-    return totals
-
-
-def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95% t-interval of per-seed values."""
-    mean = float(np.mean(values))
-    if len(values) < 2:
-        return mean, float("nan"), float("nan")
-    low, high = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=stats.sem(values))
-    return mean, float(low), float(high)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -79,19 +64,19 @@ def main(argv: list[str] | None = None) -> dict:
     if args.users < 1 or args.seeds < 1:
         parser.error(f"--users and --seeds must be >= 1, got {args.users} and {args.seeds}")
 
-    sim = make_simulator(args.preset, observe_latent=True)
+    params = make_simulator(args.preset).params
     results: dict[str, dict] = {}
     from tqdm import tqdm
     jobs = [(name, s) for name in POLICIES for s in range(args.seeds)]
     per_seed: dict[str, list[dict[str, float]]] = {name: [] for name in POLICIES}
     for name, s in tqdm(jobs, desc=f"demo on {args.preset}", unit="cohort", file=sys.stderr):
-        totals = run_cohort(sim, POLICIES[name][1], args.users, args.first_seed + s * args.users)
-        per_seed[name].append({
-            "return": totals["return"].mean(), "steps": totals["steps"].mean(),
-            "ctr": totals["clicks"].sum() / totals["steps"].sum(),
-            "cvr": totals["conversions"].sum() / max(totals["clicks"].sum(), 1.0)})
+        seed = args.first_seed + s * args.users
+        agent = POLICIES[name][1](params, seed)
+        means = evaluate(agent, args.preset, args.users, seed=seed).means()
+        per_seed[name].append({"return": means["return"], "steps": means["session_length"],
+                               "ctr": means["ctr"], "cvr": means["conversion_rate"]})
     for name, rows in per_seed.items():
-        results[name] = {metric: mean_ci(np.array([r[metric] for r in rows]))
+        results[name] = {metric: t_interval(np.array([r[metric] for r in rows]))
                          for metric in ("return", "steps", "ctr", "cvr")}
 
     print(f"\nPreset {args.preset!r}: {args.seeds} seeds x {args.users} users, lifetime metrics "

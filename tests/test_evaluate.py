@@ -12,6 +12,7 @@ from recsim_gym.env import RecSimVectorEnv, seeds
 from recsim_gym.env.simulator import make_simulator
 from recsim_gym.experiments import evaluate as ev
 from recsim_gym.experiments.evaluate import METRICS, PER_USER, evaluate
+from recsim_gym.experiments.statistics import bootstrap_mean
 
 
 class HighestAppeal(BaseAgent):
@@ -169,9 +170,9 @@ def test_summarize_seeds_and_table() -> None:
 
 
 def test_bootstrap_mean_edge_cases() -> None:
-    assert ev.bootstrap_mean(np.array([2.0, 2.0, 2.0])) == (2.0, 2.0, 2.0)
-    assert all(np.isnan(ev.bootstrap_mean(np.array([np.nan]))))
-    mean, low, high = ev.bootstrap_mean(np.arange(100.0), n_resamples=500)
+    assert bootstrap_mean(np.array([2.0, 2.0, 2.0])) == (2.0, 2.0, 2.0)
+    assert all(np.isnan(bootstrap_mean(np.array([np.nan]))))
+    mean, low, high = bootstrap_mean(np.arange(100.0), n_resamples=500)
     assert low < mean == 49.5 < high
 
 
