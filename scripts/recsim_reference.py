@@ -20,12 +20,12 @@ import json
 import time
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AutoresetMode
 
 import recsim_gym.env  # noqa: F401  (registers the ids)
 from recsim_gym.agents.reference import OracleMyopicAgent, RandomAgent
+from recsim_gym.env.simulator import make_simulator
+from recsim_gym.experiments.evaluate import evaluate
 from recsim_gym.experiments.statistics import t_interval
 
 REFERENCE_POLICIES = {"random": RandomAgent, "myopic": OracleMyopicAgent}
@@ -40,20 +40,10 @@ def run_episodes(policy: str, users: int, seed: int, candidates: int = 10, slate
     Returns per-episode total reward (minutes watched) and length (steps), each (users,).
     """
     overrides.setdefault("exposure", "recsim")
-    envs = gym.make_vec(ENV_ID, num_envs=users, num_candidates=candidates, slate_size=slate,
-                        autoreset_mode=AutoresetMode.NEXT_STEP, **overrides)
-    act = REFERENCE_POLICIES[policy](envs.unwrapped.params, seed=seed).act
-    obs, _ = envs.reset(seed=seed * users)
-    returns = np.zeros(users)
-    lengths = np.zeros(users, dtype=np.int64)
-    running = np.ones(users, dtype=bool)
-    while running.any():
-        obs, reward, terminated, truncated, _ = envs.step(act(obs))
-        returns += np.where(running, reward, 0.0)
-        lengths += running
-        running &= ~(terminated | truncated)
-    envs.close()
-    return returns, lengths
+    params = make_simulator("interest_evolution", num_candidates=candidates, slate_size=slate,
+                            **overrides).params
+    result = evaluate(REFERENCE_POLICIES[policy](params, seed=seed), params, users, seed=seed * users)
+    return result.per_user["return"], result.per_user["session_length"].astype(np.int64)
 
 
 def _interval(values: np.ndarray) -> str:
