@@ -167,7 +167,7 @@ def evaluate(agent: Any, env: Any = "default", n_users: int = 1000, seed: int = 
 
     :param agent: anything with ``act(obs)`` (or an SB3-style ``predict``)
     :param env: a preset name, a Gymnasium id, a recsim env (single or vector, wrapped or not),
-        a ``Simulator`` or a world's params; a new vector env of ``n_users`` slots is built on it
+        a world model or a world's params; a new vector env of ``n_users`` slots is built on it
     :param n_users: cohort size
     :param seed: seed of the first user
     :param learn: also call ``agent.observe(transition)`` every step (online learning)

@@ -12,13 +12,14 @@ and ``recsim/<preset>-v0`` for every preset, each with a native vector entry poi
 from importlib import metadata as _metadata
 
 from recsim_gym.env import interest_evolution  # noqa: F401  (registers the preset)
-from recsim_gym.env.core import END_REASONS, State, StepResult
+from recsim_gym.env.core import State
 from recsim_gym.env.envs import RecSimEnv, RecSimVectorEnv
 from recsim_gym.env.params import Params, field_table
 from recsim_gym.env.presets import PRESETS, make_params, preset_names
 from recsim_gym.env.registration import env_ids, register_envs
-from recsim_gym.env.simulator import Simulator
-from recsim_gym.env.spaces import InvalidActionError, Slate, validate_slates
+from recsim_gym.env.simulator import DefaultWorld, make_simulator
+from recsim_gym.env.spaces import InvalidActionError, Slate, random_slates, validate_slates
+from recsim_gym.env.world import END_REASONS, StepResult, UserBatch, WorldModel, register_world
 
 try:
     __version__ = _metadata.version("recsim-gym")
@@ -29,6 +30,7 @@ register_envs()
 
 __all__ = [
     "END_REASONS", "InvalidActionError", "PRESETS", "Params", "RecSimEnv", "RecSimVectorEnv",
-    "Simulator", "Slate", "State", "StepResult", "env_ids", "field_table", "make_params",
+    "DefaultWorld", "Slate", "State", "StepResult", "UserBatch", "WorldModel", "make_simulator",
+    "random_slates", "register_world", "env_ids", "field_table", "make_params",
     "preset_names", "register_envs", "validate_slates", "__version__",
 ]

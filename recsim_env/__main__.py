@@ -7,7 +7,7 @@ import argparse
 from recsim_gym.env.params import field_table
 from recsim_gym.env.presets import PRESETS
 from recsim_gym.env.registration import env_ids
-from recsim_gym.env.simulator import WORLD_MODELS
+from recsim_gym.env.world import WORLD_MODELS
 
 
 def params_markdown() -> str:

@@ -22,17 +22,20 @@ arithmetic runs in the compiled :mod:`recsim_gym.env.kernel`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from recsim_gym.env import kernel, rng
 from recsim_gym.env.catalog import Catalog, candidate_popularity_ramp
 from recsim_gym.env.params import Params
+from recsim_gym.env.world import END_REASONS, StepResult, UserBatch
+
+__all__ = ["END_REASONS", "State", "StepResult", "observe", "observation_shapes", "reset", "reset_into",
+           "step"]
 
 #: ``StepResult.end_reason`` codes.
 END_NONE, END_CHURN, END_MAX_STEPS = 0, 1, 2
-END_REASONS = ("", "churned", "max_steps")
 
 #: Columns appended to each history entry after the item features.
 HISTORY_FLAGS = ("click", "conversion", "valid")
@@ -41,7 +44,7 @@ _SQRT12 = np.float32(np.sqrt(12.0))
 
 
 @dataclass(slots=True)
-class State:
+class State(UserBatch):
     """Latent and observable state of B users. All arrays have a leading batch axis.
 
     Treated as immutable: :func:`step` returns a new state and never writes into this one.
@@ -58,48 +61,7 @@ class State:
     candidates: np.ndarray  #: (B, m) int64 candidate item ids for the next slate
     history: np.ndarray  #: (B, H, T+6) float32 last H interactions, oldest first (observation)
 
-    @property
-    def batch_size(self) -> int:
-        """Number of users B."""
-        return int(self.t.shape[0])
 
-    def take(self, index: np.ndarray | slice) -> State:
-        """The sub-batch of users ``index`` (copies)."""
-        return State(*(getattr(self, name)[index] for name in STATE_FIELDS))
-
-    def assign(self, index: np.ndarray, other: State) -> None:
-        """Overwrite users ``index`` with ``other``'s users, IN PLACE. Only for states you own."""
-        assign_users(self, index, other, STATE_FIELDS)
-
-
-STATE_FIELDS = tuple(f.name for f in fields(State))
-
-
-def assign_users(state: object, index: np.ndarray, other: object, names: tuple[str, ...]) -> None:
-    """Copy users ``index`` of ``other`` into ``state`` for the array fields ``names``, in place
-    (read-only arrays are copied first). Shared by every world's state class."""
-    for name in names:
-        target = getattr(state, name)
-        if not target.flags.writeable:
-            target = target.copy()
-            setattr(state, name, target)
-        target[index] = getattr(other, name)
-
-
-@dataclass(slots=True)
-class StepResult:
-    """Per-user outcome of one step (arrays of shape (B,) unless noted)."""
-
-    reward: np.ndarray  #: float32, in [0, params.max_reward]
-    click: np.ndarray  #: bool
-    conversion: np.ndarray  #: bool
-    revenue: np.ndarray  #: float32 price of a converted item, else 0
-    position: np.ndarray  #: int64 clicked slate position, -1 for no click
-    item: np.ndarray  #: int64 clicked item id, -1 for no click
-    choice_probs: np.ndarray  #: (B, k + 1) float32 click probability per position, then no-click
-    terminated: np.ndarray  #: bool, the user churned
-    truncated: np.ndarray  #: bool, the episode hit max_steps (and the user did not churn)
-    end_reason: np.ndarray  #: int8 code into END_REASONS
 
 
 def reset(params: Params, catalog: Catalog, keys: np.ndarray) -> State:

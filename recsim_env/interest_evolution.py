@@ -34,18 +34,16 @@ lists what is observed and every known difference from RecSim.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 from scipy.special import ndtri
 
 from recsim_gym.env import rng
-from recsim_gym.env.core import StepResult, assign_users
 from recsim_gym.env.params import _check, _check_field, _f
 from recsim_gym.env.params import field_table as params_field_table
-from recsim_gym.env.simulator import Simulator, register_world_model
+from recsim_gym.env.world import StepResult, UserBatch, WorldModel, register_world
 
 #: ``StepResult.end_reason`` codes of this preset.
 END_NONE, END_BUDGET, END_MAX_STEPS = 0, 1, 2
@@ -195,9 +193,9 @@ def field_table() -> list[dict[str, str]]:
 
 
 @dataclass(slots=True)
-class IEState:
+class IEState(UserBatch):
     """Latent and observable state of B users (leading batch axis). Treated as immutable by
-    :meth:`InterestEvolutionSimulator.step`."""
+    :meth:`InterestEvolutionWorld.step`."""
 
     key: np.ndarray  #: (B,) uint64 episode key
     stream: np.ndarray  #: (B,) uint32 random-stream counter
@@ -211,29 +209,13 @@ class IEState:
     history: np.ndarray  #: (B, H, T+3) float32 last H steps, oldest first
     response: np.ndarray  #: (B, k, T+4) float32 last step's response per slate position
 
-    @property
-    def batch_size(self) -> int:
-        """Number of users B."""
-        return int(self.t.shape[0])
-
-    def take(self, index: np.ndarray | slice) -> IEState:
-        """The sub-batch of users ``index`` (copies)."""
-        return IEState(*(np.array(getattr(self, name)[index]) for name in IE_STATE_FIELDS))
-
-    def assign(self, index: np.ndarray, other: IEState) -> None:
-        """Overwrite users ``index`` with ``other``'s users, IN PLACE (for states you own)."""
-        assign_users(self, index, other, IE_STATE_FIELDS)
-
-
-IE_STATE_FIELDS = tuple(f.name for f in fields(IEState))
-
 
 def _normals(u: np.ndarray) -> np.ndarray:
     """Standard normals from 24-bit uniforms in [0, 1) (inverse CDF, |z| <= 5.9)."""
     return ndtri(u + _HALF_ULP24).astype(np.float64)
 
 
-class InterestEvolutionSimulator(Simulator):
+class InterestEvolutionWorld(WorldModel):
     """Batched RecSim interest-evolution dynamics (see the module docstring)."""
 
     def __init__(self, params: InterestEvolutionParams):  # no catalog: documents are per step
@@ -241,10 +223,7 @@ class InterestEvolutionSimulator(Simulator):
         self._means = params.quality_means()
         self._eye = np.eye(params.num_topics, dtype=np.float32)
 
-    @property
-    def end_reasons(self) -> tuple[str, ...]:
-        """Names of ``StepResult.end_reason`` codes."""
-        return END_REASONS
+    end_reasons = END_REASONS
 
     # ------------------------------------------------------------------ documents
     def _documents(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -270,10 +249,6 @@ class InterestEvolutionSimulator(Simulator):
             cand_topic=topic, cand_quality=quality,
             history=np.zeros((b, p.history_length, t + len(HISTORY_FLAGS)), np.float32),
             response=np.zeros((b, p.slate_size, t + len(RESPONSE_FIELDS)), np.float32))
-
-    def reset_into(self, state: IEState, index: np.ndarray, keys: np.ndarray) -> None:
-        """Start new episodes with ``keys`` for users ``index`` of ``state``, in place."""
-        state.assign(index, self.reset(keys))
 
     # ------------------------------------------------------------------ choice
     def choice_probs(self, scores: np.ndarray) -> np.ndarray:
@@ -403,11 +378,6 @@ class InterestEvolutionSimulator(Simulator):
             shapes["candidate_quality"] = ((m,), -QUALITY_BOUND, QUALITY_BOUND)
         return shapes
 
-    def observation_space(self) -> spaces.Dict:
-        """Per-user observation space (float32 boxes)."""
-        return spaces.Dict({key: spaces.Box(low, high, shape=shape, dtype=np.float32)
-                            for key, (shape, low, high) in self.observation_shapes().items()})
-
     def observe(self, state: IEState) -> dict[str, np.ndarray]:
         """Batched observation dict (new arrays); keys in the README section on this preset.
 
@@ -438,17 +408,17 @@ class InterestEvolutionSimulator(Simulator):
 
 
 def make_simulator(params: InterestEvolutionParams | None = None, **overrides: Any
-                   ) -> InterestEvolutionSimulator:
+                   ) -> InterestEvolutionWorld:
     """The world-model factory: ``params`` (default RecSim's) with keyword ``overrides``."""
     if params is None:
         params = InterestEvolutionParams()
     elif not isinstance(params, InterestEvolutionParams):
         raise ValueError(f"preset 'interest_evolution' takes InterestEvolutionParams, got "
                          f"{type(params).__name__}")
-    return InterestEvolutionSimulator(params.replace(**overrides) if overrides else params)
+    return InterestEvolutionWorld(params.replace(**overrides) if overrides else params)
 
 
-register_world_model(
+register_world(
     "interest_evolution",
     "Google RecSim's interest-evolution environment (SlateQ paper): trashy/nutritious topics, "
     "time budget, proportional choice, watch-time reward.", make_simulator)

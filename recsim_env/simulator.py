@@ -1,23 +1,26 @@
-"""`Simulator`: the core's pure functions bound to one world (params + catalog).
+"""The default world (:class:`DefaultWorld`: the core's pure functions bound to its params and
+catalog) and the lookup of every world by preset name (:func:`make_simulator`).
 
-The env shells talk only to this interface (``reset``, ``step``, ``observe``,
-``observation_space``), so a different world model (for example a re-implementation of
-another simulator) plugs in by subclassing it and overriding those methods.
+Worlds are peers implementing :class:`~recsim_gym.env.world.WorldModel`; the default world's
+presets are :data:`~recsim_gym.env.presets.PRESETS`, other worlds register themselves with
+:func:`~recsim_gym.env.world.register_world`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 
 from recsim_gym.env import core
 from recsim_gym.env.catalog import Catalog, make_catalog
 from recsim_gym.env.params import Params
 from recsim_gym.env.presets import make_params, preset_names
+from recsim_gym.env.world import WORLD_MODELS, WorldModel, register_world
+
+__all__ = ["WORLD_MODELS", "DefaultWorld", "all_preset_names", "cached_catalog", "make_simulator",
+           "register_world", "simulator_for"]
 
 
 @lru_cache(maxsize=16)
@@ -26,8 +29,9 @@ def cached_catalog(params: Params) -> Catalog:
     return make_catalog(params)
 
 
-class Simulator:
-    """Batched dynamics of one world. Stateless: state objects are passed in and returned."""
+class DefaultWorld(WorldModel):
+    """The default world family (catalog, drift, fatigue, satisfaction, churn, conversions):
+    :mod:`recsim_gym.env.core` bound to ``params`` and its catalog."""
 
     def __init__(self, params: Params):
         self.params = params
@@ -35,14 +39,9 @@ class Simulator:
 
     @classmethod
     def from_preset(cls, preset: str = "default", params: Params | None = None,
-                    **overrides: Any) -> Simulator:
+                    **overrides: Any) -> DefaultWorld:
         """Build from a preset name (or explicit ``params``) and keyword overrides."""
         return cls(make_params(preset, params, **overrides))
-
-    @property
-    def end_reasons(self) -> tuple[str, ...]:
-        """Names of ``StepResult.end_reason`` codes."""
-        return core.END_REASONS
 
     def reset(self, keys: np.ndarray) -> core.State:
         """New users for episode keys ``keys`` (B,) uint64."""
@@ -60,24 +59,12 @@ class Simulator:
         """Batched observation dict (new arrays)."""
         return core.observe(self.params, self.catalog, state)
 
-    def observation_space(self) -> spaces.Dict:
-        """Per-user observation space."""
-        return spaces.Dict({
-            key: spaces.Box(low, high, shape=shape, dtype=np.float32)
-            for key, (shape, low, high) in core.observation_shapes(self.params).items()})
+    def observation_shapes(self) -> dict[str, tuple[tuple[int, ...], float, float]]:
+        """Per-user observation key -> (shape, low, high)."""
+        return core.observation_shapes(self.params)
 
 
-#: Presets backed by another world model: name -> (description, factory). A factory is called
-#: as ``factory(params=None, **overrides)`` and returns a :class:`Simulator` subclass instance.
-WORLD_MODELS: dict[str, tuple[str, Callable[..., Simulator]]] = {}
-
-
-def register_world_model(name: str, description: str, factory: Callable[..., Simulator]) -> None:
-    """Make ``name`` a preset backed by ``factory`` (see :data:`WORLD_MODELS`)."""
-    WORLD_MODELS[name] = (description, factory)
-
-
-def make_simulator(preset: str = "default", params: Any = None, **overrides: Any) -> Simulator:
+def make_simulator(preset: str = "default", params: Any = None, **overrides: Any) -> DefaultWorld:
     """The simulator of ``preset``: a world-model preset, or the default world with a
     :data:`~recsim_gym.env.presets.PRESETS` entry's overrides. Explicit ``params`` decide the world
     by their type (``preset`` is then ignored)."""
@@ -85,7 +72,7 @@ def make_simulator(preset: str = "default", params: Any = None, **overrides: Any
         return simulator_for(params.replace(**overrides) if overrides else params)
     if preset in WORLD_MODELS:
         return WORLD_MODELS[preset][1](params=params, **overrides)
-    return Simulator.from_preset(preset, params, **overrides)
+    return DefaultWorld.from_preset(preset, params, **overrides)
 
 
 def all_preset_names() -> list[str]:
@@ -93,10 +80,10 @@ def all_preset_names() -> list[str]:
     return preset_names() + [name for name in WORLD_MODELS if name not in preset_names()]
 
 
-def simulator_for(params: Any) -> Simulator:
+def simulator_for(params: Any) -> WorldModel:
     """The simulator of any world's params (default-world ``Params`` or a world model's)."""
     if isinstance(params, Params):
-        return Simulator(params)
+        return DefaultWorld(params)
     for _, factory in WORLD_MODELS.values():
         if type(factory().params) is type(params):
             return factory(params=params)

@@ -14,7 +14,7 @@ from scipy import stats
 
 from recsim_gym.agents.reference import item_terms
 from recsim_gym.agents.slates import random_slates
-from recsim_gym.env import RecSimVectorEnv, Simulator, State, make_params
+from recsim_gym.env import DefaultWorld, RecSimVectorEnv, State, make_params
 from recsim_gym.env.rng import seed_to_key
 
 # ------------------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ def test_presets_single_env_observations_in_space(preset: str, choice_model: str
 ALPHA = 1e-3  # fixed seeds make these deterministic; a correct simulator passes with margin
 
 
-def _replicate(sim: Simulator, one, n: int, seed: int):
+def _replicate(sim: DefaultWorld, one, n: int, seed: int):
     """``n`` copies of user state ``one`` (same interest, fatigue, satisfaction, candidates,
     history, step) whose random streams come from ``n`` different episode keys."""
     many = sim.reset(seed_to_key(np.arange(seed, seed + n), 0))
@@ -166,7 +166,7 @@ def _replicate(sim: Simulator, one, n: int, seed: int):
     return many
 
 
-def _warm_up(sim: Simulator, state, steps: int):
+def _warm_up(sim: DefaultWorld, state, steps: int):
     """Step ``state`` with fixed slates so fatigue, interest and satisfaction move off reset."""
     slate = np.tile(np.arange(sim.params.slate_size), (state.batch_size, 1))
     for _ in range(steps):
@@ -179,7 +179,7 @@ def _warm_up(sim: Simulator, state, steps: int):
 def test_click_frequencies_match_choice_probs_for_a_fixed_state(preset: str, choice_model: str
                                                                 ) -> None:
     n = 60_000
-    sim = Simulator(make_params(preset, choice_model=choice_model, observe_latent=True))
+    sim = DefaultWorld(make_params(preset, choice_model=choice_model, observe_latent=True))
     one = _warm_up(sim, sim.reset(seed_to_key(np.array([5]), 0)), 3)
     many = _replicate(sim, one, n, seed=10_000)
     k = sim.params.slate_size
@@ -262,7 +262,7 @@ def test_click_frequencies_match_choice_probs_along_trajectories(choice_model: s
 def test_churn_frequency_matches_documented_probability() -> None:
     """P(leave) = churn_base + churn_scale (1 - satisfaction)^2 with the post-step satisfaction."""
     batch = 4096
-    sim = Simulator(make_params("default", churn_base=0.01, churn_scale=0.5, max_steps=1000))
+    sim = DefaultWorld(make_params("default", churn_base=0.01, churn_scale=0.5, max_steps=1000))
     state = sim.reset(seed_to_key(np.arange(batch), 0))
     rng = np.random.default_rng(0)
     observed = expected = variance = 0.0
@@ -278,12 +278,12 @@ def test_churn_frequency_matches_documented_probability() -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# Documented update rules (through Simulator and State)
+# Documented update rules (through DefaultWorld and State)
 # ------------------------------------------------------------------------------------------
 
 def test_satisfaction_and_fatigue_follow_the_documented_updates() -> None:
     params = make_params("default", interest_noise=0.0, regime_shift_prob=0.0)
-    sim = Simulator(params)
+    sim = DefaultWorld(params)
     batch = 2000
     state = sim.reset(seed_to_key(np.arange(batch), 0))
     state = _warm_up(sim, state, 2)
@@ -314,7 +314,7 @@ def test_satisfaction_and_fatigue_follow_the_documented_updates() -> None:
 
 
 def test_static_preset_has_no_drift_no_fatigue_and_constant_churn() -> None:
-    sim = Simulator(make_params("static"))
+    sim = DefaultWorld(make_params("static"))
     batch = 1000
     state = sim.reset(seed_to_key(np.arange(batch), 0))
     start = state
@@ -331,7 +331,7 @@ def test_static_preset_has_no_drift_no_fatigue_and_constant_churn() -> None:
 
 
 def test_simulator_step_is_pure() -> None:
-    sim = Simulator(make_params("news", observe_latent=True))
+    sim = DefaultWorld(make_params("news", observe_latent=True))
     state = sim.reset(seed_to_key(np.arange(8), 0))
     snapshot = {name: np.copy(getattr(state, name)) for name in ("interest", "fatigue", "satisfaction",
                                                                  "candidates", "history", "t")}
@@ -348,7 +348,7 @@ def test_simulator_step_is_pure() -> None:
 
 def test_interest_drifts_and_fatigue_builds_on_default() -> None:
     """The default world is not static: interests drift and repeated topics tire the user."""
-    sim = Simulator(make_params("default"))
+    sim = DefaultWorld(make_params("default"))
     batch = 500
     state = sim.reset(seed_to_key(np.arange(batch), 0))
     start = state.interest.copy()

@@ -15,7 +15,7 @@ from recsim_gym.env.interest_evolution import (
     CHOICE_MODELS,
     END_REASONS,
     InterestEvolutionParams,
-    InterestEvolutionSimulator,
+    InterestEvolutionWorld,
     make_simulator,
 )
 from recsim_gym.env.rng import seed_to_key
@@ -260,4 +260,4 @@ def test_batched_model_matches_scalar_transcription(policy):
 
 def test_simulator_class_is_registered():
     assert ENV_ID in recsim_gym.env.env_ids()
-    assert isinstance(gym.make(ENV_ID).unwrapped.sim, InterestEvolutionSimulator)
+    assert isinstance(gym.make(ENV_ID).unwrapped.sim, InterestEvolutionWorld)

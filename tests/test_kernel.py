@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from recsim_gym.env import rng
-from recsim_gym.env.core import STATE_FIELDS
+from recsim_gym.env.core import State
 from recsim_gym.env.kernel import _uniform
 from recsim_gym.env.simulator import make_simulator
+
+STATE_FIELDS = tuple(f.name for f in dataclasses.fields(State))
 
 
 def test_kernel_uniforms_equal_numpy_construction() -> None:
