@@ -21,13 +21,14 @@ that avoids teaching the model the position bias).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from recsim_gym.agents.base import BaseAgent, Observation, Transition
 from recsim_gym.agents.slates import random_slates, top_k
-from recsim_gym.agents.validation import check_number
+from recsim_gym.env.fields import Config, option
 
 
 def item_keys(candidates: np.ndarray, num_topics: int) -> np.ndarray:
@@ -89,6 +90,44 @@ def _run_online(agent: Any, env: Any, total_steps: int, callback: Any) -> None:
             break
 
 
+@dataclass(frozen=True)
+class PopularityConfig(Config):
+    """Hyperparameters of :class:`PopularityAgent`."""
+
+    smoothing: float = option(5.0, "Pseudo-impressions at the global mean reward (shrinks rarely "
+                              "shown items).", 0.0, low_open=True)
+    seed: int = option(0, "Unused (the agent is deterministic); accepted like every agent's.", 0)
+
+
+@dataclass(frozen=True)
+class LinearBanditConfig(Config):
+    """Hyperparameters shared by the linear bandits."""
+
+    ridge: float = option(1.0, "Prior precision of the weights.", 0.0, low_open=True)
+    seed: int = option(0, "Seed of the exploration.", 0)
+
+
+@dataclass(frozen=True)
+class EpsilonGreedyConfig(LinearBanditConfig):
+    """Hyperparameters of :class:`EpsilonGreedyAgent`."""
+
+    epsilon: float = option(0.1, "Probability of a random slate while learning.", 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class LinUCBConfig(LinearBanditConfig):
+    """Hyperparameters of :class:`LinUCBAgent`."""
+
+    alpha: float = option(1.0, "Width of the upper confidence bound.", 0.0)
+
+
+@dataclass(frozen=True)
+class ThompsonConfig(LinearBanditConfig):
+    """Hyperparameters of :class:`ThompsonAgent`."""
+
+    scale: float = option(0.5, "Scale of the posterior draws.", 0.0)
+
+
 class PopularityAgent(BaseAgent):
     """Shows the candidates that earned the most per impression so far: the reward their clicks
     produced (conversions included) over their shows, smoothed toward the global mean with
@@ -98,10 +137,9 @@ class PopularityAgent(BaseAgent):
     :param smoothing: pseudo-impressions at the global mean reward (shrinks rarely shown items)
     """
 
-    def __init__(self, params: Any, smoothing: float = 5.0, seed: int = 0):
-        check_number("popularity", "smoothing", smoothing, 0.0, low_open=True)
-        check_number("popularity", "seed", seed, 0, integer=True)
-        self.smoothing = smoothing
+    def __init__(self, params: Any, seed: int = 0, **hyperparameters: Any):
+        self.config = PopularityConfig().replace(seed=seed, **hyperparameters)
+        self.smoothing = self.config.smoothing
         self.slate_size, self.num_topics = params.slate_size, params.num_topics
         # identifying columns: topic, appeal, price where the world has them (on worlds whose
         # candidates are only a topic, "popularity" becomes popularity per topic)
@@ -158,12 +196,13 @@ class LinearBandit(BaseAgent):
     :param seed: exploration randomness
     """
 
-    #: Registered name; errors read e.g. ``linucb.ridge must be ...``.
     name = "linear_bandit"
+    #: The hyperparameter dataclass of the subclass.
+    config_class: type[LinearBanditConfig] = LinearBanditConfig
 
-    def __init__(self, params: Any, ridge: float = 1.0, seed: int = 0):
-        check_number(self.name, "ridge", ridge, 0.0, low_open=True)
-        check_number(self.name, "seed", seed, 0, integer=True)
+    def __init__(self, params: Any, seed: int = 0, **hyperparameters: Any):
+        self.config = self.config_class().replace(seed=seed, **hyperparameters)
+        ridge, seed = self.config.ridge, self.config.seed
         self.slate_size, self.num_topics = params.slate_size, params.num_topics
         self.declared = _user_dim(params) > params.num_topics  # default world: declared topics
         d = _candidate_dim(params) + 2 * self.num_topics + 1
@@ -221,10 +260,11 @@ class EpsilonGreedyAgent(LinearBandit):
 
     name = "epsilon_greedy"
 
-    def __init__(self, params: Any, epsilon: float = 0.1, ridge: float = 1.0, seed: int = 0):
-        check_number(self.name, "epsilon", epsilon, 0.0, 1.0)
-        super().__init__(params, ridge, seed)
-        self.epsilon = epsilon
+    config_class = EpsilonGreedyConfig
+
+    def __init__(self, params: Any, seed: int = 0, **hyperparameters: Any):
+        super().__init__(params, seed, **hyperparameters)
+        self.epsilon = self.config.epsilon
 
     def act(self, obs: Observation) -> np.ndarray:
         """Greedy slates, random ones with probability epsilon while learning."""
@@ -241,10 +281,11 @@ class LinUCBAgent(LinearBandit):
 
     name = "linucb"
 
-    def __init__(self, params: Any, alpha: float = 1.0, ridge: float = 1.0, seed: int = 0):
-        check_number(self.name, "alpha", alpha, 0.0)
-        super().__init__(params, ridge, seed)
-        self.alpha = alpha
+    config_class = LinUCBConfig
+
+    def __init__(self, params: Any, seed: int = 0, **hyperparameters: Any):
+        super().__init__(params, seed, **hyperparameters)
+        self.alpha = self.config.alpha
 
     def scores(self, obs: Observation, x: np.ndarray) -> np.ndarray:
         """Optimistic scores while learning."""
@@ -260,10 +301,11 @@ class ThompsonAgent(LinearBandit):
 
     name = "thompson"
 
-    def __init__(self, params: Any, scale: float = 0.5, ridge: float = 1.0, seed: int = 0):
-        check_number(self.name, "scale", scale, 0.0)
-        super().__init__(params, ridge, seed)
-        self.scale = scale
+    config_class = ThompsonConfig
+
+    def __init__(self, params: Any, seed: int = 0, **hyperparameters: Any):
+        super().__init__(params, seed, **hyperparameters)
+        self.scale = self.config.scale
 
     def scores(self, obs: Observation, x: np.ndarray) -> np.ndarray:
         """Scores under sampled weights while learning."""

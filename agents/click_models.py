@@ -13,19 +13,18 @@ P(conversion | click):
   the pooled interest concatenated with the candidate and user features into an MLP, plus
   item-id click and conversion biases.
 
-Training examples are the logged slates. The click head is fit as a conditional logit
-(``click_loss="softmax"``, the default): the logged choice among the k shown items and "no
+Training examples are the logged slates. The click head is fit as a conditional logit: the
+logged choice among the k shown items and "no
 click" is a softmax over ``[s_1 + b_1, ..., s_k + b_k, 0]``, with ``s`` the model's item score and
 ``b_j`` a learned log-examination bias of position ``j`` (position-bias debiasing, as in PAL).
 Unlike a pointwise per-item click label, this does not fold the competition of the other shown
 items into ``s``, so ``exp(s)`` is an attraction that transfers to any slate, whoever logged it.
-``click_loss="pointwise"`` is the older per-item logistic loss (label: this item was clicked).
 The conversion head is fit with a logistic loss on clicked items (label: the click converted).
 
 Serving (``serving="mnl"``, the default) shows the slate maximising the predicted reward
 ``sum_j w_j rho_j v_j / (1 + sum_j w_j rho_j)``, with attraction ``w = exp(s + b_1)``, learned
 examination ``rho_j = exp(b_j - b_1)`` and value per click ``v = w_click + w_conv * pCVR``
-(exact, Dinkelbach's iteration: :func:`recsim_gym.agents.slate_optim.dinkelbach_slate`). It accounts for the
+(exact, Dinkelbach's iteration: :func:`recsim_gym.agents.slates.dinkelbach_slate`). It accounts for the
 items competing for the click: a top k by ``pCTR * v`` fills the slate with high-click items and
 lets them crowd out the ones that convert. ``serving="topk"`` ranks candidates by
 ``pCTR * w_click + pCTR * pCVR * w_conv`` (``pCTR`` at position 1) and shows the top k.
@@ -43,6 +42,7 @@ learning on the agent's own fresh logs) and refits on all logs so far.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,8 +52,8 @@ from torch import nn
 from recsim_gym.agents.bandits import item_keys
 from recsim_gym.agents.base import BaseAgent, Observation
 from recsim_gym.agents.slates import dinkelbach_slate, top_k
-from recsim_gym.agents.validation import check_number
 from recsim_gym.env import logs as recsim_logs
+from recsim_gym.env.fields import Config, option
 
 
 def _profile(history: torch.Tensor, t: int) -> torch.Tensor:
@@ -177,6 +177,23 @@ class DINNet(ClickNet):
 NETS: dict[str, type[ClickNet]] = {"logreg": LogRegNet, "two_tower": TwoTowerNet, "din": DINNet}
 
 
+@dataclass(frozen=True)
+class ClickModelConfig(Config):
+    """Hyperparameters of the supervised click models (logreg, two-tower, DIN)."""
+
+    epochs: int = option(3, "Passes over the logs per fit.", 1)
+    batch_rows: int = option(256, "Logged slates per gradient step.", 1)
+    lr: float | None = option(None, "Adam learning rate (None: 0.02 for logreg, 0.003 for the "
+                              "deep models).", 0.0, low_open=True)
+    epsilon: float = option(0.3, "Exploration of the epsilon-popularity logging policy of learn().",
+                            0.0, 1.0)
+    retrain_every: int = option(0, "If > 0, learn() refits every this many user-steps on fresh logs.", 0)
+    serving: str = option("mnl", "Slate: exact best predicted reward under the MNL reading "
+                          "('mnl'), or top k by predicted reward per item ('topk').",
+                          choices=("mnl", "topk"))
+    seed: int = option(0, "Seed of torch and the logging policy.", 0)
+
+
 class ClickModelAgent(BaseAgent):
     """A supervised click/conversion model served as the slate of highest predicted reward.
 
@@ -192,33 +209,19 @@ class ClickModelAgent(BaseAgent):
         position, ``w_click + w_conv * pCVR`` as value per click; exact, by Dinkelbach's
         iteration): it accounts for items competing for the click; ``"topk"`` - top k by
         predicted reward per item
-    :param click_loss: ``"softmax"`` - conditional logit over the logged slate plus no-click;
-        ``"pointwise"`` - per-item logistic loss (see the module docstring)
     :param seed: seed for torch and the logging policy
     """
 
-    def __init__(self, model: str = "logreg", params: Any = None, epochs: int = 3,
-                 batch_rows: int = 256, lr: float | None = None, epsilon: float = 0.3,
-                 retrain_every: int = 0, serving: str = "mnl", click_loss: str = "softmax",
-                 seed: int = 0):
+    def __init__(self, model: str = "logreg", params: Any = None,
+                 config: ClickModelConfig | None = None, **overrides: Any):
         if model not in NETS:
             raise ValueError(f"model must be one of {sorted(NETS)}, got {model!r}")
-        if serving not in ("topk", "mnl"):
-            raise ValueError(f"serving must be 'topk' or 'mnl', got {serving!r}")
-        if click_loss not in ("softmax", "pointwise"):
-            raise ValueError(f"click_loss must be 'softmax' or 'pointwise', got {click_loss!r}")
-        own = model  # errors read e.g. "logreg.epochs must be ..."
-        check_number(own, "epochs", epochs, 1, integer=True)
-        check_number(own, "batch_rows", batch_rows, 1, integer=True)
-        if lr is not None:
-            check_number(own, "lr", lr, 0.0, low_open=True)
-        check_number(own, "epsilon", epsilon, 0.0, 1.0)
-        check_number(own, "retrain_every", retrain_every, 0, integer=True)
-        self.model_name, self.serving, self.click_loss = model, serving, click_loss
+        self.config = cfg = (config or ClickModelConfig()).replace(**overrides)
+        self.model_name, self.serving = model, cfg.serving
         self.params = params
-        self.epochs, self.batch_rows = epochs, batch_rows
-        self.lr = lr if lr is not None else (2e-2 if model == "logreg" else 3e-3)
-        self.epsilon, self.retrain_every, self.seed = epsilon, retrain_every, seed
+        self.epochs, self.batch_rows = cfg.epochs, cfg.batch_rows
+        self.lr = cfg.lr if cfg.lr is not None else (2e-2 if model == "logreg" else 3e-3)
+        self.epsilon, self.retrain_every, self.seed = cfg.epsilon, cfg.retrain_every, cfg.seed
         self.w_click = float(getattr(params, "click_weight", 1.0))
         self.w_conv = float(getattr(params, "conversion_weight", 1.0))
         self.net: ClickNet | None = None
@@ -262,11 +265,8 @@ class ClickModelAgent(BaseAgent):
             # start the position biases at the logged click rates per position (softmax: odds
             # against no click)
             rate = (logs["position"][:, None] == np.arange(k)).mean(0).clip(1e-3, 1 - 1e-3)
-            if self.click_loss == "softmax":
-                rest = max(float((logs["position"] < 0).mean()), 1e-3)
-                bias = np.log(rate / rest)
-            else:
-                bias = np.log(rate / (1 - rate))
+            rest = max(float((logs["position"] < 0).mean()), 1e-3)
+            bias = np.log(rate / rest)
             self.net.position_bias.data = torch.from_numpy(bias).float()
         optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         cand_all = torch.from_numpy(logs["slate_features"])
@@ -278,7 +278,6 @@ class ClickModelAgent(BaseAgent):
         slot = torch.arange(k)
         gen = torch.Generator().manual_seed(self.seed)
         bce = nn.functional.binary_cross_entropy_with_logits
-        softmax = self.click_loss == "softmax"
         self.net.train()
         for _ in range(self.epochs if epochs is None else epochs):
             for rows in torch.randperm(n, generator=gen).split(self.batch_rows):
@@ -290,12 +289,10 @@ class ClickModelAgent(BaseAgent):
                 clicked = (pos_all[rows][:, None] == slot).reshape(-1).float()
                 click_logit, conv_logit = self.net.logits(cand, item, hist, user)
                 click_logit = click_logit + self.net.position_bias.repeat(b)
-                if softmax:  # choice among the k shown items and no-click (logit 0)
-                    choice = torch.cat([click_logit.reshape(b, k), torch.zeros(b, 1)], dim=1)
-                    target = torch.where(pos_all[rows] < 0, k, pos_all[rows])
-                    loss = nn.functional.cross_entropy(choice, target)
-                else:
-                    loss = bce(click_logit, clicked)
+                # choice among the k shown items and no-click (logit 0)
+                choice = torch.cat([click_logit.reshape(b, k), torch.zeros(b, 1)], dim=1)
+                target = torch.where(pos_all[rows] < 0, k, pos_all[rows])
+                loss = nn.functional.cross_entropy(choice, target)
                 mask = clicked > 0
                 if mask.any():
                     conv_label = conv_all[rows].repeat_interleave(k)[mask]
@@ -325,7 +322,7 @@ class ClickModelAgent(BaseAgent):
         usr = torch.from_numpy(user).repeat_interleave(m, 0)
         click, conv = self.net.logits(cand, item, hist, usr)
         bias = self.net.position_bias.repeat(b) if at_logged_positions else self.net.position_bias[0]
-        if at_logged_positions and self.click_loss == "softmax":
+        if at_logged_positions:
             choice = torch.cat([(click + bias).reshape(b, m), torch.zeros(b, 1)], dim=1)
             p_click = torch.softmax(choice, dim=1)[:, :m].numpy()
         else:

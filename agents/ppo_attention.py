@@ -30,13 +30,8 @@ A linear head turns each candidate token into a score; the slate is a Plackett-L
 without duplicates (:mod:`recsim_gym.agents.slate_distribution`: exact log-probabilities, chain-rule
 entropy). The value head reads the user token and the mean candidate token.
 
-Ablations (options of the same policy, see :class:`PPOSlateConfig`):
-
-* ``encoder="mlp"``: an MLP over the flattened observation (not equivariant) emits the m scores.
-* ``slate_head="multidiscrete"``: k independent categoricals over the m candidates (SB3's
-  ``MultiCategoricalDistribution``); the env is then made with ``duplicate_rule="fill"`` (a
-  repeated candidate is replaced by the lowest-index unused one), so log-probabilities refer to
-  the raw, possibly repeated, slate and not to the slate shown.
+Ablation: ``encoder="mlp"`` (the ``ppo_mlp`` agent), an MLP over the flattened observation
+(not equivariant) that emits the m scores.
 
 :class:`PPOSlateAgent` wraps SB3's ``PPO`` with the batched ``RecSimVecEnv`` adapter and a
 documented hyperparameter dataclass.
@@ -47,9 +42,8 @@ Across both, the network's forward passes take ~40% (torch's fused attention ker
 at width 16) and the backward passes ~38%. The encoder therefore uses a hand-written pre-norm
 block (fused QKV, unmasked ``scaled_dot_product_attention`` -> torch's fused CPU kernel; ~25%
 faster than ``nn.TransformerEncoderLayer`` with a padding mask) and, in the last layer, only
-the user and candidate tokens query (history outputs are never read). ``attention="cross"`` is
-about 1.4x faster again, at the price of candidate <-> candidate interaction. The default width
-16 trains about 1.3x faster than width 32 (``python -m recsim_gym.experiments.bench train``). On a shared
+the user and candidate tokens query (history outputs are never read). The default width
+16 trains about 1.3x faster than width 32 (``recsim bench train``). On a shared
 2-core machine, prefer ``torch_threads=1`` per process: two threads on oversubscribed cores
 collapse. The item statistics (hashing every candidate in every forward, plus the per-step
 counting) add about 5-7%.
@@ -57,9 +51,8 @@ counting) add about 5-7%.
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +60,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.distributions import Distribution, MultiCategoricalDistribution
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
@@ -75,11 +68,9 @@ from torch import nn
 from recsim_gym.agents.base import BaseAgent
 from recsim_gym.agents.features import cross_feature_dim, cross_features, hashed_item_ids, item_id_columns
 from recsim_gym.agents.slate_distribution import PlackettLuceDistribution
-from recsim_gym.agents.validation import check_choice, check_number, replace_config
+from recsim_gym.env.fields import Config, option
 
 ENCODERS = ("attention", "mlp")
-SLATE_HEADS = ("plackett_luce", "multidiscrete")
-ATTENTIONS = ("self", "cross")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,14 +110,13 @@ class AttentionBlock(nn.Module):
 class AttentionSlateNetwork(nn.Module):
     """Transformer encoder over user, history and candidate tokens (see the module docstring).
 
-    ``attention="self"`` (default): every layer is self-attention over all 1 + H + m tokens.
-    ``attention="cross"``: candidates attend to the user and history tokens only (cheaper; no
-    candidate <-> candidate interaction). Empty history slots (start of an episode) are not masked:
-    they are zero feature vectors with their ``valid`` flag 0 plus a recency embedding, which the
-    model can learn to ignore, and leaving attention unmasked keeps torch on its fused kernel.
+    Every layer is self-attention over all 1 + H + m tokens. Empty history slots (start of an
+    episode) are not masked: they are zero feature vectors with their ``valid`` flag 0 plus a
+    recency embedding, which the model can learn to ignore, and leaving attention unmasked
+    keeps torch on its fused kernel.
 
     :param observation_space: the per-user ``Dict`` space (``candidates``, ``history``, ``user``)
-    :param outputs: logits per candidate (1 for Plackett-Luce, k for MultiDiscrete)
+    :param outputs: logits per candidate (1: the Plackett-Luce score)
     :param cross_topics: when set (the world's number of topics), candidate tokens also carry
         the user x candidate :func:`recsim_gym.agents.features.cross_features`
     :param item_stats: ``(buckets, columns)``: candidate tokens also carry the :class:`ItemStats`
@@ -135,12 +125,9 @@ class AttentionSlateNetwork(nn.Module):
 
     def __init__(self, observation_space: spaces.Dict, outputs: int = 1, d_model: int = 16,
                  num_heads: int = 2, num_layers: int = 1, ff_dim: int = 32, value_hidden: int = 64,
-                 attention: str = "self", cross_topics: int | None = None,
-                 item_stats: tuple[int, int] | None = None):
+                 cross_topics: int | None = None, item_stats: tuple[int, int] | None = None):
         super().__init__()
-        if attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
-        self.attention, self.cross_topics = attention, cross_topics
+        self.cross_topics = cross_topics
         candidate_dim = observation_space["candidates"].shape[-1]
         self.history_length, history_dim = observation_space["history"].shape
         user_dim = observation_space["user"].shape[0]
@@ -163,19 +150,14 @@ class AttentionSlateNetwork(nn.Module):
         user = self.user_in(obs["user"])[:, None]
         context = th.cat([user, self.history_in(obs["history"]) + self.history_position], dim=1)
         candidates = self.candidate_in(_candidate_inputs(obs, self.cross_topics, self.item_stats))
-        if self.attention == "self":
-            tokens = th.cat([context, candidates], dim=1)
-            for block in self.blocks[:-1]:
-                tokens = block(tokens)
-            # Last layer: only the user and candidate outputs are read, so only they query
-            # (keys/values are still every token): same outputs, ~1/3 less work at H=8, m=20.
-            queries = th.cat([tokens[:, :1], tokens[:, context.shape[1]:]], dim=1)
-            queries = self.blocks[-1](queries, tokens)
-            user, candidates = queries[:, 0], queries[:, 1:]
-        else:
-            for block in self.blocks:
-                candidates = block(candidates, context)
-            user = user[:, 0]
+        tokens = th.cat([context, candidates], dim=1)
+        for block in self.blocks[:-1]:
+            tokens = block(tokens)
+        # Last layer: only the user and candidate outputs are read, so only they query
+        # (keys/values are still every token): same outputs, ~1/3 less work at H=8, m=20.
+        queries = th.cat([tokens[:, :1], tokens[:, context.shape[1]:]], dim=1)
+        queries = self.blocks[-1](queries, tokens)
+        user, candidates = queries[:, 0], queries[:, 1:]
         candidates = self.norm(candidates)
         pooled = th.cat([user, candidates.mean(dim=1)], dim=-1)
         return self.score_head(candidates), self.value_head(pooled).squeeze(-1)
@@ -313,67 +295,43 @@ class _NoFeatures(BaseFeaturesExtractor):
 class SlatePolicy(ActorCriticPolicy):
     """Actor-critic over slates: a slate network (attention or MLP) and a slate distribution.
 
-    :param encoder: ``"attention"`` (permutation-equivariant transformer) or ``"mlp"`` (ablation)
-    :param slate_head: ``"plackett_luce"`` (no duplicates) or ``"multidiscrete"`` (ablation; needs
-        the env's ``duplicate_rule="fill"``)
-    :param d_model: token width of the attention encoder
-    :param num_heads: attention heads
-    :param num_layers: transformer layers
-    :param ff_dim: feed-forward width inside each transformer layer
-    :param mlp_hidden: hidden sizes of the MLP encoder
-    :param attention: ``"self"`` (joint self-attention) or ``"cross"`` (candidates -> history only)
-    :param cross_topics: number of topics for the user x candidate cross features (None: off)
-    :param item_stats: ``(buckets, columns)`` of the :class:`ItemStats` candidate features (None: off)
+    :param network_kwargs: the slate network's sizes, :meth:`PPOSlateConfig.network_kwargs`:
+        ``encoder`` (``"attention"`` or ``"mlp"``), ``d_model``, ``num_heads``, ``num_layers``,
+        ``ff_dim``, ``mlp_hidden``, ``cross_topics`` (topics of the cross features, None: off) and
+        ``item_stats`` (``(buckets, columns)`` of the :class:`ItemStats` features, None: off)
     """
 
     def __init__(self, observation_space: spaces.Dict, action_space: spaces.MultiDiscrete,
-                 lr_schedule: Any, encoder: str = "attention", slate_head: str = "plackett_luce",
-                 d_model: int = 16, num_heads: int = 2, num_layers: int = 1, ff_dim: int = 32,
-                 mlp_hidden: tuple[int, ...] = (256, 256), attention: str = "self",
-                 cross_topics: int | None = None, item_stats: tuple[int, int] | None = None,
-                 **kwargs: Any):
-        if encoder not in ENCODERS:
-            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
-        if slate_head not in SLATE_HEADS:
-            raise ValueError(f"slate_head must be one of {SLATE_HEADS}, got {slate_head!r}")
-        self.encoder_kind, self.slate_head = encoder, slate_head
-        self.d_model, self.num_heads, self.num_layers, self.ff_dim = d_model, num_heads, num_layers, ff_dim
-        self.mlp_hidden, self.attention, self.cross_topics = tuple(mlp_hidden), attention, cross_topics
-        self.item_stats = None if item_stats is None else tuple(item_stats)
+                 lr_schedule: Any, network_kwargs: dict[str, Any] | None = None, **kwargs: Any):
+        self.network_kwargs = {**PPOSlateConfig().network_kwargs(), **(network_kwargs or {})}
+        if self.network_kwargs["encoder"] not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.network_kwargs['encoder']!r}")
         kwargs.setdefault("features_extractor_class", _NoFeatures)
         kwargs["ortho_init"] = False
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build(self, lr_schedule: Any) -> None:
         slate_size = int(self.action_space.nvec.shape[0])
-        outputs = 1 if self.slate_head == "plackett_luce" else slate_size
-        if self.encoder_kind == "attention":
+        net = self.network_kwargs
+        item_stats = None if net["item_stats"] is None else tuple(net["item_stats"])
+        if net["encoder"] == "attention":
             self.network: nn.Module = AttentionSlateNetwork(
-                self.observation_space, outputs, self.d_model, self.num_heads, self.num_layers, self.ff_dim,
-                attention=self.attention, cross_topics=self.cross_topics, item_stats=self.item_stats)
+                self.observation_space, 1, net["d_model"], net["num_heads"], net["num_layers"],
+                net["ff_dim"], cross_topics=net["cross_topics"], item_stats=item_stats)
         else:
-            self.network = MlpSlateNetwork(self.observation_space, outputs, self.mlp_hidden,
-                                           self.cross_topics, self.item_stats)
-        if self.slate_head == "plackett_luce":
-            self.action_dist: Distribution = PlackettLuceDistribution(slate_size)
-        else:
-            self.action_dist = MultiCategoricalDistribution(list(self.action_space.nvec))
+            self.network = MlpSlateNetwork(self.observation_space, 1, tuple(net["mlp_hidden"]),
+                                           net["cross_topics"], item_stats)
+        self.action_dist: Distribution = PlackettLuceDistribution(slate_size)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(encoder=self.encoder_kind, slate_head=self.slate_head, d_model=self.d_model,
-                    num_heads=self.num_heads, num_layers=self.num_layers, ff_dim=self.ff_dim,
-                    mlp_hidden=self.mlp_hidden, attention=self.attention, cross_topics=self.cross_topics,
-                    item_stats=self.item_stats)
+        data.update(network_kwargs=dict(self.network_kwargs))
         return data
 
     def _distribution(self, obs: dict[str, th.Tensor]) -> tuple[Distribution, th.Tensor]:
         logits, values = self.network(obs)
-        if self.slate_head == "plackett_luce":
-            return self.action_dist.proba_distribution(logits.squeeze(-1)), values
-        # (B, m, k) -> (B, k * m): position-major logits for k independent categoricals
-        return self.action_dist.proba_distribution(logits.transpose(1, 2).flatten(1)), values
+        return self.action_dist.proba_distribution(logits.squeeze(-1)), values
 
     def forward(self, obs: dict[str, th.Tensor], deterministic: bool = False
                 ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
@@ -406,113 +364,61 @@ class SlatePolicy(ActorCriticPolicy):
 # Agent
 # ---------------------------------------------------------------------------------------------
 
-@dataclass
-class PPOSlateConfig:
-    """Hyperparameters of the PPO slate agents (defaults tuned for the ``default`` preset)."""
+@dataclass(frozen=True)
+class PPOSlateConfig(Config):
+    """Hyperparameters of the PPO slate agents (defaults for ``default``; evidence in docs/agents.md)."""
 
-    encoder: str = "attention"
-    """``"attention"`` or ``"mlp"`` (ablation)."""
-    slate_head: str = "plackett_luce"
-    """``"plackett_luce"`` (no duplicates) or ``"multidiscrete"`` (ablation, env duplicate_rule='fill')."""
-    num_envs: int = 128
-    """Users stepped together by the batched core during training."""
-    n_steps: int = 64
-    """Steps per user per rollout (rollout = num_envs * n_steps transitions)."""
-    batch_size: int = 512
-    """Minibatch size of the PPO update (small: the per-step signal is weak, many updates help)."""
-    n_epochs: int = 4
-    """Passes over each rollout."""
-    learning_rate: float = 5e-4
-    """Adam step size."""
-    gamma: float = 0.99
-    """Discount; churn effects play out over tens of steps."""
-    gae_lambda: float = 0.9
-    """GAE lambda (below the usual 0.95: returns are noisy, churn and clicks are random)."""
-    clip_range: float = 0.2
-    """PPO ratio clip."""
-    ent_coef: float = 0.003
-    """Entropy bonus (on the chain-rule slate entropy, ~k nats scale)."""
-    vf_coef: float = 0.5
-    """Value-loss weight."""
-    max_grad_norm: float = 0.5
-    """Gradient clipping."""
-    normalize_reward: bool = True
-    """Scale rewards by a running return std (``VecNormalize(norm_obs=False)``) during training."""
-    d_model: int = 16
-    """Attention token width. Small on purpose: on ``default`` (400k steps, tuning seeds 100-107)
-    width 16 scored 149.7 against 134.2 with 32 (higher on 7 of 8 seeds) and trains about 1.3x
-    faster; 64 scored 93.8 and 2 layers of 32 115.8 (seeds 100-103), 8 scored 145.2."""
-    num_heads: int = 2
-    """Attention heads."""
-    num_layers: int = 1
-    """Transformer layers."""
-    ff_dim: int = 32
-    """Transformer feed-forward width."""
-    mlp_hidden: tuple[int, ...] = (256, 256)
-    """Hidden sizes of the MLP encoder."""
-    attention: str = "self"
-    """``"self"``: joint self-attention over user, history and candidate tokens; ``"cross"``:
-    candidates attend to user + history only (about half the encoder cost, no candidate interaction)."""
-    cross_features: bool = False
-    """Candidate inputs also carry user x candidate topic products (:mod:`recsim_gym.agents.features`).
-    Off by default: with the item statistics, on ``default`` (tuning seeds 100/101, 400k steps) it
-    scored 126.6/89.6 against 147.2/148.7 without; on ``static`` it helps, 189.6/180.1 against
-    165.4/164.6 (``experiments/configs/static.yaml`` turns it on there)."""
-    item_stats_buckets: int = 65_536
-    """If > 0, candidate tokens carry per-item click/conversion counters (:class:`ItemStats`) in a
-    table of this many hashed buckets, filled from the agent's own training experience. 0: off.
-    Ignored in worlds without a catalog (interest_evolution: new documents every step)."""
-    deterministic: bool = True
-    """``act`` shows the most likely slate (top-k scores), as SB3's ``evaluate_policy`` evaluates
-    by default; False samples from the Plackett-Luce policy (training always samples). On
-    ``default`` at 400k steps top-k play scored 74, sampling 50 (one seed)."""
-    torch_threads: int | None = None
-    """``torch.set_num_threads`` during learn/act (None leaves torch's setting)."""
-    seed: int | None = None
-    """Seed of the policy initialisation, sampling and training users."""
-    tensorboard_log: str | None = None
-    """Directory for TensorBoard logs (SB3 logger)."""
-    log_dir: str | None = None
-    """Directory for CSV logs (``progress.csv``, SB3 logger)."""
-    verbose: int = 0
-    """SB3 verbosity."""
-    env_overrides: dict[str, Any] = field(default_factory=dict)
-    """Extra ``Params`` overrides for the training env."""
+    encoder: str = option("attention", "Slate network: the attention encoder, or an MLP (ablation).",
+                          choices=ENCODERS)
+    num_envs: int = option(128, "Users stepped together by the batched core during training.", 1)
+    n_steps: int = option(64, "Steps per user per rollout (rollout = num_envs * n_steps).", 1)
+    batch_size: int = option(512, "Minibatch size of the PPO update.", 1)
+    n_epochs: int = option(4, "Passes over each rollout.", 1)
+    learning_rate: float = option(5e-4, "Adam step size.", 0.0, low_open=True)
+    gamma: float = option(0.99, "Discount; churn effects play out over tens of steps.", 0.0, 1.0)
+    gae_lambda: float = option(0.9, "GAE lambda.", 0.0, 1.0)
+    clip_range: float = option(0.2, "PPO ratio clip.", 0.0, low_open=True)
+    ent_coef: float = option(0.003, "Entropy bonus (chain-rule slate entropy).", 0.0)
+    vf_coef: float = option(0.5, "Value-loss weight.", 0.0)
+    max_grad_norm: float = option(0.5, "Gradient clipping.", 0.0, low_open=True)
+    normalize_reward: bool = option(True, "Scale rewards by a running return std during training.")
+    d_model: int = option(16, "Attention token width.", 1)
+    num_heads: int = option(2, "Attention heads (must divide d_model).", 1)
+    num_layers: int = option(1, "Transformer layers.", 1)
+    ff_dim: int = option(32, "Transformer feed-forward width.", 1)
+    mlp_hidden: tuple[int, ...] = option((256, 256), "Hidden sizes of the MLP encoder.")
+    cross_features: bool = option(False, "Candidate inputs also carry user x candidate topic "
+                                  "products (on in experiments/configs/static.yaml).")
+    item_stats_buckets: int = option(65_536, "Hashed buckets of the per-item click/conversion "
+                                     "counters on candidate tokens (0: off; unused without a catalog).", 0)
+    deterministic: bool = option(True, "act() shows the most likely slate (False: samples).")
+    torch_threads: int | None = option(None, "torch threads during learn/act (None: torch's setting).", 1)
+    seed: int | None = option(None, "Seed of the policy initialisation, sampling and training users.", 0)
+    tensorboard_log: str | None = option(None, "Directory for TensorBoard logs (SB3 logger).")
+    log_dir: str | None = option(None, "Directory for CSV logs (progress.csv, SB3 logger).")
+    verbose: int = option(0, "SB3 verbosity.", 0, 2)
+    env_overrides: dict[str, Any] = option(doc="Extra Params overrides for the training env.",
+                                           factory=dict)
 
-    def __post_init__(self) -> None:
-        own = "PPOSlateConfig"
-        for name, allowed in (("encoder", ENCODERS), ("slate_head", SLATE_HEADS), ("attention", ATTENTIONS)):
-            check_choice(own, name, getattr(self, name), allowed)
-        for name in ("num_envs", "n_steps", "batch_size", "n_epochs", "d_model", "num_heads", "num_layers",
-                     "ff_dim"):
-            check_number(own, name, getattr(self, name), 1, integer=True)
-        if self.d_model % self.num_heads:
-            raise ValueError(f"PPOSlateConfig.d_model ({self.d_model}) must be divisible by num_heads "
-                             f"({self.num_heads})")
-        check_number(own, "item_stats_buckets", self.item_stats_buckets, 0, integer=True)
+    def check(self) -> None:
+        """Cross-field rules."""
+        self.require(self.d_model % self.num_heads == 0, "d_model",
+                     f"({self.d_model}) must be divisible by num_heads ({self.num_heads})")
         for i, width in enumerate(self.mlp_hidden):
-            check_number(own, f"mlp_hidden[{i}]", width, 1, integer=True)
-        for name in ("gamma", "gae_lambda"):
-            check_number(own, name, getattr(self, name), 0.0, 1.0)
-        for name in ("learning_rate", "clip_range", "max_grad_norm"):
-            check_number(own, name, getattr(self, name), 0.0, low_open=True)
-        for name in ("ent_coef", "vf_coef"):
-            check_number(own, name, getattr(self, name), 0.0)
-        if self.seed is not None:
-            check_number(own, "seed", self.seed, 0, integer=True)
-        if self.torch_threads is not None:
-            check_number(own, "torch_threads", self.torch_threads, 1, integer=True)
+            ok = isinstance(width, int | np.integer) and not isinstance(width, bool) and width >= 1
+            self.require(ok, f"mlp_hidden[{i}]", f"must be an integer in [1, inf), got {width!r}")
 
-    def policy_kwargs(self, num_topics: int | None = None, id_columns: int | None = None) -> dict[str, Any]:
-        """Keyword arguments of :class:`SlatePolicy` (``num_topics``: the world's, for the cross
-        features; ``id_columns``: the static candidate columns that identify an item, None when
-        the world has no catalog, which turns the item statistics off)."""
+    def network_kwargs(self, num_topics: int | None = None, id_columns: int | None = None
+                       ) -> dict[str, Any]:
+        """The slate network's sizes, :class:`SlatePolicy`'s ``network_kwargs`` (``num_topics``:
+        the world's, for the cross features; ``id_columns``: the static candidate columns that
+        identify an item, None when the world has no catalog, which turns the item statistics
+        off)."""
         item_stats = None
         if self.item_stats_buckets > 0 and id_columns is not None:
             item_stats = (int(self.item_stats_buckets), int(id_columns))
-        return dict(encoder=self.encoder, slate_head=self.slate_head, d_model=self.d_model,
-                    num_heads=self.num_heads, num_layers=self.num_layers, ff_dim=self.ff_dim,
-                    mlp_hidden=tuple(self.mlp_hidden), attention=self.attention,
+        return dict(encoder=self.encoder, d_model=self.d_model, num_heads=self.num_heads,
+                    num_layers=self.num_layers, ff_dim=self.ff_dim, mlp_hidden=tuple(self.mlp_hidden),
                     cross_topics=num_topics if self.cross_features else None, item_stats=item_stats)
 
 
@@ -525,7 +431,7 @@ class PPOSlateAgent(BaseAgent):
     name = "ppo_attention"
 
     def __init__(self, config: PPOSlateConfig | None = None, **overrides: Any):
-        self.config = replace_config(config or PPOSlateConfig(), overrides)
+        self.config = (config or PPOSlateConfig()).replace(**overrides)
         self.model: Any = None  # stable_baselines3.PPO once learn/load ran
         self.train_env: Any = None
         #: Training statistics of the last rollout (see :meth:`learn`).
@@ -541,8 +447,6 @@ class PPOSlateAgent(BaseAgent):
         if isinstance(env, VecEnv):
             return env
         overrides = dict(self.config.env_overrides)
-        if self.config.slate_head == "multidiscrete":
-            overrides["duplicate_rule"] = "fill"
         params = getattr(env, "params", None)
         if params is not None:
             vec: VecEnv = RecSimVecEnv(self.config.num_envs, params=params.replace(**overrides))
@@ -568,7 +472,7 @@ class PPOSlateAgent(BaseAgent):
                          batch_size=c.batch_size, n_epochs=c.n_epochs, gamma=c.gamma,
                          gae_lambda=c.gae_lambda, clip_range=c.clip_range, ent_coef=c.ent_coef,
                          vf_coef=c.vf_coef, max_grad_norm=c.max_grad_norm,
-                         policy_kwargs=c.policy_kwargs(num_topics, id_columns),
+                         policy_kwargs={"network_kwargs": c.network_kwargs(num_topics, id_columns)},
                          tensorboard_log=c.tensorboard_log, seed=c.seed, verbose=c.verbose, device="cpu")
 
     def _set_logger(self) -> None:
@@ -650,12 +554,12 @@ class PPOSlateAgent(BaseAgent):
         agent.model = PPO.load(str(path), device="cpu")
         policy = agent.model.policy
         model = agent.model
-        agent.config = dataclasses.replace(
-            agent.config, encoder=policy.encoder_kind, slate_head=policy.slate_head, d_model=policy.d_model,
-            num_heads=policy.num_heads, num_layers=policy.num_layers, ff_dim=policy.ff_dim,
-            mlp_hidden=policy.mlp_hidden, attention=policy.attention,
-            cross_features=policy.cross_topics is not None,
-            item_stats_buckets=0 if policy.item_stats is None else policy.item_stats[0],
+        net = policy.network_kwargs
+        agent.config = agent.config.replace(
+            encoder=net["encoder"], d_model=net["d_model"], num_heads=net["num_heads"],
+            num_layers=net["num_layers"], ff_dim=net["ff_dim"], mlp_hidden=tuple(net["mlp_hidden"]),
+            cross_features=net["cross_topics"] is not None,
+            item_stats_buckets=0 if net["item_stats"] is None else net["item_stats"][0],
             num_envs=model.n_envs,
             n_steps=model.n_steps, batch_size=model.batch_size, n_epochs=model.n_epochs, gamma=model.gamma,
             gae_lambda=model.gae_lambda)

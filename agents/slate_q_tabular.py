@@ -31,7 +31,7 @@ import dataclasses
 import itertools
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,51 +40,39 @@ from gymnasium.vector import AutoresetMode
 
 from recsim_gym.agents.base import BaseAgent, Transition
 from recsim_gym.agents.slates import OPTIMISERS, optimise_slates, random_slates
-from recsim_gym.agents.validation import check_choice, check_number, replace_config
 from recsim_gym.env import RecSimVectorEnv, seeds
+from recsim_gym.env.fields import Config, option
 from recsim_gym.env.simulator import make_simulator, simulator_for
 
 
-@dataclass
-class TabularSlateQConfig:
+@dataclass(frozen=True)
+class TabularSlateQConfig(Config):
     """Hyperparameters of tabular SlateQ (and of the full-slate baseline)."""
 
-    preset: str = field(default="default", metadata={"doc": "World preset ('tiny': TinySlateMDP)."})
-    num_envs: int = field(default=64, metadata={"doc": "Users stepped together."})
-    total_steps: int = field(default=200_000, metadata={"doc": "Training budget in user-steps."})
-    gamma: float = field(default=0.95, metadata={"doc": "Discount."})
-    alpha: float = field(default=0.1, metadata={"doc": "TD step size (per table entry, batch-averaged)."})
-    target: str = field(default="q_learning", metadata={"doc": "'q_learning' or 'sarsa'."})
-    optimiser: str = field(default="dinkelbach", metadata={"doc": f"One of {OPTIMISERS}."})
-    choice_model: str = field(default="learned", metadata={"doc": "'learned' or 'configured'."})
-    choice_learning_rate: float = field(default=0.05, metadata={"doc": "SGD rate of the logit."})
-    choice_utility: list[list[float]] | None = field(default=None, metadata={
-        "doc": "Configured utility table U[state][item_class] (choice_model='configured')."})
-    choice_position_bias: list[float] | None = field(default=None, metadata={
-        "doc": "Configured log-examination per position (default all 0)."})
-    abstraction: str = field(default="recsim", metadata={"doc": "'recsim' or 'tiny'."})
-    engagement_buckets: int = field(default=3, metadata={"doc": "Bins of clicks in the history."})
-    appeal_buckets: int = field(default=3, metadata={"doc": "Bins of candidate appeal."})
-    epsilon_start: float = field(default=1.0, metadata={"doc": "Initial random-slate probability."})
-    epsilon_end: float = field(default=0.05, metadata={"doc": "Final random-slate probability."})
-    exploration_fraction: float = field(default=0.3, metadata={"doc": "Budget share of the decay."})
-    truncation_is_terminal: bool = field(default=True, metadata={"doc": "No bootstrap at max_steps."})
-    seed: int = field(default=0, metadata={"doc": "Seed of exploration and training users."})
-    log_interval: int = field(default=10_000, metadata={"doc": "User-steps between callbacks."})
-
-    def __post_init__(self) -> None:
-        own = "TabularSlateQConfig"
-        for name, low in (("num_envs", 1), ("total_steps", 0), ("engagement_buckets", 1),
-                          ("appeal_buckets", 1), ("seed", 0), ("log_interval", 1)):
-            check_number(own, name, getattr(self, name), low, integer=True)
-        for name in ("gamma", "epsilon_start", "epsilon_end", "exploration_fraction"):
-            check_number(own, name, getattr(self, name), 0.0, 1.0)
-        check_number(own, "alpha", self.alpha, 0.0, 1.0, low_open=True)
-        check_number(own, "choice_learning_rate", self.choice_learning_rate, 0.0, low_open=True)
-        check_choice(own, "target", self.target, ("q_learning", "sarsa"))
-        check_choice(own, "optimiser", self.optimiser, OPTIMISERS)
-        check_choice(own, "choice_model", self.choice_model, ("learned", "configured"))
-        check_choice(own, "abstraction", self.abstraction, ("recsim", "tiny"))
+    preset: str = option("default", "World preset ('tiny': TinySlateMDP).")
+    num_envs: int = option(64, "Users stepped together.", 1)
+    total_steps: int = option(200_000, "Training budget in user-steps.", 0)
+    gamma: float = option(0.95, "Discount.", 0.0, 1.0)
+    alpha: float = option(0.1, "TD step size (per table entry, batch-averaged).", 0.0, 1.0,
+                          low_open=True)
+    target: str = option("q_learning", "TD target.", choices=("q_learning", "sarsa"))
+    optimiser: str = option("dinkelbach", "Slate optimiser.", choices=OPTIMISERS)
+    choice_model: str = option("learned", "Choice model: learned from clicks, or configured "
+                               "(choice_utility).", choices=("learned", "configured"))
+    choice_learning_rate: float = option(0.05, "SGD rate of the logit.", 0.0, low_open=True)
+    choice_utility: list[list[float]] | None = option(
+        None, "Configured utility table U[state][item_class] (choice_model='configured').")
+    choice_position_bias: list[float] | None = option(
+        None, "Configured log-examination per position (default all 0).")
+    abstraction: str = option("recsim", "State and item abstraction.", choices=("recsim", "tiny"))
+    engagement_buckets: int = option(3, "Bins of clicks in the history.", 1)
+    appeal_buckets: int = option(3, "Bins of candidate appeal.", 1)
+    epsilon_start: float = option(1.0, "Initial random-slate probability.", 0.0, 1.0)
+    epsilon_end: float = option(0.05, "Final random-slate probability.", 0.0, 1.0)
+    exploration_fraction: float = option(0.3, "Budget share of the decay.", 0.0, 1.0)
+    truncation_is_terminal: bool = option(True, "No bootstrap at max_steps.")
+    seed: int = option(0, "Seed of exploration and the agent's own training users.", 0)
+    log_interval: int = option(10_000, "User-steps between callbacks.", 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +241,7 @@ class TabularSlateQAgent(BaseAgent):
                  params: Any = None, **overrides: Any):
         if seed is not None:
             overrides["seed"] = seed
-        self.config = cfg = replace_config(config or TabularSlateQConfig(), overrides)
+        self.config = cfg = (config or TabularSlateQConfig()).replace(**overrides)
         self.learning_curve: list[dict[str, Any]] = []
         # the world's params (as the registry passes them) fix the abstraction; else the preset's
         self.abstraction = Abstraction(cfg, params)
@@ -415,7 +403,7 @@ class FullSlateQAgent(BaseAgent):
     name = "full_slate_q"
 
     def __init__(self, config: TabularSlateQConfig | None = None, **overrides: Any):
-        self.config = cfg = replace_config(config or TabularSlateQConfig(), overrides)
+        self.config = cfg = (config or TabularSlateQConfig()).replace(**overrides)
         self.abstraction = Abstraction(cfg)
         s, i, k = self.abstraction.num_states, self.abstraction.num_items, self.abstraction.slate_size
         if i**k > 10**6:

@@ -18,24 +18,20 @@ SlateQ decomposes the value of a slate into item values weighted by the user's c
   continuation, whose spread across users is far larger than the differences between items.
   ``C`` comes from an ensemble (``continuation_members``, default 2) of networks with their own
   trunks. Each member fits only the transitions of its own training users (env slots i, i + K,
-  ...) and bootstraps from its own ``C`` (``member_data='users'``, ``member_targets``), so the
-  members' errors about individual users are independent and averaging them cancels part of
-  the noise that ``C``'s item-to-item differences pick up. On ``static``, where the future does
-  not depend on the item, that noise is all there is to C's differences: acting with them
-  zeroed scored higher. Their differences are also weighted by how far the members agree on
-  them; with members that share data and target (``member_data='bootstrap'``) that weight
-  stayed at 0.95-0.99 even on ``static``.
+  ...) and bootstraps from its own ``C``, so the members' errors about individual users are
+  independent and averaging them cancels part of the noise that ``C``'s item-to-item
+  differences pick up; the differences are also shrunk by how far the members agree on them.
 * ``P(j | s, A)`` (:class:`ChoiceNetwork`): a conditional logit learned from the clicks seen in
   ``info`` (never the simulator's ``choice_probs`` or latent state): utility ``u(s, j)`` from the
   same kind of MLP, plus a learned log-examination bias per position; no-click utility 0.
 * TD learning on the *consumed* item: ``Qbar(s, j) <- r + gamma * Q(s', A*(s'))`` where
   ``j`` is the clicked item (or "none") and ``A*(s')`` maximises the decomposed ``Q`` at the
   NEXT observation ``s'`` (fed to the target network; RecSim's SlateQ fed the current one,
-  its issue #26). ``double_q`` picks ``A*`` with the online network and values it with the
-  target network. ``n_step > 1`` sums n discounted rewards before bootstrapping
+  its issue #26). ``A*`` is picked by the online network and valued by the target network
+  (double Q). ``n_step > 1`` sums n discounted rewards before bootstrapping
   (:class:`NStepQueue`). The TD loss is the squared error: Huber's linear tails would fit the
   median target, which ignores the rare churn transitions that carry the long-term value.
-* Slates are optimised with :mod:`recsim_gym.agents.slate_optim`: ``top_k``, ``greedy``, ``dinkelbach``
+* Slates are optimised with :mod:`recsim_gym.agents.slates`: ``top_k``, ``greedy``, ``dinkelbach``
   (exact, batched) or ``lp`` (exact, ``scipy.optimize.linprog``; slow), for acting and targets.
 
 Exploration is epsilon-greedy per user (a uniformly random slate). Training runs on the native
@@ -49,7 +45,7 @@ import copy
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +56,9 @@ from torch import nn
 
 from recsim_gym.agents.base import BaseAgent
 from recsim_gym.agents.features import cross_feature_dim, cross_features, hashed_item_ids, item_id_columns
-from recsim_gym.agents.slates import OPTIMISERS, optimise_slates
-from recsim_gym.agents.validation import check_choice, check_number, replace_config
+from recsim_gym.agents.slates import OPTIMISERS, optimise_slates, random_slates
 from recsim_gym.env import RecSimVectorEnv, seeds
+from recsim_gym.env.fields import Config, option
 from recsim_gym.env.simulator import make_simulator, simulator_for
 
 OBS_KEYS = ("candidates", "history", "user")
@@ -70,115 +66,46 @@ SLOT_KEY = "slot"  # the env slot (user) a transition came from, carried through
 CROSS_KEY = "cross_features"  # cached user x candidate features in a batch (with_cross_features)
 
 
-@dataclass
-class SlateQConfig:
-    """Hyperparameters of deep SlateQ (every field documented; defaults for ``default``)."""
+@dataclass(frozen=True)
+class SlateQConfig(Config):
+    """Hyperparameters of deep SlateQ (defaults for ``default``; evidence in docs/agents.md)."""
 
-    preset: str = field(default="default", metadata={"doc": "World preset to train on."})
-    num_envs: int = field(default=64, metadata={"doc": "Users stepped together (vector env)."})
-    total_steps: int = field(default=300_000, metadata={"doc": "Training budget in user-steps."})
-    gamma: float = field(default=0.99, metadata={"doc": "Discount of the TD target."})
-    learning_rate: float = field(default=3e-4, metadata={
-        "doc": "Adam step size (Q and choice). Tuning seeds 101/102 on default at 200k steps: "
-               "3e-4 scored 130.7/119.6, 1e-3 111.0/104.7 (unstable), 1e-4 114.8/112.6. On "
-               "interest_evolution use 1e-3: with 3e-4 the return peaks near 100k steps, then decays. "
-               "With 1e-3 too, train about 100k steps there (experiments/configs/"
-               "interest_evolution.yaml): longer runs degrade."})
-    buffer_size: int = field(default=50_000, metadata={"doc": "Replay buffer capacity."})
-    batch_size: int = field(default=256, metadata={"doc": "Replay minibatch size."})
-    learning_starts: int = field(default=5_000, metadata={"doc": "User-steps before learning."})
-    gradient_steps: int = field(default=1, metadata={"doc": "Updates per vector-env step."})
-    n_step: int = field(default=1, metadata={
-        "doc": "TD target over n rewards: r_t + ... + gamma^(n-1) r_(t+n-1) + gamma^n Q(s_(t+n), A*)."})
-    target_tau: float = field(default=0.05, metadata={"doc": "Polyak rate of the target network."})
-    double_q: bool = field(default=True, metadata={"doc": "Pick A*(s') online, value it by target."})
-    epsilon_start: float = field(default=1.0, metadata={"doc": "Initial random-slate probability."})
-    epsilon_end: float = field(default=0.05, metadata={"doc": "Final random-slate probability."})
-    exploration_fraction: float = field(default=0.3, metadata={
-        "doc": "Share of the budget over which epsilon decays linearly."})
-    optimiser: str = field(default="dinkelbach", metadata={
-        "doc": f"Slate optimiser for acting and targets: one of {OPTIMISERS}."})
-    hidden: int = field(default=128, metadata={"doc": "Width of the MLPs."})
-    cross_features: bool = field(default=True, metadata={
-        "doc": "Add user x candidate topic products (recsim_gym.agents.features) to the candidate inputs."})
-    item_buckets: int = field(default=65_536, metadata={
-        "doc": "If > 0, Qbar and the choice model add a learned per-item offset, the item found by "
-               "hashing its static features into this many buckets (0: features only). Ignored "
-               "in worlds without a catalog (interest_evolution: new documents every step)."})
-    split_immediate: bool = field(default=True, metadata={
-        "doc": "Qbar = R + C: R(s, j) fits the immediate reward (with the per-item offsets), C(s, j) "
-               "the discounted continuation gamma^n Q(s', A*) (no per-item offsets; it reads R's "
-               "offset of the item as an input). Per-item terms then learn from the low-noise "
-               "reward, not from the continuation, whose spread across users swamps item "
-               "differences. False: one head fits the whole TD target. Only with per-item offsets "
-               "(off when item_buckets is 0 or the world has no catalog): on interest_evolution "
-               "(seed 0, lr 1e-3) the split scored 179.9 against 195.1."})
-    continuation_members: int = field(default=2, metadata={
-        "doc": "With split_immediate, K >= 2 fits C with K independently initialised networks "
-               "(each on its own data, member_data) and keeps only the part of C's item-to-item "
-               "differences they agree on: C = (members' mean over the candidates) + w * "
-               "(members' mean deviation from it), w = E[D_i D_j] / E[mean(D)^2] over member "
-               "pairs i != j (running averages over training batches; D: a member's deviation "
-               "from its candidate mean), the least-squares shrinkage when members' errors are "
-               "independent. The averaging does the work: with bootstrap members w stayed at "
-               "0.95-0.99 even on static. 1: one C (on R's trunk unless continuation_trunk='own'). "
-               "Tuning seeds 100-103, 400k steps, static / default: 1 member on R's trunk 183.7 / "
-               "161.0, 1 member on its own trunk 190.6 / 156.8, 2 members (default data and "
-               "targets) 201.4 / 158.0; with bootstrap data and a shared target, 2 members "
-               "196.0 / 158.2, 3 members 196.1 / -."})
-    continuation_trunk: str = field(default="shared", metadata={
-        "doc": "With split_immediate and one continuation network: 'shared' puts C's heads on R's "
-               "trunk, 'own' gives C its own context and item MLPs (as every member of an ensemble "
-               "has)."})
-    member_data: str = field(default="users", metadata={
-        "doc": "What each continuation member (continuation_members >= 2) fits: 'users', only the "
-               "transitions of its own users (env slots i, i + K, ...; needs num_envs >= K), so "
-               "that members do not share the noise of the same users; 'bootstrap', its own "
-               "Poisson(1) resample of every batch. With member_targets, tuning seeds 100-103 "
-               "(400k), static / default: 'users' 201.4 / 158.0, 'bootstrap' 196.1 / - (every "
-               "static seed higher with 'users'); 'bootstrap' with one shared target 196.0 / 158.2."})
-    member_targets: bool = field(default=True, metadata={
-        "doc": "With continuation_members >= 2, each member bootstraps from its own continuation "
-               "(its TD target values A*(s') with R plus that member's C, as in bootstrapped DQN) "
-               "instead of the shrunk ensemble C, so errors do not travel from one member to the "
-               "others through a shared target. False: one shared target."})
-    truncation_is_terminal: bool = field(default=True, metadata={
-        "doc": "Do not bootstrap at max_steps (the lifetime ends there; progress is observed)."})
-    reward_scale: float = field(default=0.1, metadata={
-        "doc": "Rewards are multiplied by this for learning (keeps Q-values near the Huber range)."})
-    td_loss: str = field(default="mse", metadata={
-        "doc": "'mse' or 'huber' TD loss. Huber's linear tails fit the median target and so ignore "
-               "rare large errors, which here are exactly the churn events that carry long-term value."})
-    average_tau: float = field(default=0.001, metadata={
-        "doc": "If > 0, act(deterministic=True) uses averages of the Q and choice network weights "
-               "instead of the online ones: from the end of exploration on, after the n-th update "
-               "since then, average += max(average_tau, 1/n) (online - average), a plain mean "
-               "that becomes an exponential one. The online policy swings between evaluations "
-               "(e.g. 142.7, 139.8, 101.1 at 300k, 350k, 400k steps); the average does not."})
-    max_grad_norm: float = field(default=10.0, metadata={"doc": "Gradient clipping norm."})
-    seed: int = field(default=0, metadata={"doc": "Seed of torch, exploration and training users "
-                                           "(training users use env seeds >= 10**6)."})
-    log_interval: int = field(default=10_000, metadata={"doc": "User-steps between callbacks."})
-
-    def __post_init__(self) -> None:
-        own = "SlateQConfig"
-        for name, low in (("num_envs", 1), ("total_steps", 0), ("buffer_size", 1), ("batch_size", 1),
-                          ("learning_starts", 0), ("gradient_steps", 1), ("n_step", 1), ("hidden", 1),
-                          ("item_buckets", 0), ("seed", 0), ("log_interval", 1),
-                          ("continuation_members", 1)):
-            check_number(own, name, getattr(self, name), low, integer=True)
-        for name in ("gamma", "epsilon_start", "epsilon_end", "exploration_fraction", "average_tau"):
-            check_number(own, name, getattr(self, name), 0.0, 1.0)
-        check_number(own, "target_tau", self.target_tau, 0.0, 1.0, low_open=True)
-        for name in ("learning_rate", "reward_scale", "max_grad_norm"):
-            check_number(own, name, getattr(self, name), 0.0, low_open=True)
-        check_choice(own, "td_loss", self.td_loss, ("mse", "huber"))
-        check_choice(own, "optimiser", self.optimiser, OPTIMISERS)
-        check_choice(own, "continuation_trunk", self.continuation_trunk, ("shared", "own"))
-        check_choice(own, "member_data", self.member_data, ("bootstrap", "users"))
-        for name in ("double_q", "cross_features", "split_immediate", "member_targets",
-                     "truncation_is_terminal"):
-            check_choice(own, name, getattr(self, name), (True, False))
+    preset: str = option("default", "World preset to train on when learn() builds its own env.")
+    num_envs: int = option(64, "Users stepped together (vector env).", 1)
+    total_steps: int = option(300_000, "Training budget in user-steps.", 0)
+    gamma: float = option(0.99, "Discount of the TD target.", 0.0, 1.0)
+    learning_rate: float = option(3e-4, "Adam step size (Q and choice networks); 1e-3 on "
+                                  "interest_evolution.", 0.0, low_open=True)
+    buffer_size: int = option(50_000, "Replay buffer capacity.", 1)
+    batch_size: int = option(256, "Replay minibatch size.", 1)
+    learning_starts: int = option(5_000, "User-steps before learning.", 0)
+    gradient_steps: int = option(1, "Updates per vector-env step.", 1)
+    n_step: int = option(1, "TD target over n rewards before bootstrapping.", 1)
+    target_tau: float = option(0.05, "Polyak rate of the target network.", 0.0, 1.0, low_open=True)
+    epsilon_start: float = option(1.0, "Initial random-slate probability.", 0.0, 1.0)
+    epsilon_end: float = option(0.05, "Final random-slate probability.", 0.0, 1.0)
+    exploration_fraction: float = option(0.3, "Share of the budget over which epsilon decays "
+                                         "linearly.", 0.0, 1.0)
+    optimiser: str = option("dinkelbach", "Slate optimiser for acting and targets.",
+                            choices=OPTIMISERS)
+    hidden: int = option(128, "Width of the MLPs.", 1)
+    cross_features: bool = option(True, "Add user x candidate topic products to the candidate inputs.")
+    item_buckets: int = option(65_536, "Buckets of the learned per-item offsets (items hashed by "
+                               "their static features; 0: none; unused without a catalog).", 0)
+    split_immediate: bool = option(True, "Qbar = R + C: R and the offsets fit the immediate "
+                                   "reward, C the discounted continuation (needs offsets).")
+    continuation_members: int = option(2, "Networks of the C ensemble; each fits its own users "
+                                       "(env slots i, i + K, ...) and bootstraps from its own C.", 1)
+    truncation_is_terminal: bool = option(True, "Do not bootstrap at max_steps (the lifetime "
+                                          "ends there; progress is observed).")
+    reward_scale: float = option(0.1, "Rewards are multiplied by this for learning.", 0.0,
+                                 low_open=True)
+    average_tau: float = option(0.001, "Weight averaging for deterministic acting: a mean from "
+                                "the end of exploration on, then exponential at this rate "
+                                "(0: act with the online weights).", 0.0, 1.0)
+    max_grad_norm: float = option(10.0, "Gradient clipping norm.", 0.0, low_open=True)
+    seed: int = option(0, "Seed of torch, exploration and the agent's own training users.", 0)
+    log_interval: int = option(10_000, "User-steps between callbacks.", 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,17 +200,15 @@ class ItemQNetwork(CandidateScorer):
     instead of having offsets of its own. With ``members`` >= 2, ``C`` comes from that many
     :class:`ContinuationMember` networks, their item-to-item differences shrunk by their
     agreement (:attr:`SlateQConfig.continuation_members`; buffers ``agreement`` and ``spread``
-    hold the running averages, :attr:`shrinkage` the factor). ``own_trunk`` with one member: ``C``
-    is one :class:`ContinuationMember` instead of heads on R's trunk.
+    hold the running averages, :attr:`shrinkage` the factor).
     """
 
     def __init__(self, shapes: dict[str, tuple[int, ...]], hidden: int, num_topics: int | None = None,
-                 item_buckets: int = 0, id_columns: int = 0, split: bool = False, members: int = 1,
-                 own_trunk: bool = False):
+                 item_buckets: int = 0, id_columns: int = 0, split: bool = False, members: int = 1):
         super().__init__(shapes, hidden, num_topics, item_buckets, id_columns)
         self.split = split
         self.members = nn.ModuleList()
-        if split and (members >= 2 or own_trunk):
+        if split and members >= 2:
             self.members.extend(ContinuationMember(shapes, hidden, num_topics) for _ in range(members))
         elif split:
             self.continuation_out = nn.Sequential(nn.ReLU(), nn.Linear(hidden, 1))
@@ -484,7 +409,7 @@ class SlateQAgent(BaseAgent):
                  **overrides: Any):
         if seed is not None:
             overrides["seed"] = seed
-        self.config = replace_config(config or SlateQConfig(), overrides)
+        self.config = (config or SlateQConfig()).replace(**overrides)
         self.learning_curve: list[dict[str, Any]] = []
         cfg = self.config
         # the world's params (as the registry passes them) fix the shapes; else the preset's
@@ -500,7 +425,7 @@ class SlateQAgent(BaseAgent):
         ids = {"item_buckets": 0 if id_columns is None else cfg.item_buckets, "id_columns": id_columns or 0}
         split = cfg.split_immediate and ids["item_buckets"] > 0
         members = cfg.continuation_members
-        nets = dict(split=split, members=members, own_trunk=cfg.continuation_trunk == "own")
+        nets = dict(split=split, members=members)
         self.q = ItemQNetwork(self.shapes, cfg.hidden, topics, **ids, **nets)
         self.q_target = ItemQNetwork(self.shapes, cfg.hidden, topics, **ids, **nets)
         self.q_target.load_state_dict(self.q.state_dict())
@@ -538,8 +463,8 @@ class SlateQAgent(BaseAgent):
         if not deterministic and self.epsilon > 0:
             explore = self.rng.random(len(slates)) < self.epsilon
             if explore.any():
-                keys = self.rng.random((int(explore.sum()), q_items.shape[1]))
-                slates[explore] = np.argsort(keys, axis=1)[:, : self.slate_size]
+                slates[explore] = random_slates(self.rng, int(explore.sum()), q_items.shape[1],
+                                                self.slate_size)
         return slates
 
 
@@ -549,7 +474,7 @@ class SlateQAgent(BaseAgent):
         """``r + discount (1 - done) Q_target(s', A*(s'))`` (``discount`` = gamma^n, default gamma):
         reads only reward, done, discount and the NEXT obs. ``per_member`` (with a continuation
         ensemble): one target per member (K, B), each valuing ``A*`` with ``R`` plus that
-        member's own ``C`` (:attr:`SlateQConfig.member_targets`)."""
+        member's own ``C`` (as in bootstrapped DQN, so errors do not travel between members)."""
         cfg, k = self.config, self.slate_size
         if per_member:
             reward, reward_none, continuations = self.q_target.member_parts(batch["next_obs"])
@@ -560,11 +485,8 @@ class SlateQAgent(BaseAgent):
             next_q_target, next_none_target = self.q_target(batch["next_obs"])
             values = [(next_q_target, next_none_target)]
         next_utility, _ = self.choice(batch["next_obs"])
-        if cfg.double_q:
-            next_q_online, next_none_online = self.q(batch["next_obs"])
-            best = self._best_slates(next_q_online, next_none_online, next_utility)
-        else:
-            best = self._best_slates(next_q_target, next_none_target, next_utility)
+        next_q_online, next_none_online = self.q(batch["next_obs"])  # double Q: A* by the online
+        best = self._best_slates(next_q_online, next_none_online, next_utility)  # network
         best = torch.from_numpy(best)
         probs = self.choice.slate_logits(next_utility, best).softmax(1)
         next_value = torch.stack([(probs[:, :k] * items.gather(1, best)).sum(1) + probs[:, k] * none
@@ -579,7 +501,7 @@ class SlateQAgent(BaseAgent):
         cfg, k = self.config, self.slate_size
         for key in ("obs", "next_obs"):
             batch[key] = with_cross_features(batch[key], self.num_topics)
-        member_targets = cfg.member_targets and len(self.q.members) >= 2
+        member_targets = len(self.q.members) >= 2
         target = self.td_target(batch, per_member=member_targets)  # (K, B) with member_targets
         clicked = batch["position"] < k
         item = batch["slate"].gather(1, batch["position"].clamp(max=k - 1)[:, None]).squeeze(1)
@@ -587,7 +509,7 @@ class SlateQAgent(BaseAgent):
         def consumed(items: torch.Tensor, none: torch.Tensor) -> torch.Tensor:
             return torch.where(clicked, items.gather(1, item[:, None]).squeeze(1), none)
 
-        loss_fn = nn.functional.mse_loss if cfg.td_loss == "mse" else nn.functional.smooth_l1_loss
+        loss_fn = nn.functional.mse_loss
         logs = {}
         if self.q.split:
             reward, reward_none, continuations = self.q.member_parts(batch["obs"])
@@ -595,16 +517,12 @@ class SlateQAgent(BaseAgent):
             reward_loss = loss_fn(consumed(reward, reward_none), immediate)
             if len(continuations) == 1:
                 td_loss = loss_fn(consumed(*continuations[0]), target - immediate)
-            else:  # each member on its own part of the batch: Poisson(1) weights or its users
+            else:  # member i fits only the users of env slots i, i + K, ... and its own target
                 members = len(continuations)
-                if cfg.member_data == "users":  # member i: the users of env slots i, i + K, ...
-                    own = batch["slot"][None] % members == torch.arange(members)[:, None]
-                    weights = members * own.float()
-                else:
-                    weights = torch.from_numpy(self.rng.poisson(1.0, (members, len(immediate)))).float()
-                targets = target if member_targets else target.expand(len(continuations), -1)
+                own = batch["slot"][None] % members == torch.arange(members)[:, None]
+                weights = members * own.float()
                 td_loss = sum((w * loss_fn(consumed(*c), t - immediate, reduction="none")).mean()
-                              for w, c, t in zip(weights, continuations, targets, strict=True))
+                              for w, c, t in zip(weights, continuations, target, strict=True))
                 self.q.record_agreement(continuations)
                 logs["continuation_shrinkage"] = self.q.shrinkage
             logs["reward_loss"] = reward_loss.item()
@@ -640,10 +558,10 @@ class SlateQAgent(BaseAgent):
         """Raise ``ValueError`` if ``learn`` cannot train on ``num_envs`` users: user-split
         continuation members need at least one env slot each (a member would get no data)."""
         members = len(self.q.members) if self.q.split else 1
-        if self.config.member_data == "users" and members >= 2 and num_envs < members:
-            raise ValueError(f"SlateQConfig.member_data='users' needs num_envs >= "
-                             f"continuation_members ({members}), got {num_envs} envs; use more "
-                             f"envs, member_data='bootstrap' or continuation_members=1")
+        if members >= 2 and num_envs < members:
+            raise ValueError(f"SlateQConfig.continuation_members ({members}) needs num_envs >= "
+                             f"{members} (each member fits its own users), got {num_envs} envs; "
+                             "use more envs or continuation_members=1")
 
     def learn(self, env: RecSimVectorEnv | None = None, total_steps: int | None = None,
               callback: Callable[[Any, int], bool | None] | None = None) -> SlateQAgent:

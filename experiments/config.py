@@ -175,8 +175,8 @@ def _check_env(env: EnvConfig) -> Any:
 def _check_agent(agent: AgentConfig, where: str, params: Any, num_envs: int) -> None:
     """Resolve the agent's name, then build it once with its params on the config's world, so an
     unknown or out-of-range hyperparameter fails before any training (agents check their own
-    values; :mod:`recsim_gym.agents.validation`), and ask it (``check_train_env``, when it has one) whether
-    it can train on ``num_envs`` users."""
+    values through :class:`recsim_gym.env.fields.Config`), and ask it (``check_train_env``, when
+    it has one) whether it can train on ``num_envs`` users."""
     from recsim_gym.agents import registry
 
     try:

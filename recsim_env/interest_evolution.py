@@ -33,7 +33,6 @@ lists what is observed and every known difference from RecSim.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,8 +40,8 @@ import numpy as np
 from scipy.special import ndtri
 
 from recsim_gym.env import rng
-from recsim_gym.env.params import _check, _check_field, _f
-from recsim_gym.env.params import field_table as params_field_table
+from recsim_gym.env.fields import Config, option
+from recsim_gym.env.fields import field_table as config_field_table
 from recsim_gym.env.world import StepResult, UserBatch, WorldModel, register_world
 
 #: ``StepResult.end_reason`` codes of this preset.
@@ -63,7 +62,7 @@ _F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
-class InterestEvolutionParams:
+class InterestEvolutionParams(Config):
     """Every constant of RecSim's interest-evolution world (RecSim's defaults).
 
     ``InterestEvolutionParams(num_candidates=10, slate_size=2)``; validated on construction,
@@ -71,104 +70,94 @@ class InterestEvolutionParams:
     """
 
     # --- slate and observation -----------------------------------------------------------
-    num_candidates: int = _f(10, "Candidates m per step (RecSim env_config['num_candidates']; "
+    num_candidates: int = option(10, "Candidates m per step (RecSim env_config['num_candidates']; "
                              "10 is the SlateQ comparison setting).", 1, 100_000, group="slate")
-    slate_size: int = _f(2, "Slate size k (RecSim env_config['slate_size']).", 1, 100_000,
+    slate_size: int = option(2, "Slate size k (RecSim env_config['slate_size']).", 1, 100_000,
                          group="slate")
-    history_length: int = _f(8, "History length H: the last H steps in the observation.", 1, 10_000,
+    history_length: int = option(8, "History length H: the last H steps in the observation.", 1, 10_000,
                              group="slate")
-    exposure: str = _f("platform", "'platform': interest and qualities hidden (only what a "
+    exposure: str = option("platform", "'platform': interest and qualities hidden (only what a "
                        "service logs); 'recsim': also RecSim's observation: the interest vector "
                        "(RecSim's user observation) and the last response per slate position "
                        "(click, watch time, quality).", choices=("platform", "recsim"),
                        group="slate")
-    observe_latent: bool = _f(False, "Expose the latent state (interest, time budget, candidate "
+    observe_latent: bool = option(False, "Expose the latent state (interest, time budget, candidate "
                               "quality). For oracles and debugging.", group="slate")
-    duplicate_rule: str = _f("raise", "What a slate with a repeated candidate does: 'raise' a "
+    duplicate_rule: str = option("raise", "What a slate with a repeated candidate does: 'raise' a "
                              "ValueError, or 'fill' each repeat with the lowest-index unused "
                              "candidate.", choices=("raise", "fill"), group="slate")
 
     # --- documents (UtilityModelVideoSampler) ----------------------------------------------
-    num_topics: int = _f(20, "Topics (clusters) T; a document's features are the one-hot of its "
+    num_topics: int = option(20, "Topics (clusters) T; a document's features are the one-hot of its "
                          "topic (IEvVideo.NUM_FEATURES).", 1, 10_000, group="documents")
-    trashy_fraction: float = _f(0.7, "The first int(T * trashy_fraction) topics are 'trashy' "
+    trashy_fraction: float = option(0.7, "The first int(T * trashy_fraction) topics are 'trashy' "
                                 "(quality means on [min_quality_mean, 0]), the rest "
                                 "'nutritious' (on [0, max_quality_mean]).", 0.0, 1.0,
                                 group="documents")
-    min_quality_mean: float = _f(-3.0, "Quality mean of the worst trashy topic (min_utility).",
+    min_quality_mean: float = option(-3.0, "Quality mean of the worst trashy topic (min_utility).",
                                  -100.0, 0.0, group="documents")
-    max_quality_mean: float = _f(3.0, "Quality mean of the best nutritious topic (max_utility).",
+    max_quality_mean: float = option(3.0, "Quality mean of the best nutritious topic (max_utility).",
                                  0.0, 100.0, group="documents")
-    quality_std: float = _f(0.1, "Std of a document's quality around its topic mean (RecSim "
+    quality_std: float = option(0.1, "Std of a document's quality around its topic mean (RecSim "
                             "names it quality_variance but uses it as the normal's scale).",
                             0.0, 10.0, group="documents")
-    video_length: float = _f(4.0, "Length of every video in minutes (fixed).", 0.0, 1e4,
+    video_length: float = option(4.0, "Length of every video in minutes (fixed).", 0.0, 1e4,
                              low_open=True, group="documents")
 
     # --- users (UtilityModelUserSampler, IEvUserModel) ---------------------------------------
-    time_budget: float = _f(200.0, "Initial session time budget in minutes.", 0.0, 1e7,
+    time_budget: float = option(200.0, "Initial session time budget in minutes.", 0.0, 1e7,
                             low_open=True, group="user")
-    step_penalty: float = _f(0.5, "Budget lost on a step without a click.", 0.0, 1e7,
+    step_penalty: float = option(0.5, "Budget lost on a step without a click.", 0.0, 1e7,
                              low_open=True, group="user")
-    user_update_alpha: float = _f(0.9 / 3.4, "Budget gain per watched minute per unit of received "
+    user_update_alpha: float = option(0.9 / 3.4, "Budget gain per watched minute per unit of received "
                                   "utility (RecSim: alpha 0.9 times utility_range 1 / 3.4).",
                                   0.0, 100.0, group="user")
-    user_quality_factor: float = _f(0.0, "Weight of the choice model's score of the clicked "
+    user_quality_factor: float = option(0.0, "Weight of the choice model's score of the clicked "
                                     "item in received utility.", -100.0, 100.0, group="user")
-    document_quality_factor: float = _f(1.0, "Weight of the clicked document's quality in "
+    document_quality_factor: float = option(1.0, "Weight of the clicked document's quality in "
                                         "received utility.", -100.0, 100.0, group="user")
-    interest_step_max: float = _f(0.3, "Interest step size at interest 0 (alpha_y_intercept); "
+    interest_step_max: float = option(0.3, "Interest step size at interest 0 (alpha_y_intercept); "
                                   "it falls linearly with |interest|.", 0.0, 1.0, group="user")
-    interest_step_zero: float = _f(1.0, "|interest| at which the step size reaches 0 "
+    interest_step_zero: float = option(1.0, "|interest| at which the step size reaches 0 "
                                    "(alpha_x_intercept).", 0.0, 100.0, low_open=True, group="user")
 
     # --- choice (as create_environment builds it) --------------------------------------------
-    choice_model: str = _f("proportional", "'proportional' (MultinomialProportionalChoiceModel, "
+    choice_model: str = option("proportional", "'proportional' (MultinomialProportionalChoiceModel, "
                            "what RecSim's create_environment uses), 'logit' "
                            "(MultinomialLogitChoiceModel), 'proportional_cascade', "
                            "'exponential_cascade'.", choices=CHOICE_MODELS, group="choice")
-    no_click_mass: float = _f(1.0, "Score of the no-click option (IEvUserModel no_click_mass).",
+    no_click_mass: float = option(1.0, "Score of the no-click option (IEvUserModel no_click_mass).",
                               -100.0, 100.0, group="choice")
-    min_normalizer: float = _f(-1.0, "Subtracted from every score by the proportional models so "
+    min_normalizer: float = option(-1.0, "Subtracted from every score by the proportional models so "
                                "scores are >= 0 (needs <= -1: interest scores reach -1).",
                                -100.0, 100.0, group="choice")
-    score_scaling: float = _f(0.05, "Cascade models: click probability of an examined item = "
+    score_scaling: float = option(0.05, "Cascade models: click probability of an examined item = "
                               "score_scaling * score.", 0.0, 100.0, group="choice")
-    attention_prob: float = _f(0.65, "Cascade models: probability of examining the next position.",
+    attention_prob: float = option(0.65, "Cascade models: probability of examining the next position.",
                                0.0, 1.0, group="choice")
 
     # --- episode -----------------------------------------------------------------------------
-    max_steps: int = _f(27_000, "Episode step limit (truncated=True); RecSim's runner "
+    max_steps: int = option(27_000, "Episode step limit (truncated=True); RecSim's runner "
                         "max_steps_per_episode default. The budget ends episodes long before.",
                         1, 10_000_000, group="episode")
 
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            object.__setattr__(self, f.name, _check_field(f, getattr(self, f.name)))
-        _check(self.slate_size <= self.num_candidates, "slate_size",
+    def check(self) -> None:
+        """Cross-field rules (each field's own range is checked by :class:`Config`)."""
+        self.require(self.slate_size <= self.num_candidates, "slate_size",
                f"must be <= num_candidates ({self.num_candidates}), got {self.slate_size}")
         if self.choice_model in ("proportional", "proportional_cascade"):
-            _check(self.min_normalizer <= -1.0, "min_normalizer",
+            self.require(self.min_normalizer <= -1.0, "min_normalizer",
                    f"must be <= -1 with choice_model={self.choice_model!r} (scores reach -1), "
                    f"got {self.min_normalizer}")
         if self.choice_model == "proportional":
-            _check(self.no_click_mass > self.min_normalizer, "no_click_mass",
+            self.require(self.no_click_mass > self.min_normalizer, "no_click_mass",
                    f"must be > min_normalizer ({self.min_normalizer}) with the proportional "
                    f"model, got {self.no_click_mass}")
         if self.choice_model.endswith("cascade"):
             top = 1.0 - self.min_normalizer if self.choice_model.startswith("proportional") else np.e
-            _check(self.score_scaling * top <= 1.0, "score_scaling",
+            self.require(self.score_scaling * top <= 1.0, "score_scaling",
                    f"must be <= {1.0 / top:.4g} so score_scaling * score is a probability with "
                    f"choice_model={self.choice_model!r}, got {self.score_scaling}")
-
-    def replace(self, **overrides: Any) -> InterestEvolutionParams:
-        """A copy with ``overrides``; unknown names raise ``ValueError`` listing valid ones."""
-        names = [f.name for f in dataclasses.fields(self)]
-        unknown = sorted(set(overrides) - set(names))
-        if unknown:
-            raise ValueError(f"unknown InterestEvolutionParams field(s) {unknown}; valid fields: "
-                             f"{names}")
-        return dataclasses.replace(self, **overrides)
 
     @property
     def max_reward(self) -> float:
@@ -189,7 +178,7 @@ class InterestEvolutionParams:
 
 def field_table() -> list[dict[str, str]]:
     """One row per field (name, group, default, allowed, doc), for docs and listings."""
-    return params_field_table(InterestEvolutionParams)
+    return config_field_table(InterestEvolutionParams)
 
 
 @dataclass(slots=True)

@@ -76,12 +76,13 @@ def _config(tmp_path: Path, **overrides) -> Path:
     ({"agents": [{"name": "slateq", "params": {"gamma": 1.5}}]},
      "agents[0].params: SlateQConfig.gamma must be a number in [0, 1], got 1.5"),
     ({"agents": [{"name": "ppo_attention", "params": {"n_steps": 0}}]}, "agents[0].params: .*n_steps"),
-    ({"agents": [{"name": "logreg", "params": {"epochs": 0}}]}, "agents[0].params: logreg.epochs"),
+    ({"agents": [{"name": "logreg", "params": {"epochs": 0}}]}, "agents[0].params: ClickModelConfig.epochs"),
     ({"agents": [{"name": "linucb", "params": {"alpha": -1}}]},
-     "agents[0].params: linucb.alpha must be a number in [0, inf), got -1"),
+     "agents[0].params: LinUCBConfig.alpha must be a number in [0, inf), got -1"),
     # ... and so is whether the agent can train on the config's num_envs users
     ({"num_envs": 1, "agents": [{"name": "random"}, {"name": "slateq"}]},
-     "num_envs (1) does not suit agents[1] (slateq): .*needs num_envs >= continuation_members (2)"),
+     "num_envs (1) does not suit agents[1] (slateq): "
+     "SlateQConfig.continuation_members (2) needs num_envs >= 2"),
 ])
 def test_bad_config_names_the_key(tmp_path: Path, mutation: dict, key: str) -> None:
     # `key` is literal text, ".*" standing for anything in between
