@@ -123,8 +123,8 @@ class AttentionSlateNetwork(nn.Module):
         features of a table of that many buckets, hashing the first ``columns`` features
     """
 
-    def __init__(self, observation_space: spaces.Dict, outputs: int = 1, d_model: int = 16,
-                 num_heads: int = 2, num_layers: int = 1, ff_dim: int = 32, value_hidden: int = 64,
+    def __init__(self, observation_space: spaces.Dict, outputs: int, d_model: int, num_heads: int,
+                 num_layers: int, ff_dim: int, value_hidden: int = 64,
                  cross_topics: int | None = None, item_stats: tuple[int, int] | None = None):
         super().__init__()
         self.cross_topics = cross_topics
@@ -248,9 +248,8 @@ class MlpSlateNetwork(nn.Module):
     """Ablation: an MLP over the flattened observation (and flattened cross features, when
     ``cross_topics`` is set) emits all m x outputs logits and the value."""
 
-    def __init__(self, observation_space: spaces.Dict, outputs: int = 1,
-                 hidden: tuple[int, ...] = (256, 256), cross_topics: int | None = None,
-                 item_stats: tuple[int, int] | None = None):
+    def __init__(self, observation_space: spaces.Dict, outputs: int, hidden: tuple[int, ...],
+                 cross_topics: int | None = None, item_stats: tuple[int, int] | None = None):
         super().__init__()
         self.num_candidates = observation_space["candidates"].shape[0]
         self.outputs, self.cross_topics = outputs, cross_topics

@@ -87,7 +87,8 @@ def test_permuting_candidates_permutes_scores(num_layers: int) -> None:
     obs = {key: th.as_tensor(value) for key, value in env.reset().items()}
     for _ in range(3):  # some history
         obs = {key: th.as_tensor(value) for key, value in env.step(np.tile(np.arange(3), (4, 1)))[0].items()}
-    net = AttentionSlateNetwork(env.observation_space, outputs=2, num_layers=num_layers)
+    net = AttentionSlateNetwork(env.observation_space, outputs=2, d_model=16, num_heads=2,
+                                num_layers=num_layers, ff_dim=32)
     perm = th.randperm(8)
     permuted = dict(obs, candidates=obs["candidates"][:, perm])
     with th.no_grad():

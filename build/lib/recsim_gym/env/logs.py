@@ -1,0 +1,230 @@
+"""Interaction logs from a logging policy, as columnar arrays (for supervised click models).
+
+One row per user-step (one slate impression). Schema (``k`` = slate size, ``T`` = topics,
+``H`` = history length; features are stored as float16 to keep logs small):
+
+=================  =================  ==========================================================
+column             dtype, shape       meaning
+=================  =================  ==========================================================
+``user``           int64 (n,)         user id (the seed the user was reset with)
+``step``           int32 (n,)         step within the user's episode (0-based)
+``slate``          int16 (n, k)       shown candidate positions (best first)
+``slate_items``    int32 (n, k)       catalog ids of the shown items (what the system showed)
+``slate_features`` float16 (n,k,T+3)  observed features of the shown items (obs ``candidates``)
+``history``        float16 (n,H,T+6)  observation ``history`` before the step
+``user_features``  float16 (n, U)     observation ``user`` before the step (U = T+1 here)
+``propensity``     float32 (n, k)     P(logging policy puts that item at that position | the
+                                      positions above it)
+``click``          bool (n,)          the user clicked an item of the slate
+``position``       int8 (n,)          clicked position, -1 for no click
+``conversion``     bool (n,)          the click converted
+``revenue``        float32 (n,)       price of a converted item, else 0
+``reward``         float32 (n,)       the env's reward
+=================  =================  ==========================================================
+
+Files are ``.npz`` (``numpy.savez_compressed``) plus a ``__meta__`` JSON entry naming the schema
+version, the logging policy and the sizes; :func:`load_logs` validates every column (names,
+dtypes, shapes, row counts) and raises :class:`LogFormatError` on a wrong or truncated file.
+Parquet is not used: pyarrow is not a dependency of recsim.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsim_gym.env import rng as recsim_rng
+from recsim_gym.env.simulator import make_simulator
+from recsim_gym.env.spaces import random_slates
+
+SCHEMA_VERSION = 1
+#: A logging policy: ``policy(obs, generator) -> (slates (B, k), propensities (B, k))``.
+LoggingPolicy = Callable[[dict[str, np.ndarray], np.random.Generator], tuple[np.ndarray, np.ndarray]]
+
+
+class LogFormatError(ValueError):
+    """A log file is not a valid recsim interaction log (wrong schema or truncated)."""
+
+
+def _columns(k: int, t: int, h: int, u: int | None = None) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Expected dtype and per-row shape of every column."""
+    return {"user": ("int64", ()), "step": ("int32", ()), "slate": ("int16", (k,)),
+            "slate_items": ("int32", (k,)), "slate_features": ("float16", (k, t + 3)),
+            "history": ("float16", (h, t + 6)), "user_features": ("float16", (t + 1 if u is None else u,)),
+            "propensity": ("float32", (k,)), "click": ("bool", ()), "position": ("int8", ()),
+            "conversion": ("bool", ()), "revenue": ("float32", ()), "reward": ("float32", ())}
+
+
+def uniform_policy(k: int) -> LoggingPolicy:
+    """Uniformly random slates; propensity of position j is ``1 / (m - j)``."""
+    def policy(obs: dict[str, np.ndarray], gen: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        batch, m = obs["candidates"].shape[:2]
+        slates = random_slates(gen, batch, m, k)
+        prop = np.broadcast_to(1.0 / (m - np.arange(k)), (batch, k)).astype(np.float32)
+        return slates, prop
+    return policy
+
+
+def epsilon_popularity_policy(k: int, epsilon: float = 0.3) -> LoggingPolicy:
+    """ε-greedy over observed popularity, position by position: with probability ε a uniformly
+    random remaining candidate, else the most popular remaining one. Propensity of the chosen
+    item at position j: ``ε / (m - j) + (1 - ε) * [it is the most popular remaining]``."""
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+
+    def policy(obs: dict[str, np.ndarray], gen: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        cand = obs["candidates"]
+        batch, m = cand.shape[:2]
+        popularity = cand[..., -1].astype(np.float64) + 1e-9 * gen.random((batch, m))  # tie-break
+        taken = np.zeros((batch, m), dtype=bool)
+        slates = np.empty((batch, k), dtype=np.int64)
+        prop = np.empty((batch, k), dtype=np.float32)
+        rows = np.arange(batch)
+        for j in range(k):
+            masked = np.where(taken, -np.inf, popularity)
+            best = masked.argmax(axis=1)
+            explore = gen.random(batch) < epsilon
+            keys = np.where(taken, np.inf, gen.random((batch, m)))
+            rand = keys.argmin(axis=1)
+            chosen = np.where(explore, rand, best)
+            slates[:, j] = chosen
+            prop[:, j] = epsilon / (m - j) + (1.0 - epsilon) * (chosen == best)
+            taken[rows, chosen] = True
+        return slates, prop
+    return policy
+
+
+def generate_logs(preset: str = "static", n_steps: int = 10_000, batch_size: int = 500,
+                  first_user: int = 0, policy: str | LoggingPolicy = "epsilon_popularity",
+                  epsilon: float = 0.3, seed: int = 0, sim: Any = None,
+                  **overrides: Any) -> dict[str, np.ndarray]:
+    """Run a logging policy on ``batch_size`` users at a time until ``n_steps`` user-steps are
+    logged; ended users are replaced by new ones (ids ``first_user``, ``first_user + 1``, ...).
+
+    :param policy: ``"epsilon_popularity"``, ``"uniform"`` or a :data:`LoggingPolicy`
+    :returns: the columns of the schema above (exactly ``n_steps`` rows)
+    """
+    sim = sim if sim is not None else make_simulator(preset, **overrides)
+    params = sim.params
+    k = params.slate_size
+    if isinstance(policy, str):
+        if policy == "uniform":
+            policy = uniform_policy(k)
+        elif policy == "epsilon_popularity":
+            policy = epsilon_popularity_policy(k, epsilon)
+        else:
+            raise ValueError(f"unknown logging policy {policy!r}: 'epsilon_popularity' or 'uniform'")
+    gen = np.random.default_rng(seed)
+    batch = max(1, min(batch_size, n_steps))
+    users = np.arange(first_user, first_user + batch, dtype=np.int64)
+    next_user = first_user + batch
+    state = sim.reset(recsim_rng.seed_to_key(users))
+    steps = np.zeros(batch, dtype=np.int32)
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in _columns(k, 1, 1)}
+    logged = 0
+    while logged < n_steps:
+        obs = sim.observe(state)
+        slates, prop = policy(obs, gen)
+        # catalog ids of the shown items (worlds without a candidate-id state log -1)
+        ids = getattr(state, "candidates", None)
+        items = np.take_along_axis(ids, slates, axis=1) if ids is not None else np.full(slates.shape, -1)
+        shown = np.take_along_axis(obs["candidates"], slates[..., None], axis=1)
+        state, result = sim.step(state, slates)
+        take = min(batch, n_steps - logged)
+        row = {"user": users, "step": steps, "slate": slates.astype(np.int16),
+               "slate_items": items.astype(np.int32), "slate_features": shown.astype(np.float16),
+               "history": obs["history"].astype(np.float16),
+               "user_features": obs["user"].astype(np.float16), "propensity": prop.astype(np.float32),
+               "click": result.click.astype(bool), "position": result.position.astype(np.int8),
+               "conversion": result.conversion.astype(bool),
+               "revenue": result.revenue.astype(np.float32), "reward": result.reward.astype(np.float32)}
+        for name, values in row.items():
+            chunks[name].append(np.array(values[:take]))
+        logged += take
+        steps = steps + 1
+        ended = np.flatnonzero(result.terminated | result.truncated)
+        if ended.size:
+            new = np.arange(next_user, next_user + ended.size, dtype=np.int64)
+            next_user += ended.size
+            users = users.copy()
+            users[ended] = new
+            steps[ended] = 0
+            sim.reset_into(state, ended, recsim_rng.seed_to_key(new))
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+def validate_logs(logs: dict[str, np.ndarray], source: str = "logs") -> dict[str, np.ndarray]:
+    """Check names, dtypes, shapes and row counts; raise :class:`LogFormatError` otherwise."""
+    for name in ("slate_features", "history"):
+        if name not in logs:
+            raise LogFormatError(f"{source}: missing column {name!r}")
+    k, t3 = logs["slate_features"].shape[1:] if logs["slate_features"].ndim == 3 else (0, 0)
+    h = logs["history"].shape[1] if logs["history"].ndim == 3 else 0
+    user = logs.get("user_features")
+    u = user.shape[1] if user is not None and user.ndim == 2 else None
+    expected = _columns(k, t3 - 3, h, u)
+    missing = sorted(set(expected) - set(logs))
+    if missing:
+        raise LogFormatError(f"{source}: missing columns {missing}")
+    n = len(logs["user"])
+    for name, (dtype, shape) in expected.items():
+        column = logs[name]
+        if str(column.dtype) != dtype or column.shape[1:] != shape:
+            raise LogFormatError(f"{source}: column {name!r} is {column.dtype}{column.shape[1:]}, "
+                                 f"expected {dtype}{shape}")
+        if len(column) != n:
+            raise LogFormatError(f"{source}: column {name!r} has {len(column)} rows, 'user' has {n} "
+                                 "(truncated file?)")
+    return logs
+
+
+def save_logs(logs: dict[str, np.ndarray], path: str | Path, **meta: Any) -> Path:
+    """Write ``logs`` to ``path`` (``.npz``) with a ``__meta__`` entry; returns the path."""
+    validate_logs(logs)
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_suffix(".npz")
+    info = {"schema_version": SCHEMA_VERSION, "rows": int(len(logs["user"])), **meta}
+    np.savez_compressed(path, __meta__=np.array(json.dumps(info)), **logs)
+    return path
+
+
+def load_logs(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read and validate a log written by :func:`save_logs`: ``(columns, meta)``.
+
+    :raises LogFormatError: on a file that is not a recsim log, is truncated or has a wrong schema
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            data = {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as err:
+        raise LogFormatError(f"{path}: not a readable recsim log (corrupted or truncated .npz): "
+                             f"{err}") from err
+    if "__meta__" not in data:
+        raise LogFormatError(f"{path}: no __meta__ entry - not a recsim interaction log")
+    meta = json.loads(str(data.pop("__meta__")))
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise LogFormatError(f"{path}: schema version {meta.get('schema_version')}, "
+                             f"expected {SCHEMA_VERSION}")
+    validate_logs(data, str(path))
+    if len(data["user"]) != meta.get("rows"):
+        raise LogFormatError(f"{path}: {len(data['user'])} rows, meta says {meta.get('rows')} (truncated?)")
+    return data, meta
+
+
+def split_by_user(logs: dict[str, np.ndarray], test_fraction: float = 0.2, seed: int = 0
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Held-out split by user id (no user in both parts)."""
+    users = np.unique(logs["user"])
+    test_users = np.random.default_rng(seed).choice(users, max(1, int(len(users) * test_fraction)),
+                                                    replace=False)
+    test = np.isin(logs["user"], test_users)
+    return ({k: v[~test] for k, v in logs.items()}, {k: v[test] for k, v in logs.items()})

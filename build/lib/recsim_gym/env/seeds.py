@@ -1,0 +1,61 @@
+"""Every user-seed scheme of the project, in one place.
+
+A user's episode is fixed by its seed (:mod:`recsim_gym.env.rng`), so which seeds train and which
+evaluate decides whether a result is honest. Four disjoint uses:
+
+=========================== ================================================ ==================
+use                         first user of seed ``s``                         who uses it
+=========================== ================================================ ==================
+agent's own training users  ``10**6 + s * 10**5``                            ``learn(env=None)``
+harness training users      ``TRAIN_SEED_BASE * (s + 1)``                    ``recsim run``
+harness evaluation users    ``EVAL_SEED_BASE + s * EVAL_SEED_STRIDE``        ``recsim run``
+tuning training users       ``s * TUNE_STRIDE`` (``s >= FIRST_TUNING_SEED``) ``scripts/tune.py``
+tuning evaluation users     ``TUNE_SEED_BASE + s * TUNE_STRIDE``             ``scripts/tune.py``
+=========================== ================================================ ==================
+
+Evaluation cohorts hold at most ``EVAL_SEED_STRIDE`` users, so the seeds' cohorts never
+overlap; tuning seeds start at ``FIRST_TUNING_SEED`` so that tuning never sees the harness's
+seeds or users.
+"""
+
+from __future__ import annotations
+
+TRAIN_SEED_BASE = 1_000_000
+EVAL_SEED_BASE = 900_000_000
+EVAL_SEED_STRIDE = 1_000_000
+TUNE_SEED_BASE = 300_000_000
+TUNE_STRIDE = 1_000_000
+FIRST_TUNING_SEED = 100
+
+
+def agent_train_seed(seed: int) -> int:
+    """First training user of an agent that builds its own env (``learn(env=None)``)."""
+    return 10**6 + seed * 10**5
+
+
+def train_seed(seed: int) -> int:
+    """First training user of the harness's seed ``seed``."""
+    return TRAIN_SEED_BASE * (seed + 1)
+
+
+def eval_seed(seed: int) -> int:
+    """First held-out evaluation user of the harness's seed ``seed``."""
+    return EVAL_SEED_BASE + seed * EVAL_SEED_STRIDE
+
+
+def check_tuning_seed(seed: int) -> int:
+    """``seed`` if it is a tuning seed, else ``ValueError`` (seeds below are the harness's)."""
+    if seed < FIRST_TUNING_SEED:
+        raise ValueError(f"tuning seeds must be >= {FIRST_TUNING_SEED} (seeds below are the "
+                         f"harness's), got {seed}")
+    return seed
+
+
+def tune_train_seed(seed: int) -> int:
+    """First training user of tuning seed ``seed``."""
+    return check_tuning_seed(seed) * TUNE_STRIDE
+
+
+def tune_eval_seed(seed: int) -> int:
+    """First evaluation user of tuning seed ``seed``."""
+    return TUNE_SEED_BASE + check_tuning_seed(seed) * TUNE_STRIDE

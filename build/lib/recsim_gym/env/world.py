@@ -1,0 +1,114 @@
+"""The world-model interface every simulated world implements (gymnax-style, batched).
+
+A world is a frozen params dataclass, a state dataclass of ``(B, ...)`` arrays, and pure
+functions over a batch of B users::
+
+    world = make_world("default")                 # or DefaultWorld(params), InterestEvolutionWorld(...)
+    state = world.reset(keys)                     # keys: (B,) uint64 episode keys (rng.seed_to_key)
+    state, result = world.step(state, slates)     # slates: (B, k) validated candidate positions
+    obs = world.observe(state)                    # dict of (B, ...) float32 arrays
+
+``step`` never writes into the state it is given; ``reset_into`` is the one in-place
+operation, for states the caller owns (the env shells' autoreset). The Gymnasium envs, the
+native vector env and the SB3 adapter only talk to this interface, so a new world is one
+module with a :class:`WorldModel` subclass, its params, and a call to :func:`register_world`
+(see :mod:`recsim_gym.env.interest_evolution`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+#: ``StepResult.end_reason`` codes every world shares.
+END_REASONS = ("", "churned", "max_steps")
+
+
+class UserBatch:
+    """Mixin for a world's state dataclass (array fields with a leading batch axis)."""
+
+    __slots__ = ()
+
+    @property
+    def batch_size(self) -> int:
+        """Number of users B."""
+        return int(self.t.shape[0])
+
+    def take(self, index: np.ndarray | slice) -> Any:
+        """The sub-batch of users ``index`` (copies)."""
+        return type(self)(*(np.array(getattr(self, f.name)[index]) for f in dataclasses.fields(self)))
+
+    def assign(self, index: np.ndarray, other: Any) -> None:
+        """Overwrite users ``index`` with ``other``'s users, IN PLACE (only for states you own;
+        read-only arrays are copied first)."""
+        for f in dataclasses.fields(self):
+            target = getattr(self, f.name)
+            if not target.flags.writeable:
+                target = target.copy()
+                setattr(self, f.name, target)
+            target[index] = getattr(other, f.name)
+
+
+@dataclasses.dataclass(slots=True)
+class StepResult:
+    """Per-user outcome of one step (arrays of shape (B,) unless noted)."""
+
+    reward: np.ndarray  #: float32, in [0, params.max_reward]
+    click: np.ndarray  #: bool
+    conversion: np.ndarray  #: bool
+    revenue: np.ndarray  #: float32 price of a converted item, else 0
+    position: np.ndarray  #: int64 clicked slate position, -1 for no click
+    item: np.ndarray  #: int64 clicked item id, -1 for no click
+    choice_probs: np.ndarray  #: (B, k + 1) float32 click probability per position, then no-click
+    terminated: np.ndarray  #: bool, the user churned
+    truncated: np.ndarray  #: bool, the episode hit max_steps (and the user did not churn)
+    end_reason: np.ndarray  #: int8 code into END_REASONS
+
+
+class WorldModel(ABC):
+    """Batched dynamics of one world. Stateless: states are passed in and returned."""
+
+    #: The world's frozen, validated params (``replace(**overrides)`` makes variants).
+    params: Any
+    #: Names of ``StepResult.end_reason`` codes.
+    end_reasons: tuple[str, ...] = END_REASONS
+
+    @abstractmethod
+    def reset(self, keys: np.ndarray) -> Any:
+        """New users for episode keys ``keys`` (B,) uint64."""
+
+    def reset_into(self, state: Any, index: np.ndarray, keys: np.ndarray) -> None:
+        """Start new episodes with ``keys`` for users ``index`` of ``state``, in place."""
+        state.assign(index, self.reset(keys))
+
+    @abstractmethod
+    def step(self, state: Any, slates: np.ndarray) -> tuple[Any, Any]:
+        """One step for every user: ``(new state, StepResult)``; ``slates`` already validated."""
+
+    @abstractmethod
+    def observe(self, state: Any) -> dict[str, np.ndarray]:
+        """Batched observation dict (new arrays)."""
+
+    @abstractmethod
+    def observation_shapes(self) -> dict[str, tuple[tuple[int, ...], float, float]]:
+        """Per-user observation key -> (shape, low, high)."""
+
+    def observation_space(self) -> spaces.Dict:
+        """Per-user observation space (float32 boxes)."""
+        return spaces.Dict({key: spaces.Box(low, high, shape=shape, dtype=np.float32)
+                            for key, (shape, low, high) in self.observation_shapes().items()})
+
+
+#: World name -> (description, factory); a factory is called as ``factory(params=None,
+#: **overrides)`` and returns a :class:`WorldModel`.
+WORLD_MODELS: dict[str, tuple[str, Callable[..., WorldModel]]] = {}
+
+
+def register_world(name: str, description: str, factory: Callable[..., WorldModel]) -> None:
+    """Make ``name`` a preset backed by ``factory`` (see :data:`WORLD_MODELS`)."""
+    WORLD_MODELS[name] = (description, factory)

@@ -1,0 +1,276 @@
+"""Throughput benchmarks.
+
+``python -m recsim_gym.experiments.bench env`` measures user-steps per second of the single env (through
+``gymnasium.make``, wrappers included) and of the native vector env at several batch sizes,
+with random valid slates, plus each configuration's peak resident memory (every
+configuration runs in its own subprocess, so peaks do not mix). It also times a plain copy of
+the same observation bytes: the memory-bandwidth floor of producing those observations.
+Prints a table and writes JSON. ``python -m recsim_gym.experiments.bench eval`` times the evaluation
+harness (random agent, 10,000 users to the end of their lifetimes).
+
+``python -m recsim_gym.experiments.bench train`` times training: env-steps per second of ``learn`` for each
+given agent (and keyword variant) on the same preset and budget, one after another in this
+process, so their ratios are measured in one run.
+
+Figures are only comparable within one run (shared, noisy machines): compare ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsim_gym.env.spaces import random_slates
+
+DEFAULT_BATCH_SIZES = (1, 64, 1024, 4096)
+
+
+def _slate_pool(rng: np.random.Generator, m: int, k: int, batch: int | None, n: int) -> list:
+    shape = (n,) if batch is None else (n, batch)
+    pool = random_slates(rng, int(np.prod(shape)), m, k).reshape(shape + (k,))
+    return list(pool)
+
+
+def measure(preset: str, mode: str, batch_size: int, seconds: float, seed: int = 0) -> dict[str, Any]:
+    """Steps/s of one configuration in this process (``mode`` = 'single' or 'vector')."""
+    import gymnasium as gym
+
+    import recsim_gym.env  # noqa: F401  (registers the ids)
+
+    env_id = f"recsim/{preset}-v0"
+    rng = np.random.default_rng(seed)
+    if mode == "single":
+        env = gym.make(env_id)
+        params = env.unwrapped.params
+        pool = _slate_pool(rng, params.num_candidates, params.slate_size, None, 1024)
+        env.reset(seed=seed)
+        step = env.step
+
+        def run(n: int) -> None:
+            for i in range(n):
+                _, _, terminated, truncated, _ = step(pool[i % 1024])
+                if terminated or truncated:
+                    env.reset()
+        users = 1
+    else:
+        env = gym.make_vec(env_id, num_envs=batch_size)
+        params = env.unwrapped.params if hasattr(env, "unwrapped") else env.params
+        pool = _slate_pool(rng, params.num_candidates, params.slate_size, batch_size, 8)
+        env.reset(seed=seed)
+
+        def run(n: int) -> None:
+            for i in range(n):
+                env.step(pool[i % 8])
+        users = batch_size
+
+    run(3)  # warm-up
+    n, elapsed = 1, 0.0
+    while elapsed < seconds:  # grow the step count until one timed run lasts long enough
+        n = max(2 * n, int(n * seconds / max(elapsed, 1e-9)) if elapsed > 0.05 else 2 * n)
+        start = time.perf_counter()
+        run(n)
+        elapsed = time.perf_counter() - start
+    steps_per_s = n * users / elapsed
+    obs = env.reset(seed=seed)[0]
+    obs_bytes = int(sum(v.nbytes for v in obs.values())) * (batch_size if mode == "single" else 1)
+    floor = _copy_floor(obs_bytes)
+    return {
+        "preset": preset, "mode": mode, "batch_size": batch_size,
+        "user_steps_per_s": steps_per_s, "seconds": elapsed, "steps": n * users,
+        "obs_bytes_per_step": obs_bytes,
+        "copy_floor_user_steps_per_s": users / floor if mode != "single" else None,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _copy_floor(nbytes: int) -> float:
+    """Seconds to copy ``nbytes`` once (best of several): the observation bandwidth floor."""
+    src = np.ones(max(nbytes // 4, 1), dtype=np.float32)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(20):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_env(presets: list[str], batch_sizes: list[int], seconds: float, out: Path) -> list[dict]:
+    """Run every configuration in its own subprocess; print a table and write JSON to ``out``."""
+    configs = [(p, "single", 1) for p in presets] + [
+        (p, "vector", b) for p in presets for b in batch_sizes]
+    rows = []
+    try:
+        from tqdm import tqdm
+        iterator = tqdm(configs, desc="bench env", unit="config", file=sys.stderr)
+    except ImportError:  # pragma: no cover
+        iterator = configs
+    for preset, mode, batch in iterator:
+        cmd = [sys.executable, "-m", "recsim_gym.experiments.bench", "_one", preset, mode, str(batch),
+               str(seconds)]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"benchmark {preset}/{mode}/B={batch} failed:\n{result.stderr}")
+        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    print(format_table(rows))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": "env", "python": platform.python_version(),
+               "machine": platform.machine(), "processor": platform.processor(),
+               "numpy": np.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "rows": rows}
+    out.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {out}")
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """Plain-text table of benchmark rows."""
+    head = (f"{'preset':<19} {'env':<22} {'user-steps/s':>14} {'copy floor/s':>14} "
+            f"{'peak RSS MiB':>13}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        env = "gymnasium.make" if r["mode"] == "single" else f"vector B={r['batch_size']}"
+        floor = r["copy_floor_user_steps_per_s"]
+        lines.append(f"{r['preset']:<19} {env:<22} {r['user_steps_per_s']:>14,.0f} "
+                     f"{(f'{floor:,.0f}' if floor else '-'):>14} {r['peak_rss_mib']:>13.0f}")
+    return "\n".join(lines)
+
+
+def bench_eval(preset: str, users: int, out: Path) -> dict[str, Any]:
+    """Time :func:`recsim_gym.experiments.evaluate.evaluate` of the random agent on ``users`` users."""
+    from recsim_gym.agents import registry
+    from recsim_gym.env.simulator import make_simulator
+    from recsim_gym.experiments.evaluate import evaluate
+
+    params = make_simulator(preset).params
+    evaluate(registry.make("random", params=params), preset, 50, seed=0)  # warm-up (compile)
+    start = time.perf_counter()
+    result = evaluate(registry.make("random", params=params), preset, users, seed=0)
+    seconds = time.perf_counter() - start
+    row = {"benchmark": "eval", "preset": preset, "agent": "random", "users": users,
+           "seconds": seconds, "user_steps": result.user_steps,
+           "user_steps_per_s": result.user_steps / seconds,
+           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    print(f"evaluate(random, {preset}, {users:,} users): {seconds:.1f} s, "
+          f"{result.user_steps:,} user-steps ({row['user_steps_per_s']:,.0f}/s), "
+          f"mean lifetime return {result.means()['return']:.1f}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(row, indent=2))
+    print(f"wrote {out}")
+    return row
+
+
+def bench_train(preset: str, variants: list[tuple[str, dict[str, Any]]], steps: int, threads: int,
+                out: Path, seed: int = 0) -> list[dict[str, Any]]:
+    """Time ``learn(env, steps)`` of each ``(agent, kwargs)`` variant on a vector env of ``preset``;
+    rows with env-steps/s."""
+    import torch
+
+    from recsim_gym.agents import registry
+    from recsim_gym.env.simulator import make_simulator
+    from recsim_gym.experiments.evaluate import make_train_env
+
+    torch.set_num_threads(threads)  # process-wide, as the CLI wants
+    params = make_simulator(preset).params
+    agents = [registry.make(name, params=params, seed=seed, **kwargs) for name, kwargs in variants]
+    for (name, _), agent in zip(variants, agents, strict=True):  # check all before timing any
+        if not callable(getattr(agent, "learn", None)):
+            raise SystemExit(f"agent {name!r} has no learn(): it trains online or from logs, "
+                             "which this benchmark does not time")
+    rows: list[dict[str, Any]] = []
+    for (name, kwargs), agent in zip(variants, agents, strict=True):
+        # as the runner trains, on the same users for every variant (agents that step their own
+        # number of users, as PPO does, take the env's params)
+        env = make_train_env(agent, preset, 64, seed)
+        start = time.perf_counter()
+        agent.learn(env, steps)
+        seconds = time.perf_counter() - start
+        rows.append({"benchmark": "train", "preset": preset, "agent": name, "kwargs": kwargs,
+                     "steps": steps, "threads": threads, "seconds": seconds,
+                     "steps_per_s": steps / seconds})
+        ratio = rows[-1]["steps_per_s"] / rows[0]["steps_per_s"]
+        print(f"{name} {json.dumps(kwargs)}: {steps:,} env-steps in {seconds:.1f} s = "
+              f"{rows[-1]['steps_per_s']:,.0f}/s ({ratio:.2f} x the first)", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"python": platform.python_version(), "rows": rows}, indent=2))
+    print(f"wrote {out}")
+    return rows
+
+
+def _variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``agent`` or ``agent:{json kwargs}``."""
+    name, _, kwargs = text.partition(":")
+    try:
+        parsed = json.loads(kwargs) if kwargs else {}
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"bad JSON keyword arguments in {text!r}: {error}") from None
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError(f"keyword arguments in {text!r} must be a JSON object")
+    return name, parsed
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point (``python -m recsim_gym.experiments.bench --help``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_one"]:  # internal: one configuration, JSON on stdout
+        preset, mode, batch, seconds = argv[1], argv[2], int(argv[3]), float(argv[4])
+        print(json.dumps(measure(preset, mode, batch, seconds)))
+        return
+    from recsim_gym.env.simulator import all_preset_names
+
+    parser = argparse.ArgumentParser(prog="python -m recsim_gym.experiments.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    env = sub.add_parser("env", help="env throughput (user-steps/s) and peak memory")
+    env.add_argument("--presets", nargs="+", default=["default"],
+                     choices=all_preset_names(), help="presets to measure (default: default)")
+    env.add_argument("--batch-sizes", nargs="+", type=int, default=list(DEFAULT_BATCH_SIZES),
+                     help="vector env batch sizes (default: 1 64 1024 4096)")
+    env.add_argument("--seconds", type=float, default=2.0,
+                     help="minimum timed seconds per configuration (default: 2)")
+    env.add_argument("--out", type=Path, default=Path("bench_results/env.json"),
+                     help="JSON output path (default: bench_results/env.json)")
+    ev = sub.add_parser("eval", help="time the evaluation harness (random agent, full lifetimes)")
+    ev.add_argument("--preset", default="default", choices=all_preset_names())
+    ev.add_argument("--users", type=int, default=10_000, help="users (default: 10000)")
+    ev.add_argument("--out", type=Path, default=Path("bench_results/eval.json"))
+    tr = sub.add_parser("train", help="training throughput (env-steps/s of learn) per agent variant")
+    tr.add_argument("variants", nargs="+", type=_variant, metavar="AGENT[:JSON]",
+                    help='agents to time, e.g. ppo_attention \'ppo_attention:{"item_stats_buckets": 0}\'')
+    tr.add_argument("--preset", default="default", choices=all_preset_names())
+    tr.add_argument("--steps", type=int, default=100_000, help="env-steps per variant (default: 100000)")
+    tr.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    tr.add_argument("--out", type=Path, default=Path("bench_results/train.json"))
+    args = parser.parse_args(argv)
+    if args.what == "train":
+        from recsim_gym.agents import registry
+
+        unknown = [name for name, _ in args.variants if name not in registry.list_agents()]
+        if unknown:
+            parser.error(f"unknown agent(s) {unknown}; registered: {sorted(registry.list_agents())}")
+        if args.steps < 1 or args.threads < 1:
+            parser.error(f"--steps and --threads must be >= 1, got {args.steps}, {args.threads}")
+        bench_train(args.preset, args.variants, args.steps, args.threads, args.out)
+        return
+    if args.what == "eval":
+        if args.users < 1:
+            parser.error(f"--users must be >= 1, got {args.users}")
+        bench_eval(args.preset, args.users, args.out)
+        return
+    if any(b < 1 for b in args.batch_sizes):
+        parser.error(f"--batch-sizes must be >= 1, got {args.batch_sizes}")
+    if args.seconds <= 0:
+        parser.error(f"--seconds must be > 0, got {args.seconds}")
+    bench_env(args.presets, args.batch_sizes, args.seconds, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""Experiment configuration: one YAML file, validated into dataclasses before anything runs.
+
+Unknown keys and bad values raise :class:`ConfigError` naming the key path (for example
+``eval.users`` or ``agents[2].params``) and what is allowed; every agent is built once with its
+``params`` on the config's world, so its hyperparameters are checked before any training.
+Example (``experiments/configs/*.yaml``)::
+
+    name: quick
+    env: {preset: default, overrides: {num_candidates: 20}}
+    agents:
+      - {name: random}
+      - {name: linucb, params: {alpha: 1.0}}
+    seeds: 3                      # or an explicit list: [0, 1, 2]
+    train_steps: 20000            # env steps of training per (agent, seed), the same for all
+    num_envs: 64                  # users stepped in parallel during training
+    eval: {every_steps: 5000, users: 500, final_users: 2000}
+    output_dir: runs/quick
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """An invalid experiment config; the message names the key."""
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Which world the experiment runs in."""
+
+    preset: str = "default"  #: preset name (``python -m recsim_gym.env envs``)
+    overrides: dict[str, Any] = field(default_factory=dict)  #: Params field overrides
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """One agent of the comparison."""
+
+    name: str  #: registry name (``recsim agents``) or ``package.module:ClassName``
+    label: str = ""  #: name in tables and plots (default: ``name``)
+    params: dict[str, Any] = field(default_factory=dict)  #: constructor keyword arguments
+
+    @property
+    def display(self) -> str:
+        """The label shown in results."""
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """When and on how many held-out users agents are evaluated."""
+
+    every_steps: int = 0  #: evaluate every N training env steps (0: only at the end)
+    users: int = 500  #: users per intermediate evaluation
+    final_users: int = 2000  #: users of the final evaluation
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A full experiment: every (agent, seed) pair is trained with the same budget."""
+
+    name: str
+    agents: tuple[AgentConfig, ...]
+    env: EnvConfig = field(default_factory=EnvConfig)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    train_steps: int = 0
+    num_envs: int = 64
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output_dir: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (for the run manifest)."""
+        return dataclasses.asdict(self)
+
+
+def _keys(section: Any, allowed: set[str], where: str) -> dict[str, Any]:
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(section).__name__}")
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown key(s) {', '.join(prefix + str(k) for k in unknown)}; "
+                          f"allowed: {sorted(allowed)}")
+    return section
+
+
+def _int(value: Any, where: str, low: int, high: int = 10**12) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{where} must be an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where} must be a non-empty string, got {value!r}")
+    return value
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    """Validate a config mapping (checks the env preset, overrides and agent names too)."""
+    top = _keys(raw, {"name", "env", "agents", "seeds", "train_steps", "num_envs", "eval",
+                      "output_dir"}, "")
+    name = _str(top.get("name", Path(source).stem), "name")
+
+    env_raw = _keys(top.get("env", {}), {"preset", "overrides"}, "env")
+    overrides = env_raw.get("overrides", {}) or {}
+    _keys(overrides, set(overrides), "env.overrides")
+    env = EnvConfig(preset=_str(env_raw.get("preset", "default"), "env.preset"),
+                    overrides=dict(overrides))
+    world = _check_env(env)
+
+    agents_raw = top.get("agents")
+    if not isinstance(agents_raw, list) or not agents_raw:
+        raise ConfigError(f"agents must be a non-empty list, got {agents_raw!r}")
+    num_envs = _int(top.get("num_envs", 64), "num_envs", 1, 65536)
+    agents = []
+    for i, a in enumerate(agents_raw):
+        where = f"agents[{i}]"
+        if isinstance(a, str):
+            a = {"name": a}
+        a = _keys(a, {"name", "label", "params"}, where)
+        params = a.get("params", {}) or {}
+        _keys(params, set(params), f"{where}.params")
+        agent = AgentConfig(name=_str(a.get("name"), f"{where}.name"),
+                            label=str(a.get("label", "") or ""), params=dict(params))
+        _check_agent(agent, where, world, num_envs)
+        agents.append(agent)
+    labels = [a.display for a in agents]
+    duplicates = sorted({x for x in labels if labels.count(x) > 1})
+    if duplicates:
+        raise ConfigError(f"agents: labels must be unique, repeated: {duplicates} "
+                          "(give each a distinct `label`)")
+
+    seeds_raw = top.get("seeds", 5)
+    if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool):
+        seeds = tuple(range(_int(seeds_raw, "seeds", 1, 1000)))
+    elif isinstance(seeds_raw, list) and seeds_raw:
+        seeds = tuple(_int(s, f"seeds[{i}]", 0, 2**31 - 1) for i, s in enumerate(seeds_raw))
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"seeds must be distinct, got {seeds_raw}")
+    else:
+        raise ConfigError(f"seeds must be a count >= 1 or a non-empty list, got {seeds_raw!r}")
+
+    ev = _keys(top.get("eval", {}) or {}, {"every_steps", "users", "final_users"}, "eval")
+    evaluation = EvalConfig(every_steps=_int(ev.get("every_steps", 0), "eval.every_steps", 0),
+                            users=_int(ev.get("users", 500), "eval.users", 1, 10**7),
+                            final_users=_int(ev.get("final_users", 2000), "eval.final_users", 1,
+                                             10**7))
+    return ExperimentConfig(
+        name=name, agents=tuple(agents), env=env, seeds=seeds,
+        train_steps=_int(top.get("train_steps", 0), "train_steps", 0),
+        num_envs=num_envs, eval=evaluation,
+        output_dir=str(top.get("output_dir", "") or f"runs/{name}"))
+
+
+def _check_env(env: EnvConfig) -> Any:
+    """The world's Params (validates the preset and every override)."""
+    from recsim_gym.env.simulator import all_preset_names, make_simulator
+
+    if env.preset not in all_preset_names():
+        raise ConfigError(f"env.preset {env.preset!r} is unknown; known: {all_preset_names()}")
+    try:
+        return make_simulator(env.preset, **env.overrides).params
+    except ValueError as err:
+        raise ConfigError(f"env.overrides: {err}") from err
+
+
+def _check_agent(agent: AgentConfig, where: str, params: Any, num_envs: int) -> None:
+    """Resolve the agent's name, then build it once with its params on the config's world, so an
+    unknown or out-of-range hyperparameter fails before any training (agents check their own
+    values through :class:`recsim_gym.env.fields.Config`), and ask it (``check_train_env``, when
+    it has one) whether it can train on ``num_envs`` users."""
+    from recsim_gym.agents import registry
+
+    try:
+        registry.resolve(agent.name)
+    except (KeyError, ValueError, ImportError, AttributeError, TypeError) as err:
+        raise ConfigError(f"{where}.name: {err}") from err
+    try:
+        built = registry.make(agent.name, params=params, seed=0, **agent.params)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ConfigError(f"{where}.params: {err}") from err
+    check = getattr(built, "check_train_env", None)
+    if callable(check):
+        try:
+            check(num_envs)
+        except ValueError as err:
+            raise ConfigError(f"num_envs ({num_envs}) does not suit {where} "
+                              f"({agent.display}): {err}") from err
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    return parse_config(raw if raw is not None else {}, source=str(path))

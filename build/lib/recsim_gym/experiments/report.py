@@ -1,0 +1,234 @@
+"""Plots and a markdown report for a finished (or partly finished) run directory.
+
+``recsim plot RUN_DIR`` writes into the run directory:
+
+* ``reward_curves.png`` - mean lifetime return on held-out users vs training env steps, with a
+  95% CI band over seeds, one line per agent (agents that do not train: dashed, flat);
+* ``final_return.png`` - final mean lifetime return per agent with 95% CIs over seeds;
+* ``improvement.png`` - IQM of the final return and probability of improvement over the
+  reference agent (best supervised baseline, else oracle-myopic), bootstrap CIs;
+* ``metrics.png`` - CTR, conversion rate, session length, catalog coverage, diversity, novelty;
+* ``report.md`` - the table and the plots.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsim_gym.experiments.runner import collect, load_records
+from recsim_gym.experiments.statistics import t_interval
+
+_PANEL = (("ctr", "CTR (clicks per step)"), ("conversion_rate", "conversion rate (per click)"),
+          ("session_length", "session length (steps)"), ("coverage", "catalog coverage (share)"),
+          ("diversity", "intra-slate topic diversity"), ("novelty", "novelty (-log popularity)"))
+
+
+def agent_colors(agents: list[str]) -> dict[str, Any]:
+    """A fixed colour per agent (config order), shared by every plot of a run."""
+    import matplotlib
+
+    if len(agents) <= 10:
+        palette = matplotlib.colormaps["tab10"]
+        return {agent: palette(i) for i, agent in enumerate(agents)}
+    # tab20: the ten dark hues first, then their light partners, so neighbours differ in hue
+    palette = matplotlib.colormaps["tab20"]
+    order = [*range(0, 20, 2), *range(1, 20, 2)]
+    return {agent: palette(order[i % 20]) for i, agent in enumerate(agents)}
+
+
+def agent_order(out: Path, records: list[dict]) -> list[str]:
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+        order = [a["label"] or a["name"] for a in manifest["config"]["agents"]]
+    except (OSError, KeyError, json.JSONDecodeError):
+        order = []
+    present = list(dict.fromkeys(r["agent"] for r in records))
+    return [a for a in order if a in present] + [a for a in present if a not in order]
+
+
+def make_report(out: str | Path) -> Path:
+    """Write the plots and ``report.md`` for run directory ``out``; returns the report path."""
+    import matplotlib
+    matplotlib.use("Agg")
+
+    out = Path(out)
+    records = load_records(out)
+    if not records:
+        raise FileNotFoundError(f"{out} has no finished jobs (expected {out}/jobs/*.json)")
+    summary = collect(out)
+    agents = agent_order(out, records)
+    colors = agent_colors(agents)
+    _plot_curves(out, records, agents, colors)
+    _plot_final(out, summary, agents, colors)
+    _plot_improvement(out, summary, agents, colors)
+    _plot_panel(out, summary, agents, colors)
+    path = out / "report.md"
+    path.write_text(_markdown(out, summary, records, agents))
+    return path
+
+
+def _plot_curves(out: Path, records: list[dict], agents: list[str], colors: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 5))
+    max_steps = max((row["env_steps"] for r in records for row in r["curve"]), default=0)
+    for agent in agents:
+        runs = [r for r in records if r["agent"] == agent]
+        steps = sorted({row["env_steps"] for r in runs for row in r["curve"]})
+        trained = any(r.get("trained") for r in runs)
+        if not trained or len(steps) < 2:
+            mean, low, high = t_interval(np.array([r["final"]["return"] for r in runs]))
+            ax.hlines(mean, 0, max(max_steps, 1), colors=[colors[agent]], linestyles="--",
+                      label=f"{agent} (no training)")
+            if np.isfinite(low):
+                ax.axhspan(low, high, color=colors[agent], alpha=0.08)
+            continue
+        stats_at = []
+        for step in steps:
+            values = [row["return"] for r in runs for row in r["curve"] if row["env_steps"] == step]
+            stats_at.append(t_interval(np.array(values)))
+        mean, low, high = (np.array(x) for x in zip(*stats_at, strict=True))
+        ax.plot(steps, mean, color=colors[agent], label=agent, marker="o", markersize=3)
+        ax.fill_between(steps, np.where(np.isfinite(low), low, mean),
+                        np.where(np.isfinite(high), high, mean), color=colors[agent], alpha=0.2)
+    ax.set_xlabel("training env steps (user-steps)")
+    ax.set_ylabel("mean lifetime return per held-out user")
+    ax.set_title("Learning curves (mean and 95% CI over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: no curve hidden
+    fig.tight_layout()
+    fig.savefig(out / "reward_curves.png", dpi=120)
+    plt.close(fig)
+
+
+def _bars(ax, agents: list[str], stats_by_agent: dict[str, tuple], colors: dict, ylabel: str) -> None:
+    names = [a for a in agents if a in stats_by_agent]
+    means = np.array([stats_by_agent[a][0] for a in names])
+    lows = np.array([stats_by_agent[a][1] for a in names])
+    highs = np.array([stats_by_agent[a][2] for a in names])
+    err = np.nan_to_num(np.vstack([means - lows, highs - means]), nan=0.0)
+    ax.bar(range(len(names)), means, yerr=np.maximum(err, 0), capsize=4,
+           color=[colors[a] for a in names])
+    ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _metric_stats(summary: dict, metric: str) -> dict[str, tuple]:
+    result = {}
+    for agent, entry in summary["agents"].items():
+        m = entry["metrics"].get(metric)
+        if m:
+            result[agent] = (m["mean"], m["ci_low"], m["ci_high"])
+    return result
+
+
+def _plot_final(out: Path, summary: dict, agents: list[str], colors: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    _bars(ax, agents, _metric_stats(summary, "return"), colors, "final lifetime return per user")
+    ax.set_title("Final lifetime return on held-out users (mean, 95% CI over seeds)")
+    fig.tight_layout()
+    fig.savefig(out / "final_return.png", dpi=120)
+    plt.close(fig)
+
+
+def _plot_improvement(out: Path, summary: dict, agents: list[str], colors: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    iqm = {a: (e["iqm_return"]["value"], *e["iqm_return"]["ci"]) for a, e in summary["agents"].items()}
+    _bars(left, agents, iqm, colors, "IQM of final lifetime return")
+    left.set_title("IQM over seeds (95% bootstrap CI)")
+    reference = summary.get("reference")
+    poi = {a: (e["vs_reference"]["probability_of_improvement"]["value"],
+               *e["vs_reference"]["probability_of_improvement"]["ci"])
+           for a, e in summary["agents"].items() if "vs_reference" in e}
+    if poi:
+        _bars(right, agents, poi, colors, f"P(agent > {reference})")
+        right.axhline(0.5, color="black", lw=0.8, ls=":")
+        right.set_ylim(0, 1)
+    right.set_title(f"Probability of improvement over {reference or 'a reference'}")
+    fig.tight_layout()
+    fig.savefig(out / "improvement.png", dpi=120)
+    plt.close(fig)
+
+
+def _plot_panel(out: Path, summary: dict, agents: list[str], colors: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
+    for ax, (metric, label) in zip(axes.ravel(), _PANEL, strict=True):
+        stats_by_agent = _metric_stats(summary, metric)
+        if stats_by_agent:
+            _bars(ax, agents, stats_by_agent, colors, label)
+        ax.set_title(label, fontsize=10)
+    fig.suptitle("Engagement, coverage and diversity (mean, 95% CI over seeds)")
+    fig.tight_layout()
+    fig.savefig(out / "metrics.png", dpi=120)
+    plt.close(fig)
+
+
+def _fmt(m: dict | None, digits: int = 1) -> str:
+    if not m:
+        return "-"
+    if not np.isfinite(m["ci_low"]):
+        return f"{m['mean']:.{digits}f}"
+    return f"{m['mean']:.{digits}f} [{m['ci_low']:.{digits}f}, {m['ci_high']:.{digits}f}]"
+
+
+def _commit_note(records: list[dict], run_commit: str | None) -> str:
+    """A sentence naming the commits behind the jobs when they are not all the run's commit (a
+    resumed run can mix code versions; jobs from before per-job commits show as not recorded)."""
+    if not records or {r.get("git_commit") for r in records} == {run_commit}:
+        return ""
+    by_commit: dict[str, list[str]] = {}
+    for r in records:
+        commit = r.get("git_commit")
+        label = f"`{commit[:10]}`" if commit else "not recorded"
+        by_commit.setdefault(label, [])
+        if r["agent"] not in by_commit[label]:
+            by_commit[label].append(r["agent"])
+    parts = [f"{label} ({', '.join(agents)})" for label, agents in sorted(by_commit.items())]
+    return f" Jobs by commit: {'; '.join(parts)}."
+
+
+def _markdown(out: Path, summary: dict, records: list[dict], agents: list[str]) -> str:
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+        cfg = manifest["config"]
+        setup = (f"Preset `{cfg['env']['preset']}` (overrides: {cfg['env']['overrides'] or 'none'}); "
+                 f"{len(cfg['seeds'])} seeds {cfg['seeds']}; training budget {cfg['train_steps']:,} "
+                 f"env steps per (agent, seed) on {cfg['num_envs']} parallel users; final evaluation "
+                 f"on {cfg['eval']['final_users']:,} held-out users per seed. Commit "
+                 f"`{(manifest.get('git_commit') or 'unknown')[:10]}`.")
+    except (OSError, KeyError, json.JSONDecodeError):
+        manifest, setup = {}, ""
+    setup += _commit_note(records, manifest.get("git_commit"))
+    reference = summary.get("reference")
+    wall = {a: sum(r["wall_seconds"] for r in records if r["agent"] == a) for a in agents}
+    lines = [f"# Report: {out.name}", "", setup, "",
+             "Mean over seeds with 95% Student-t CIs. The difference to the reference "
+             f"(`{reference}`) is paired by seed (same held-out users).", "",
+             "| agent | lifetime return | diff. vs reference | P(improvement) | CTR | conv. rate | "
+             "session length | coverage | diversity | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for agent in agents:
+        e = summary["agents"][agent]
+        m = e["metrics"]
+        vs = e.get("vs_reference")
+        diff = _fmt(vs["return_difference"]) if vs else "-"
+        poi = f"{vs['probability_of_improvement']['value']:.2f}" if vs else "-"
+        lines.append(f"| {agent} | {_fmt(m.get('return'))} | {diff} | {poi} | "
+                     f"{_fmt(m.get('ctr'), 3)} | {_fmt(m.get('conversion_rate'), 3)} | "
+                     f"{_fmt(m.get('session_length'))} | {_fmt(m.get('coverage'), 3)} | "
+                     f"{_fmt(m.get('diversity'), 3)} | {wall[agent]:.0f} |")
+    lines += ["", "![learning curves](reward_curves.png)", "", "![final return](final_return.png)",
+              "", "![IQM and probability of improvement](improvement.png)", "",
+              "![engagement, coverage and diversity](metrics.png)", ""]
+    return "\n".join(lines)

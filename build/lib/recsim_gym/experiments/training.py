@@ -1,0 +1,76 @@
+"""Train one (agent, seed) job with the config's budget and evaluate it on held-out users."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from recsim_gym.agents import registry
+from recsim_gym.env import seeds
+from recsim_gym.env.simulator import make_simulator
+from recsim_gym.experiments.evaluate import evaluate, make_train_env
+
+
+def train_and_evaluate(job: Any) -> dict[str, Any]:
+    """The record of one job: learning curve rows, final metrics, timing.
+
+    Agents with ``learn`` train for ``train_steps`` env steps on a (same-step autoreset) vector
+    env of ``num_envs`` training users (seeded by :func:`recsim_gym.env.seeds.train_seed`), and are
+    evaluated after every ``eval.every_steps`` on the same ``eval.users`` held-out users;
+    agents without ``learn`` are evaluated once. The final evaluation uses ``eval.final_users``
+    held-out users.
+    """
+    cfg = job.config
+    sim = make_simulator(cfg.env.preset, **cfg.env.overrides)
+    np.random.seed(job.seed)  # for agents that use numpy's global RNG
+    _seed_torch(job.seed)
+    agent = registry.make(job.agent.name, params=sim.params, seed=job.seed, **job.agent.params)
+    eval_seed = seeds.eval_seed(job.seed)
+    env_spec = (cfg.env.preset, cfg.env.overrides)
+
+    def evaluate_now(steps: int, users: int) -> dict[str, Any]:
+        result = evaluate(agent, env_spec[0], users, seed=eval_seed, **env_spec[1])
+        return {"env_steps": steps, **result.means()}
+
+    curve: list[dict[str, Any]] = []
+    trained = callable(getattr(agent, "learn", None)) and cfg.train_steps > 0
+    train_seconds = 0.0
+    if trained:
+        env = make_train_env(agent, cfg.env.preset, cfg.num_envs, seeds.train_seed(job.seed),
+                             **cfg.env.overrides)
+        every = cfg.eval.every_steps
+        next_eval = every  # curves start at the first scheduled evaluation (some agents build
+        # their model inside learn and cannot act before it)
+        eval_seconds = 0.0
+
+        def callback(_agent: Any, steps_done: int) -> bool:
+            nonlocal next_eval, eval_seconds
+            while every and next_eval < cfg.train_steps and steps_done >= next_eval:
+                start = time.perf_counter()
+                curve.append(evaluate_now(next_eval, cfg.eval.users))
+                eval_seconds += time.perf_counter() - start
+                next_eval += every
+            return True
+
+        start = time.perf_counter()
+        agent.learn(env, cfg.train_steps, callback=callback)
+        train_seconds = time.perf_counter() - start - eval_seconds
+    final = evaluate(agent, cfg.env.preset, cfg.eval.final_users, seed=eval_seed, **cfg.env.overrides)
+    final_means = final.means()
+    curve.append({"env_steps": cfg.train_steps if trained else 0, **final_means})
+    return {
+        "curve": curve, "final": final_means, "trained": trained,
+        "final_return_per_user": final.per_user["return"].round(4).tolist(),
+        "train_seconds": train_seconds,
+        "train_steps_per_s": cfg.train_steps / train_seconds if trained and train_seconds else None,
+    }
+
+
+def _seed_torch(seed: int) -> None:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return
+    torch.manual_seed(seed)
