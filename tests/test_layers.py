@@ -58,3 +58,29 @@ def test_an_upward_import_breaks_the_contract(tmp_path) -> None:
     result = _lint(tmp_path)
     assert result.returncode != 0
     assert "recsim_gym.env.upward -> recsim_gym.experiments.runner" in result.stdout
+
+
+def test_the_wheel_installs_one_namespace(tmp_path) -> None:
+    """``pip install <checkout>`` puts only ``recsim_gym`` on sys.path: no generic top-level
+    ``agents`` or ``experiments``, and no committed results or configs as packages."""
+    import zipfile
+
+    import pytest
+
+    setuptools = pytest.importorskip("setuptools")
+    if int(setuptools.__version__.split(".")[0]) < 68:
+        pytest.skip("needs setuptools >= 68 to build without isolation")
+    source = tmp_path / "source"  # a copy, so the build writes nothing into the checkout
+    for name in ("recsim_env", "agents", "experiments"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    str(source), "-w", str(tmp_path)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {name.split("/")[0] for name in names} == {"recsim_gym", wheel.name.split("-py")[0] + ".dist-info"}
+    packages = {name.rsplit("/", 1)[0] for name in names if name.endswith("__init__.py")}
+    assert packages == {"recsim_gym/env", "recsim_gym/agents", "recsim_gym/experiments"}
+    assert "recsim_gym" in zipfile.ZipFile(wheel).read(
+        next(n for n in names if n.endswith("top_level.txt"))).decode()
