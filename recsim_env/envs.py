@@ -13,9 +13,23 @@ from gymnasium.vector.utils import batch_space
 
 from recsim_gym.env import core
 from recsim_gym.env.params import Params
-from recsim_gym.env.rng import seed_to_key
+from recsim_gym.env.rng import check_seed, seed_to_key
 from recsim_gym.env.simulator import make_simulator
 from recsim_gym.env.spaces import Slate, validate_slates
+
+
+def _autoreset_mode(mode: Any) -> AutoresetMode:
+    """``mode`` as an ``AutoresetMode`` (its value, e.g. ``"SameStep"``, or its name, e.g.
+    ``"same_step"``, in any case), or ``ValueError`` listing the valid ones."""
+    if isinstance(mode, AutoresetMode):
+        return mode
+    if isinstance(mode, str):
+        for member in AutoresetMode:
+            if mode.lower() in (member.value.lower(), member.name.lower()):
+                return member
+    valid = ", ".join(f"{m.value!r} / {m.name.lower()!r}" for m in AutoresetMode)
+    raise ValueError(f"autoreset_mode must be one of {valid} (or gymnasium.vector.AutoresetMode), "
+                     f"got {mode!r}")
 
 
 def _fresh_seed() -> int:
@@ -105,9 +119,11 @@ class RecSimEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Start a new user. ``seed`` fixes the user's whole random stream (see rng)."""
+        if seed is not None:
+            seed = check_seed(seed, "reset(seed=...)")
         super().reset(seed=seed)
         if seed is not None:
-            self._user_seed, self._episode = int(seed), 0
+            self._user_seed, self._episode = seed, 0
         elif self._user_seed is None:
             self._user_seed, self._episode = _fresh_seed(), 0
         else:
@@ -170,7 +186,7 @@ class RecSimVectorEnv(VectorEnv):
         num_envs = int(num_envs)
         if render_mode is not None:
             raise ValueError(f"render_mode {render_mode!r} is not supported; use None")
-        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        self.autoreset_mode = _autoreset_mode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
         self.sim = make_simulator(preset, params, **overrides)
         self.params = self.sim.params
@@ -214,13 +230,15 @@ class RecSimVectorEnv(VectorEnv):
                                  f"({self.num_envs},), got {mask.dtype} {mask.shape}")
         seeds = None
         if seed is not None:
-            given = np.asarray(seed)
-            if given.ndim == 0:
-                seeds = int(given) + np.arange(self.num_envs, dtype=np.uint64)
+            if isinstance(seed, Sequence | np.ndarray) and np.ndim(seed) > 0:
+                given = list(np.asarray(seed, dtype=object).ravel())
+                if len(given) != self.num_envs:
+                    raise ValueError(f"reset(seed=...) got {len(given)} seeds for {self.num_envs} envs")
+                seeds = np.array([check_seed(s, f"reset(seed=...)[{i}]") for i, s in enumerate(given)],
+                                 dtype=np.uint64)
             else:
-                seeds = np.array([int(s) for s in given.ravel()], dtype=np.uint64)
-                if len(seeds) != self.num_envs:
-                    raise ValueError(f"reset(seed=...) got {len(seeds)} seeds for {self.num_envs} envs")
+                first = check_seed(seed, "reset(seed=...)", count=self.num_envs)
+                seeds = np.uint64(first) + np.arange(self.num_envs, dtype=np.uint64)
         if mask is not None and self._state is not None:
             self._reset_slots(np.flatnonzero(mask), None if seeds is None else seeds[mask])
             return self._obs(), {}

@@ -20,7 +20,9 @@ The hashes are SplitMix64's finaliser (64-bit) and Chris Wellons' ``lowbias32`` 
 
 from __future__ import annotations
 
+import numbers
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +60,24 @@ def hash32(x: np.ndarray) -> np.ndarray:
     x *= _H2
     x ^= x >> _S16
     return x
+
+
+#: Largest user seed: every seed a shell accepts is in [0, MAX_SEED].
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: Any, where: str = "seed", count: int = 1) -> int:
+    """``seed`` as an int, or ``ValueError`` naming ``where`` and the allowed range: an integer
+    (0-d integer arrays too; not a bool, float or string) such that the ``count`` consecutive
+    seeds ``seed .. seed + count - 1`` lie in [0, MAX_SEED]."""
+    if isinstance(seed, np.ndarray) and seed.ndim == 0:
+        seed = seed[()]
+    high = MAX_SEED - (count - 1)
+    ok = isinstance(seed, numbers.Integral) and not isinstance(seed, bool | np.bool_)
+    if not ok or not 0 <= int(seed) <= high:
+        span = "" if count == 1 else f" (it seeds {count} consecutive users)"
+        raise ValueError(f"{where} must be an integer in [0, {high}]{span}, got {seed!r}")
+    return int(seed)
 
 
 def seed_to_key(seed: int | np.ndarray, episode: int | np.ndarray = 0) -> np.ndarray:

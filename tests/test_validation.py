@@ -294,3 +294,46 @@ def test_unknown_agent_hyperparameter_lists_the_fields(name: str) -> None:
     message = r"unknown \w+Config field\(s\) \['gama'\]; valid fields: \[.*'gamma'"
     with pytest.raises(ValueError, match=message):
         registry.make(name, params=make_params("default"), seed=0, gama=0.9)
+
+
+# --- seeds and autoreset modes (issue 22, item 6) --------------------------------------------
+
+BAD_SEEDS = [1.5, "1", True, -1, 2**63, 2**64 - 2, np.float64(3.0), [1, 2.0, 3], ["1", 2, 3]]
+
+
+@pytest.mark.parametrize("seed", BAD_SEEDS, ids=[repr(s) for s in BAD_SEEDS])
+def test_bad_seeds_are_errors_in_both_envs_and_change_nothing(seed) -> None:
+    envs = RecSimVectorEnv(3)
+    before, _ = envs.reset(seed=7)
+    with pytest.raises(ValueError, match=r"reset\(seed=\.\.\.\)(\[\d\])? must be an integer in \[0, "):
+        envs.reset(seed=seed)
+    after, *_ = envs.step(np.tile(np.arange(5), (3, 1)))  # the env still runs on seed 7's users
+    twin = RecSimVectorEnv(3)
+    twin.reset(seed=7)
+    expected, *_ = twin.step(np.tile(np.arange(5), (3, 1)))
+    np.testing.assert_array_equal(after["history"], expected["history"])
+    if not isinstance(seed, list):
+        with pytest.raises(ValueError, match=r"reset\(seed=\.\.\.\) must be an integer in \[0, "):
+            gym.make("recsim/default-v0").reset(seed=seed)
+
+
+def test_the_vector_env_refuses_seeds_whose_slots_would_wrap() -> None:
+    from recsim_gym.env.rng import MAX_SEED
+
+    RecSimVectorEnv(3).reset(seed=MAX_SEED - 2)  # slots MAX_SEED - 2 .. MAX_SEED
+    with pytest.raises(ValueError, match="3 consecutive users"):
+        RecSimVectorEnv(3).reset(seed=MAX_SEED - 1)
+
+
+def test_autoreset_mode_accepts_names_and_values_and_lists_them() -> None:
+    from gymnasium.vector import AutoresetMode
+
+    for mode in ("disabled", "Disabled", "DISABLED", AutoresetMode.DISABLED):
+        assert RecSimVectorEnv(2, autoreset_mode=mode).autoreset_mode is AutoresetMode.DISABLED
+    with pytest.raises(ValueError, match="'SameStep' / 'same_step'.*got 'bogus'"):
+        RecSimVectorEnv(2, autoreset_mode="bogus")
+
+
+def test_interest_evolution_errors_name_their_own_class() -> None:
+    with pytest.raises(ValueError, match=r"^InterestEvolutionParams\.exposure must be one of"):
+        gym.make("recsim/interest_evolution-v0", exposure="nope")
