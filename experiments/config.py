@@ -80,6 +80,12 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
+def file_safe(label: str) -> str:
+    """``label`` as it appears in job file names (characters other than letters, digits and
+    ``-_.`` become ``_``); parse_config refuses labels that would collide."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
+
+
 def _keys(section: Any, allowed: set[str], where: str) -> dict[str, Any]:
     if not isinstance(section, dict):
         raise ConfigError(f"{where or 'config'} must be a mapping, got {type(section).__name__}")
@@ -112,6 +118,11 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfi
     env_raw = _keys(top.get("env", {}), {"preset", "overrides"}, "env")
     overrides = env_raw.get("overrides", {}) or {}
     _keys(overrides, set(overrides), "env.overrides")
+    for reserved in ("preset", "params"):
+        if reserved in overrides:
+            raise ConfigError(f"env.overrides.{reserved}: overrides are Params fields; "
+                              + ("give the preset as env.preset" if reserved == "preset"
+                                 else "give Params fields directly under env.overrides"))
     env = EnvConfig(preset=_str(env_raw.get("preset", "default"), "env.preset"),
                     overrides=dict(overrides))
     world = _check_env(env)
@@ -128,8 +139,11 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfi
         a = _keys(a, {"name", "label", "params"}, where)
         params = a.get("params", {}) or {}
         _keys(params, set(params), f"{where}.params")
-        agent = AgentConfig(name=_str(a.get("name"), f"{where}.name"),
-                            label=str(a.get("label", "") or ""), params=dict(params))
+        label = a.get("label", "")
+        if label not in ("", None):
+            label = _str(label, f"{where}.label")
+        agent = AgentConfig(name=_str(a.get("name"), f"{where}.name"), label=label or "",
+                            params=dict(params))
         _check_agent(agent, where, world, num_envs)
         agents.append(agent)
     labels = [a.display for a in agents]
@@ -137,6 +151,13 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfi
     if duplicates:
         raise ConfigError(f"agents: labels must be unique, repeated: {duplicates} "
                           "(give each a distinct `label`)")
+    files: dict[str, str] = {}
+    for label in labels:
+        other = files.setdefault(file_safe(label), label)
+        if other != label:
+            raise ConfigError(f"agents: labels {other!r} and {label!r} both name job files "
+                              f"{file_safe(label)!r}__seed*.json (labels may differ only in "
+                              "letters, digits and -_.); give one a distinct `label`")
 
     seeds_raw = top.get("seeds", 5)
     if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool):
@@ -157,7 +178,8 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfi
         name=name, agents=tuple(agents), env=env, seeds=seeds,
         train_steps=_int(top.get("train_steps", 0), "train_steps", 0),
         num_envs=num_envs, eval=evaluation,
-        output_dir=str(top.get("output_dir", "") or f"runs/{name}"))
+        output_dir=_str(top["output_dir"], "output_dir") if top.get("output_dir") not in (None, "")
+        else f"runs/{name}")
 
 
 def _check_env(env: EnvConfig) -> Any:
@@ -196,13 +218,37 @@ def _check_agent(agent: AgentConfig, where: str, params: Any, num_envs: int) -> 
                               f"({agent.display}): {err}") from err
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error (plain YAML
+    silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"the key {key!r} appears twice in one mapping (lines "
+                                  f"{seen[key].line + 1} and {key_node.start_mark.line + 1})")
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read and validate a YAML config file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; give the YAML config file inside it")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start}): save the config as UTF-8"
+                          ) from err
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from err
     return parse_config(raw if raw is not None else {}, source=str(path))

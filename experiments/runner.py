@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from recsim_gym.env.seeds import EVAL_SEED_BASE, EVAL_SEED_STRIDE, TRAIN_SEED_BASE
-from recsim_gym.experiments.config import AgentConfig, ExperimentConfig
+from recsim_gym.experiments.config import AgentConfig, ExperimentConfig, file_safe
 
 
 class ResumeError(ValueError):
@@ -55,8 +55,7 @@ class Job:
     @property
     def key(self) -> str:
         """File-name-safe identifier of the job."""
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.agent.display)
-        return f"{safe}__seed{self.seed}"
+        return f"{file_safe(self.agent.display)}__seed{self.seed}"
 
     @property
     def spec(self) -> dict[str, Any]:

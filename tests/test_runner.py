@@ -83,11 +83,31 @@ def _config(tmp_path: Path, **overrides) -> Path:
     ({"num_envs": 1, "agents": [{"name": "random"}, {"name": "slateq"}]},
      "num_envs (1) does not suit agents[1] (slateq): "
      "SlateQConfig.continuation_members (2) needs num_envs >= 2"),
+    # issue 22, item 5: each of these crashed or was silently coerced
+    ({"env": {"overrides": {"preset": "news"}}}, "env.overrides.preset: overrides are Params fields"),
+    ({"env": {"overrides": {"params": 5}}}, "env.overrides.params"),
+    ({"agents": [{"name": "random", "label": [1, 2]}]}, "agents[0].label must be a non-empty string"),
+    ({"output_dir": 123}, "output_dir must be a non-empty string, got 123"),
+    ({"agents": [{"name": "random", "label": "r a"}, {"name": "random", "label": "r_a"}]},
+     "labels 'r a' and 'r_a' both name job files"),
 ])
 def test_bad_config_names_the_key(tmp_path: Path, mutation: dict, key: str) -> None:
     # `key` is literal text, ".*" standing for anything in between
     with pytest.raises(ConfigError, match=".*".join(re.escape(part) for part in key.split(".*"))):
         load_config(_config(tmp_path, **mutation))
+
+
+def test_config_files_that_are_not_configs_say_why(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("name: caf\xe9\nagents: [random]\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(bad)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("name: a\nagents: [random]\nseeds: 2\nseeds: 3\n")
+    with pytest.raises(ConfigError, match=r"the key 'seeds' appears twice in one mapping \(lines 3 and 4\)"):
+        load_config(twice)
 
 
 def test_bad_config_fails_before_training(tmp_path: Path, capsys) -> None:
