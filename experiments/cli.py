@@ -18,7 +18,7 @@ from pathlib import Path
 def _cmd_run(args: argparse.Namespace) -> int:
     from recsim_gym.experiments.config import ConfigError, load_config
     from recsim_gym.experiments.report import make_report
-    from recsim_gym.experiments.runner import ResumeError, run_experiment
+    from recsim_gym.experiments.runner import JobFileError, ResumeError, run_experiment
 
     try:
         config = load_config(args.config)
@@ -29,7 +29,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out = run_experiment(config, out_dir=args.out, resume=args.resume, backend=args.backend,
                              workers=args.workers, ray_address=args.ray_address,
                              progress=not args.quiet)
-    except (FileExistsError, ResumeError) as err:
+    except (FileExistsError, ResumeError, JobFileError) as err:
         print(f"recsim run: {err}", file=sys.stderr)
         return 2
     report = make_report(out)
@@ -62,10 +62,11 @@ def _print_summary(out: Path) -> None:
 
 def _cmd_plot(args: argparse.Namespace) -> int:
     from recsim_gym.experiments.report import make_report
+    from recsim_gym.experiments.runner import JobFileError
 
     try:
         report = make_report(args.run_dir)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, JobFileError) as err:
         print(f"recsim plot: {err}", file=sys.stderr)
         return 2
     print(f"wrote {report} and its plots")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
 import json
 import os
@@ -29,7 +30,6 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,60 @@ from recsim_gym.experiments.config import AgentConfig, ExperimentConfig, file_sa
 
 class ResumeError(ValueError):
     """A run directory's finished jobs do not match the config being resumed."""
+
+
+class JobFileError(ValueError):
+    """A job file that is not a complete, untouched job record; the message names the file."""
+
+
+#: Format tag of a job record; with ``sha256`` (of the rest of the record) it is written last.
+JOB_FORMAT = "recsim-job/1"
+#: Keys every job record holds, with their JSON types.
+RECORD_KEYS: dict[str, type | tuple[type, ...]] = {
+    "agent": str, "agent_name": str, "seed": int, "spec": dict, "curve": list, "final": dict,
+    "trained": bool, "final_return_per_user": list, "wall_seconds": (int, float)}
+_RERUN = "remove it and run again with --resume to re-run just that job"
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    """SHA-256 of a record's canonical JSON, its ``sha256`` entry left out."""
+    body = {key: value for key, value in record.items() if key != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=_json_default).encode()).hexdigest()
+
+
+def seal(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its format tag and content hash, as job files store it."""
+    sealed = {**record, "format": JOB_FORMAT}
+    sealed["sha256"] = record_hash(sealed)
+    return sealed
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """The job record in ``path``, checked: complete JSON, the job format, every required key
+    with its type, a file name that matches its agent and seed, and an untouched content hash.
+    Anything else is a :class:`JobFileError` naming the file and what was wrong."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise JobFileError(f"job file {path} is not a complete JSON record ({err}); {_RERUN}") from err
+    if not isinstance(record, dict) or record.get("format") != JOB_FORMAT:
+        found = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise JobFileError(f"job file {path} is not a {JOB_FORMAT} record (format: {found!r}); {_RERUN}")
+    for key, kind in RECORD_KEYS.items():
+        value = record.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            raise JobFileError(f"job file {path}: {key!r} is missing or not a {kind}; {_RERUN}")
+    rows = [record["final"], *record["curve"]]
+    if not record["curve"] or not all(isinstance(row, dict) and isinstance(row.get("return"), int | float)
+                                      for row in rows):
+        raise JobFileError(f"job file {path}: the curve and final metrics need a 'return'; {_RERUN}")
+    if path.name != f"{file_safe(record['agent'])}__seed{record['seed']}.json":
+        raise JobFileError(f"job file {path} holds agent {record['agent']!r} seed {record['seed']}, "
+                           f"not the job its name says; {_RERUN}")
+    if record.get("sha256") != record_hash(record):
+        raise JobFileError(f"job file {path} was changed after it was written (its content hash "
+                           f"does not match); {_RERUN}")
+    return record
 
 
 @dataclass(frozen=True)
@@ -108,7 +162,7 @@ def manifest(config: ExperimentConfig) -> dict[str, Any]:
     from importlib import metadata
 
     versions = {}
-    for dist in ("recsim", "numpy", "numba", "gymnasium", "stable-baselines3", "torch", "scipy"):
+    for dist in ("recsim-gym", "numpy", "numba", "gymnasium", "stable-baselines3", "torch", "scipy"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -137,11 +191,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path | None = None, resume
         print(f"resuming {out}: {len(jobs) - len(todo)} of {len(jobs)} jobs already done",
               file=sys.stderr)
 
-    def finished(job: Job, record: dict[str, Any]) -> None:
-        write_atomic(jobs_dir / f"{job.key}.json", json.dumps(record))
-
-    _dispatch(todo, finished, backend, workers, ray_address, progress)
-    collect(out)
+    _dispatch(todo, jobs_dir, backend, workers, ray_address, progress)
+    collect(out, {job.key for job in jobs})
     return out
 
 
@@ -152,7 +203,7 @@ def _check_resumable(jobs: list[Job], jobs_dir: Path) -> None:
         path = jobs_dir / f"{job.key}.json"
         if not path.exists():
             continue
-        stored, spec = json.loads(path.read_text()).get("spec"), job.spec
+        stored, spec = read_record(path)["spec"], job.spec
         if stored is not None and stored != spec:
             changed = sorted(key for key in spec if stored.get(key) != spec[key])
             raise ResumeError(
@@ -162,7 +213,26 @@ def _check_resumable(jobs: list[Job], jobs_dir: Path) -> None:
                 f"{path} to re-run that job")
 
 
-def _dispatch(todo: list[Job], finished: Callable[[Job, dict], None], backend: str, workers: int,
+def run_and_write(job: Job, jobs_dir: Path) -> None:
+    """Run ``job`` and write its sealed record to ``jobs_dir`` atomically: a worker writes its
+    own job's file the moment the job ends, so finished work survives the parent's death."""
+    write_atomic(jobs_dir / f"{job.key}.json", json.dumps(seal(run_job(job)), default=_json_default))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this process as soon as ``parent`` is gone (``kill -9`` of the
+    parent leaves no idle worker behind)."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _dispatch(todo: list[Job], jobs_dir: Path, backend: str, workers: int,
               ray_address: str | None, progress: bool) -> None:
     from tqdm import tqdm
 
@@ -178,37 +248,53 @@ def _dispatch(todo: list[Job], finished: Callable[[Job, dict], None], backend: s
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             job = pending.pop(done[0])
-            finished(job, ray.get(done[0]))
+            record = seal(ray.get(done[0]))  # Ray workers may run on other machines: the driver writes
+            write_atomic(jobs_dir / f"{job.key}.json", json.dumps(record, default=_json_default))
             bar.update()
     elif backend == "local" and workers > 1:
         from concurrent.futures import ProcessPoolExecutor, as_completed
         from multiprocessing import get_context
 
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(run_job, job): job for job in todo}
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
+            futures = {pool.submit(run_and_write, job, jobs_dir): job for job in todo}
             for future in as_completed(futures):
-                finished(futures[future], future.result())
+                future.result()
                 bar.update()
     elif backend == "local":
         for job in todo:
             bar.set_postfix_str(job.key)
-            finished(job, run_job(job))
+            run_and_write(job, jobs_dir)
             bar.update()
     else:
         raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
     bar.close()
 
 
-def load_records(out: Path) -> list[dict[str, Any]]:
-    """Every finished job record of a run, in a stable order."""
-    return [json.loads(p.read_text()) for p in sorted((out / "jobs").glob("*.json"))]
+def config_job_keys(out: Path) -> set[str] | None:
+    """Job keys of the config in ``out``'s manifest (None without a manifest)."""
+    path = out / "manifest.json"
+    if not path.is_file():
+        return None
+    config = json.loads(path.read_text())["config"]
+    labels = [agent.get("label") or agent["name"] for agent in config["agents"]]
+    return {f"{file_safe(label)}__seed{seed}" for label in labels for seed in config["seeds"]}
 
 
-def collect(out: Path) -> dict[str, Any]:
+def load_records(out: Path, keys: set[str] | None = None) -> list[dict[str, Any]]:
+    """The checked (:func:`read_record`) job records of a run, in a stable order: those of
+    ``keys``, by default of the config in the run's manifest (a job left over from an agent the
+    config no longer has is not a result of this run)."""
+    keys = config_job_keys(out) if keys is None else keys
+    paths = sorted((out / "jobs").glob("*.json"))
+    return [read_record(p) for p in paths if keys is None or p.stem in keys]
+
+
+def collect(out: Path, keys: set[str] | None = None) -> dict[str, Any]:
     """Rebuild ``evaluations.csv`` and ``summary.json`` from the job files (atomically)."""
     from recsim_gym.experiments.statistics import summarize
 
-    records = load_records(out)
+    records = load_records(out, keys)
     rows = [{"agent": r["agent"], "seed": r["seed"], **row} for r in records for row in r["curve"]]
     if rows:
         columns = list(dict.fromkeys(k for row in rows for k in row))

@@ -18,6 +18,7 @@ import yaml
 
 from recsim_gym.experiments.cli import main as cli_main
 from recsim_gym.experiments.config import ConfigError, load_config, parse_config
+from recsim_gym.experiments.runner import JobFileError, seal
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,7 +141,7 @@ def test_cli_run_writes_every_output(tmp_path: Path) -> None:
     # jobs of another code version (as a resumed run can mix) are named in the report
     for path in (out / "jobs").glob("random__*.json"):
         record = json.loads(path.read_text())
-        path.write_text(json.dumps({**record, "git_commit": "0123456789abcdef"}))
+        path.write_text(json.dumps(seal({**record, "git_commit": "0123456789abcdef"})))
     assert cli_main(["plot", str(out)]) == 0
     report = (out / "report.md").read_text()
     assert "Jobs by commit:" in report and "`0123456789` (random)" in report
@@ -228,3 +229,101 @@ def test_share_metrics_keep_their_seed_ci_inside_zero_one() -> None:
     # unbounded metrics keep the plain t interval
     ret = summarize(records)["agents"]["a"]["metrics"]["return"]
     assert (ret["ci_low"], ret["ci_high"]) == t_interval(np.arange(10.0, 15.0))[1:]
+
+
+# --- job files that cannot lie quietly, workers that do not outlive their run (issue 22) -------
+
+def _finished_run(tmp_path: Path) -> tuple[Path, Path]:
+    config = _config(tmp_path)
+    assert cli_main(["run", str(config), "--quiet"]) == 0
+    return config, tmp_path / "run"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not_a_record", "edited_return", "renamed"])
+def test_a_bad_job_file_is_named_and_only_its_job_reruns(tmp_path: Path, capsys, damage: str) -> None:
+    config, out = _finished_run(tmp_path)
+    path = out / "jobs" / "random__seed1.json"
+    good = path.read_text()
+    expected = json.loads(good)["final"]
+    if damage == "truncated":
+        path.write_text(good[: len(good) // 2])
+    elif damage == "empty":
+        path.write_text("")
+    elif damage == "not_a_record":
+        path.write_text('{"hello": 1}')
+    elif damage == "edited_return":
+        record = json.loads(good)
+        record["final"]["return"] = 999.0
+        path.write_text(json.dumps(record))
+    else:
+        (out / "jobs" / "random__seed0.json").unlink()
+        path.rename(out / "jobs" / "random__seed0.json")
+        path = out / "jobs" / "random__seed0.json"
+    capsys.readouterr()
+    assert cli_main(["run", str(config), "--quiet", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "re-run just that job" in err
+    with pytest.raises(JobFileError):
+        from recsim_gym.experiments.runner import read_record
+        read_record(path)
+    others = {p.name: p.read_text() for p in (out / "jobs").glob("*.json") if p != path}
+    path.unlink()
+    assert cli_main(["run", str(config), "--quiet", "--resume"]) == 0
+    assert {name: (out / "jobs" / name).read_text() for name in others} == others  # kept
+    if damage != "renamed":
+        assert json.loads(path.read_text())["final"] == expected  # seeded: the same result again
+
+
+def test_summary_holds_only_the_config_agents(tmp_path: Path) -> None:
+    _, out = _finished_run(tmp_path)
+    smaller = _config(tmp_path, agents=[{"name": "random"}])
+    assert cli_main(["run", str(smaller), "--quiet", "--resume"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["agents"]) == {"random"}
+    rows = list(csv.DictReader((out / "evaluations.csv").open()))
+    assert {row["agent"] for row in rows} == {"random"}
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        text = (task / "children").read_text() if (task / "children").exists() else ""
+        found += [int(child) for child in text.split()]
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc")
+def test_kill_9_under_two_workers_leaves_no_worker_and_loses_no_finished_job(tmp_path: Path) -> None:
+    agents = [{"name": "tests.test_runner:FirstK", "label": "a"},
+              {"name": "tests.test_runner:SlowLearner", "label": "slow"}]
+    config = _config(tmp_path, agents=agents, seeds=3, train_steps=800,
+                     eval={"every_steps": 0, "users": 10, "final_users": 10})
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "recsim_gym.experiments.cli", "run", str(config), "--quiet",
+           "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "jobs").glob("a__seed*.json"))) < 3:
+        time.sleep(0.1)
+    workers = _children(proc.pid)
+    assert workers, "the run should have started its worker processes"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.2)
+    alive = [w for w in workers if Path(f"/proc/{w}/status").exists()
+             and "zombie" not in Path(f"/proc/{w}/status").read_text()]
+    assert not alive, f"workers {alive} outlived their run"
+    finished = sorted(p.name for p in (out / "jobs").glob("*.json"))
+    assert {"a__seed0.json", "a__seed1.json", "a__seed2.json"} <= set(finished)
+    assert len(finished) < 6
+    before = {name: (out / "jobs" / name).read_text() for name in finished}
+    assert cli_main(["run", str(config), "--quiet", "--resume"]) == 0
+    assert {name: (out / "jobs" / name).read_text() for name in finished} == before  # kept, not re-run
+    # the resumed run's results equal an uninterrupted run's
+    whole = tmp_path / "whole"
+    assert cli_main(["run", str(config), "--quiet", "--out", str(whole)]) == 0
+    for path in sorted((whole / "jobs").glob("*.json")):
+        mine, theirs = json.loads((out / "jobs" / path.name).read_text()), json.loads(path.read_text())
+        assert mine["final"] == theirs["final"] and mine["curve"] == theirs["curve"], path.name
