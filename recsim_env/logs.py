@@ -24,7 +24,8 @@ column             dtype, shape       meaning
 
 Files are ``.npz`` (``numpy.savez_compressed``) plus a ``__meta__`` JSON entry naming the schema
 version, the logging policy and the sizes; :func:`load_logs` validates every column (names,
-dtypes, shapes, row counts) and raises :class:`LogFormatError` on a wrong or truncated file.
+dtypes, shapes, row counts) and its values (propensities, positions, clicks, conversions,
+finite features) and raises :class:`LogFormatError` naming the column and the first bad row.
 Parquet is not used: pyarrow is not a dependency of recsim.
 """
 
@@ -158,8 +159,12 @@ def generate_logs(preset: str = "static", n_steps: int = 10_000, batch_size: int
     return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
 
-def validate_logs(logs: dict[str, np.ndarray], source: str = "logs") -> dict[str, np.ndarray]:
-    """Check names, dtypes, shapes and row counts; raise :class:`LogFormatError` otherwise."""
+def validate_logs(logs: dict[str, np.ndarray], source: str = "logs", num_candidates: int | None = None
+                  ) -> dict[str, np.ndarray]:
+    """Check names, dtypes, shapes and row counts, then values: propensities finite and in
+    (0, 1], features and rewards finite, slate positions distinct, >= 0 and below
+    ``num_candidates`` when given, clicks, positions, conversions and revenue consistent.
+    Raise :class:`LogFormatError` naming the column (and the first bad row) otherwise."""
     for name in ("slate_features", "history"):
         if name not in logs:
             raise LogFormatError(f"{source}: missing column {name!r}")
@@ -171,6 +176,12 @@ def validate_logs(logs: dict[str, np.ndarray], source: str = "logs") -> dict[str
     missing = sorted(set(expected) - set(logs))
     if missing:
         raise LogFormatError(f"{source}: missing columns {missing}")
+    unknown = sorted(set(logs) - set(expected))
+    if unknown:
+        raise LogFormatError(f"{source}: unknown columns {unknown}; a log has exactly {sorted(expected)}")
+    if u != t3 - 2:
+        raise LogFormatError(f"{source}: column 'user_features' has width {u}, expected "
+                             f"{t3 - 2} (T + 1 for T = {t3 - 3} topics, from slate_features)")
     n = len(logs["user"])
     for name, (dtype, shape) in expected.items():
         column = logs[name]
@@ -180,12 +191,47 @@ def validate_logs(logs: dict[str, np.ndarray], source: str = "logs") -> dict[str
         if len(column) != n:
             raise LogFormatError(f"{source}: column {name!r} has {len(column)} rows, 'user' has {n} "
                                  "(truncated file?)")
+    _check_values(logs, source, k, num_candidates)
     return logs
+
+
+def _first_bad(source: str, name: str, bad: np.ndarray, rule: str) -> None:
+    """Raise ``LogFormatError`` naming the column, the first bad row and the rule, if any row
+    of ``bad`` (n, ...) is true."""
+    rows = np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))
+    if rows.size:
+        raise LogFormatError(f"{source}: column {name!r}, row {rows[0]} (and {rows.size - 1} more): "
+                             f"{rule}")
+
+
+def _check_values(logs: dict[str, np.ndarray], source: str, k: int, num_candidates: int | None
+                  ) -> None:
+    """Value rules of a log (each error names the column and the first bad row)."""
+    for name in ("slate_features", "history", "user_features", "revenue", "reward", "propensity"):
+        _first_bad(source, name, ~np.isfinite(logs[name]), "values must be finite")
+    prop = logs["propensity"]
+    _first_bad(source, "propensity", (prop <= 0) | (prop > 1), "propensities must be in (0, 1]")
+    slate = logs["slate"].astype(np.int64)
+    high = f"< num_candidates ({num_candidates})" if num_candidates else "a candidate position"
+    _first_bad(source, "slate", (slate < 0) | (slate >= (num_candidates or np.iinfo(np.int16).max)),
+               f"positions must be >= 0 and {high}")
+    ordered = np.sort(slate, axis=1)
+    _first_bad(source, "slate", ordered[:, 1:] == ordered[:, :-1], "a slate shows each candidate once")
+    position = logs["position"].astype(np.int64)
+    _first_bad(source, "position", (position < -1) | (position >= k),
+               f"the clicked position must be -1 (no click) or in [0, {k})")
+    _first_bad(source, "click", logs["click"] != (position >= 0),
+               "click must be true exactly when position >= 0")
+    _first_bad(source, "conversion", logs["conversion"] & ~logs["click"], "a conversion needs a click")
+    _first_bad(source, "revenue", (logs["revenue"] < 0) | ((logs["revenue"] > 0) & ~logs["conversion"]),
+               "revenue must be >= 0, and 0 without a conversion")
+    _first_bad(source, "reward", logs["reward"] < 0, "rewards are >= 0")
+    _first_bad(source, "step", logs["step"] < 0, "steps are >= 0")
 
 
 def save_logs(logs: dict[str, np.ndarray], path: str | Path, **meta: Any) -> Path:
     """Write ``logs`` to ``path`` (``.npz``) with a ``__meta__`` entry; returns the path."""
-    validate_logs(logs)
+    validate_logs(logs, num_candidates=meta.get("num_candidates"))
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_suffix(".npz")
@@ -210,11 +256,16 @@ def load_logs(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                              f"{err}") from err
     if "__meta__" not in data:
         raise LogFormatError(f"{path}: no __meta__ entry - not a recsim interaction log")
-    meta = json.loads(str(data.pop("__meta__")))
+    try:
+        meta = json.loads(str(data.pop("__meta__")))
+    except json.JSONDecodeError as err:
+        raise LogFormatError(f"{path}: the __meta__ entry is not JSON ({err})") from err
+    if not isinstance(meta, dict):
+        raise LogFormatError(f"{path}: the __meta__ entry is not a JSON object")
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise LogFormatError(f"{path}: schema version {meta.get('schema_version')}, "
                              f"expected {SCHEMA_VERSION}")
-    validate_logs(data, str(path))
+    validate_logs(data, str(path), meta.get("num_candidates"))
     if len(data["user"]) != meta.get("rows"):
         raise LogFormatError(f"{path}: {len(data['user'])} rows, meta says {meta.get('rows')} (truncated?)")
     return data, meta

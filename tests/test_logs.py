@@ -87,3 +87,76 @@ def test_wrong_files_fail_clearly(logs, tmp_path):
     missing = {k: v for k, v in logs.items() if k != "revenue"}
     with pytest.raises(LogFormatError, match="revenue"):
         save_logs(missing, tmp_path / "missing.npz")
+
+
+# --- value validation (issue 22, item 2): each was saved and loaded without a word ------------
+
+def _damaged(logs: dict[str, np.ndarray], how: str) -> dict[str, np.ndarray]:
+    bad = {name: column.copy() for name, column in logs.items()}
+    clicked = int(np.flatnonzero(bad["click"])[0])
+    unclicked = int(np.flatnonzero(~bad["click"])[0])
+    if how == "nan_propensity":
+        bad["propensity"][5, 0] = np.nan
+    elif how == "zero_propensity":
+        bad["propensity"][5, 1] = 0.0
+    elif how == "negative_propensity":
+        bad["propensity"][5, 1] = -0.2
+    elif how == "propensity_above_one":
+        bad["propensity"][5, 1] = 1.5
+    elif how == "inf_propensity":
+        bad["propensity"][5, 1] = np.inf
+    elif how == "nan_feature":
+        bad["slate_features"][5, 0, 0] = np.nan
+    elif how == "nan_reward":
+        bad["reward"][5] = np.nan
+    elif how == "negative_slate_position":
+        bad["slate"][5, 0] = -1
+    elif how == "repeated_slate_position":
+        bad["slate"][5, 1] = bad["slate"][5, 0]
+    elif how == "click_position_99":
+        bad["position"][clicked] = 99
+    elif how == "no_click_with_position":
+        bad["click"][clicked] = False
+    elif how == "conversion_without_click":
+        bad["conversion"][unclicked] = True
+    elif how == "unknown_column":
+        bad["extra"] = np.zeros(len(bad["user"]))
+    elif how == "user_features_width":
+        bad["user_features"] = np.zeros((len(bad["user"]), 3), np.float16)
+    return bad
+
+
+DAMAGE = {
+    "nan_propensity": ("propensity", "finite"), "zero_propensity": ("propensity", r"\(0, 1\]"),
+    "negative_propensity": ("propensity", r"\(0, 1\]"), "propensity_above_one": ("propensity", r"\(0, 1\]"),
+    "inf_propensity": ("propensity", "finite"), "nan_feature": ("slate_features", "finite"),
+    "nan_reward": ("reward", "finite"), "negative_slate_position": ("slate", ">= 0"),
+    "repeated_slate_position": ("slate", "once"), "click_position_99": ("position", "-1"),
+    "no_click_with_position": ("click", "position >= 0"),
+    "conversion_without_click": ("conversion", "needs a click"),
+    "unknown_column": ("unknown columns", "extra"), "user_features_width": ("user_features", "width 3"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(DAMAGE))
+def test_bad_values_are_refused_at_save_and_load_naming_column_and_row(logs, tmp_path, how):
+    import json
+
+    column, rule = DAMAGE[how]
+    bad = _damaged(logs, how)
+    with pytest.raises(LogFormatError, match=rf"{column}.*{rule}"):
+        save_logs(bad, tmp_path / "bad.npz")
+    assert not (tmp_path / "bad.npz").exists()
+    meta = json.dumps({"schema_version": 1, "rows": len(bad["user"])})
+    np.savez_compressed(tmp_path / "raw.npz", __meta__=np.array(meta), **bad)
+    with pytest.raises(LogFormatError, match=rf"{column}.*{rule}") as error:
+        load_logs(tmp_path / "raw.npz")
+    if how not in ("unknown_column", "user_features_width", "click_position_99",
+                   "no_click_with_position", "conversion_without_click"):
+        assert "row 5 " in str(error.value)  # the first bad row, by number
+
+
+def test_a_bad_meta_entry_is_a_log_format_error(logs, tmp_path):
+    np.savez_compressed(tmp_path / "meta.npz", __meta__=np.array("{not json"), **logs)
+    with pytest.raises(LogFormatError, match="__meta__ entry is not JSON"):
+        load_logs(tmp_path / "meta.npz")
