@@ -30,7 +30,6 @@ the entry-point group ``recsim.agents``, or named as ``package.module:ClassName`
 from __future__ import annotations
 
 import inspect
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,16 +84,24 @@ class BaseAgent:
         return self.act(obs), state
 
     def save(self, path: str | Path) -> None:
-        """Pickle the agent to ``path``."""
-        Path(path).write_bytes(pickle.dumps(self))
+        """Write the agent to ``path`` in recsim's agent file format (JSON, numpy arrays and
+        torch weights in one zip: :mod:`recsim_gym.agents.persistence`; never a pickle)."""
+        from recsim_gym.agents.persistence import save_agent
+
+        save_agent(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> BaseAgent:
-        """Restore an agent written by :meth:`save`."""
-        agent = pickle.loads(Path(path).read_bytes())
-        if not isinstance(agent, cls):
-            raise TypeError(f"{path} holds a {type(agent).__name__}, not a {cls.__name__}")
-        return agent
+        """Restore an agent written by :meth:`save`, running no code from the file; a file of
+        the wrong kind raises ``AgentFileError`` naming what it holds."""
+        from recsim_gym.agents.persistence import load_agent
+
+        return load_agent(cls, path)
+
+    def rebuild_module(self, name: str) -> Any:
+        """A fresh torch module for attribute ``name`` (its weights are loaded after); agents
+        with torch modules among their attributes override this."""
+        raise NotImplementedError(f"{type(self).__name__} cannot rebuild its torch module {name!r}")
 
 
 REQUIRED_METHODS = ("act",)

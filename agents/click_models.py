@@ -229,6 +229,13 @@ class ClickModelAgent(BaseAgent):
         self.vocab_ids = np.zeros(0, dtype=np.int64)
         self.fit_seconds = 0.0
 
+    def rebuild_module(self, name: str) -> ClickNet:
+        """The click network for its topics, slate size and vocabulary (``net_shape``)."""
+        if name != "net":
+            return super().rebuild_module(name)
+        t, k, num_items = self.net_shape
+        return NETS[self.model_name](t, k, num_items=num_items).eval()
+
     # ---- item ids ---------------------------------------------------------------------------
     def _keys(self, features: np.ndarray) -> np.ndarray:
         t = features.shape[-1] - 3
@@ -261,7 +268,8 @@ class ClickModelAgent(BaseAgent):
         num_items = int(getattr(self.params, "num_items", 0) or max(1, logs["slate_items"].max() + 1))
         self._build_vocab(logs)
         if self.net is None:
-            self.net = NETS[self.model_name](t, k, num_items=num_items)
+            self.net_shape = (t, k, num_items)
+            self.net = self.rebuild_module("net")
             # start the position biases at the logged click rates per position (softmax: odds
             # against no click)
             rate = (logs["position"][:, None] == np.arange(k)).mean(0).clip(1e-3, 1 - 1e-3)

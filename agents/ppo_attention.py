@@ -545,12 +545,27 @@ class PPOSlateAgent(BaseAgent):
         self.model.save(str(path))
 
     @classmethod
-    def load(cls, path: str | Path, config: PPOSlateConfig | None = None, **overrides: Any) -> PPOSlateAgent:
-        """Load a model saved by :meth:`save`."""
+    def load(cls, path: str | Path, config: PPOSlateConfig | None = None, *,
+             allow_pickle: bool = False, **overrides: Any) -> PPOSlateAgent:
+        """Load a model saved by :meth:`save`. SB3's zip format unpickles parts of the file
+        (``PPO.load``), which runs code from it, so this refuses unless ``allow_pickle=True``:
+        pass it only for files you made or trust."""
         from stable_baselines3 import PPO
 
+        from recsim_gym.agents.persistence import AgentFileError
+
+        if not allow_pickle:
+            raise AgentFileError(f"{path}: PPO agent files are SB3 zips, and loading one unpickles "
+                                 "parts of it (code from the file could run); pass "
+                                 "allow_pickle=True only for a file you trust")
         agent = cls(config, **overrides)
-        agent.model = PPO.load(str(path), device="cpu")
+        try:
+            agent.model = PPO.load(str(path), device="cpu")
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure means: not an SB3 PPO zip
+            raise AgentFileError(f"{path}: not a PPO agent file written by PPOSlateAgent.save "
+                                 f"({type(err).__name__}: {str(err)[:200]})") from err
         policy = agent.model.policy
         model = agent.model
         net = policy.network_kwargs

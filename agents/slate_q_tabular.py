@@ -382,12 +382,25 @@ class TabularSlateQAgent(BaseAgent):
 
     @classmethod
     def load(cls, path: str | Path) -> TabularSlateQAgent:
-        """Rebuild an agent written by :meth:`save`."""
-        data = np.load(path)
-        agent = cls(TabularSlateQConfig(**json.loads(str(data["config"]))))
-        for name in ("q_items", "q_none", "utility", "position_bias"):
-            setattr(agent, name, data[name].copy())
-        agent.env_steps = int(data["env_steps"])
+        """Rebuild an agent written by :meth:`save` (``np.load`` without pickles); a file of
+        another kind or shape raises ``AgentFileError``."""
+        from recsim_gym.agents.persistence import AgentFileError
+
+        try:
+            data = np.load(path, allow_pickle=False)
+            agent = cls(TabularSlateQConfig(**json.loads(str(data["config"]))))
+            for name in ("q_items", "q_none", "utility", "position_bias"):
+                table = data[name]
+                if table.shape != getattr(agent, name).shape:
+                    raise ValueError(f"{name} has shape {table.shape}, the config gives "
+                                     f"{getattr(agent, name).shape}")
+                setattr(agent, name, table.copy())
+            agent.env_steps = int(data["env_steps"])
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure means: not a tabular SlateQ file
+            raise AgentFileError(f"{path}: not a tabular SlateQ agent file written by "
+                                 f"TabularSlateQAgent.save ({type(err).__name__}: {str(err)[:200]})") from err
         return agent
 
 

@@ -642,15 +642,24 @@ class SlateQAgent(BaseAgent):
 
     @classmethod
     def load(cls, path: str | Path) -> SlateQAgent:
-        """Rebuild an agent written by :meth:`save`."""
-        data = torch.load(path, weights_only=True)
-        agent = cls(SlateQConfig(**data["config"]))
-        agent.q.load_state_dict(data["q"])
-        agent.q_target.load_state_dict(data["q_target"])
-        agent.choice.load_state_dict(data["choice"])
-        for name, state in data.get("averaged", {}).items():
-            agent.averaged[name] = copy.deepcopy(agent._online_networks()[name])
-            agent.averaged[name].load_state_dict(state)
-        agent.averaged_updates = int(data.get("averaged_updates", 0))
-        agent.env_steps = int(data["env_steps"])
+        """Rebuild an agent written by :meth:`save` (``torch.load(weights_only=True)``: no code
+        from the file runs); a file of another kind raises ``AgentFileError``."""
+        from recsim_gym.agents.persistence import AgentFileError
+
+        try:
+            data = torch.load(path, weights_only=True)
+            agent = cls(SlateQConfig(**data["config"]))
+            agent.q.load_state_dict(data["q"])
+            agent.q_target.load_state_dict(data["q_target"])
+            agent.choice.load_state_dict(data["choice"])
+            for name, state in data.get("averaged", {}).items():
+                agent.averaged[name] = copy.deepcopy(agent._online_networks()[name])
+                agent.averaged[name].load_state_dict(state)
+            agent.averaged_updates = int(data.get("averaged_updates", 0))
+            agent.env_steps = int(data["env_steps"])
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure means: not a SlateQ file
+            raise AgentFileError(f"{path}: not a SlateQ agent file written by SlateQAgent.save "
+                                 f"({type(err).__name__}: {str(err)[:200]})") from err
         return agent

@@ -109,7 +109,7 @@ def test_agent_variants_learn_act_and_round_trip(tmp_path, encoder: str) -> None
     assert slates.shape == (5, 3) and slates.dtype == np.int64
     assert all(len(set(row)) == 3 for row in slates.tolist())
     agent.save(tmp_path / "model.zip")
-    loaded = PPOSlateAgent.load(tmp_path / "model.zip", env_overrides=SMALL)
+    loaded = PPOSlateAgent.load(tmp_path / "model.zip", allow_pickle=True, env_overrides=SMALL)
     assert loaded.config.encoder == encoder
     np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0],
                                   agent.predict(obs, deterministic=True)[0])
@@ -166,7 +166,7 @@ def test_item_stats_stay_fixed_within_a_rollout_and_round_trip(tmp_path) -> None
     clicks, conversions = stats.counts.sum(0).tolist()
     assert 0 < conversions <= clicks <= 3 * 256 and not stats.pending.any()
     agent.save(tmp_path / "model.zip")
-    loaded = PPOSlateAgent.load(tmp_path / "model.zip")
+    loaded = PPOSlateAgent.load(tmp_path / "model.zip", allow_pickle=True)
     assert loaded.config.item_stats_buckets == stats.buckets
     th.testing.assert_close(loaded.model.policy.network.item_stats.counts, stats.counts)
     off = PPOSlateAgent(seed=0, num_envs=8, n_steps=8, batch_size=32, item_stats_buckets=0,
@@ -191,7 +191,7 @@ def test_learning_without_log_dirs_leaves_no_sb3_directories(tmp_path, monkeypat
     agent = PPOSlateAgent(seed=0, num_envs=8, n_steps=8, batch_size=32, n_epochs=1, env_overrides=SMALL)
     agent.learn(None, 64)
     agent.save(tmp_path / "model.zip")
-    PPOSlateAgent.load(tmp_path / "model.zip", env_overrides=SMALL).learn(None, 64)
+    PPOSlateAgent.load(tmp_path / "model.zip", allow_pickle=True, env_overrides=SMALL).learn(None, 64)
     assert agent.model.num_timesteps == 64
     assert (tmp_path / "model.zip").exists() and not list(tmp_path.glob("SB3-*"))
 
