@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     from recsim_gym.env.simulator import all_preset_names
 
-    parser = argparse.ArgumentParser(prog="python -m recsim_gym.experiments.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="recsim bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     env = sub.add_parser("env", help="env throughput (user-steps/s) and peak memory")

@@ -90,8 +90,11 @@ def _cmd_envs(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``recsim`` argument parser."""
+    from recsim_gym.env import __version__
+
     parser = argparse.ArgumentParser(prog="recsim", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"recsim-gym {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an experiment config (train and evaluate every agent x seed)")
     run.add_argument("config", type=Path, help="YAML experiment config (see experiments/configs/)")

@@ -56,6 +56,9 @@ def make_report(out: str | Path) -> Path:
     matplotlib.use("Agg")
 
     out = Path(out)
+    if not out.is_dir():
+        raise FileNotFoundError(f"run directory {out} does not exist (give a directory written by "
+                                "`recsim run`)")
     records = load_records(out)
     if not records:
         raise FileNotFoundError(f"{out} has no finished jobs (expected {out}/jobs/*.json)")

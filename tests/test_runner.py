@@ -327,3 +327,11 @@ def test_kill_9_under_two_workers_leaves_no_worker_and_loses_no_finished_job(tmp
     for path in sorted((whole / "jobs").glob("*.json")):
         mine, theirs = json.loads((out / "jobs" / path.name).read_text()), json.loads(path.read_text())
         assert mine["final"] == theirs["final"] and mine["curve"] == theirs["curve"], path.name
+
+
+def test_cli_version_and_plot_of_a_missing_directory(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["--version"])
+    assert capsys.readouterr().out.startswith("recsim-gym ")
+    assert cli_main(["plot", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
