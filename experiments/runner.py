@@ -57,6 +57,12 @@ RECORD_KEYS: dict[str, type | tuple[type, ...]] = {
 _RERUN = "remove it and run again with --resume to re-run just that job"
 
 
+def job_key(label: str, seed: int) -> str:
+    """File-name-safe identifier of the job of agent ``label`` and ``seed`` (its job file is
+    ``jobs/<key>.json``)."""
+    return f"{file_safe(label)}__seed{seed}"
+
+
 def record_hash(record: dict[str, Any]) -> str:
     """SHA-256 of a record's canonical JSON, its ``sha256`` entry left out."""
     body = {key: value for key, value in record.items() if key != "sha256"}
@@ -89,7 +95,7 @@ def read_record(path: Path) -> dict[str, Any]:
     if not record["curve"] or not all(isinstance(row, dict) and isinstance(row.get("return"), int | float)
                                       for row in rows):
         raise JobFileError(f"job file {path}: the curve and final metrics need a 'return'; {_RERUN}")
-    if path.name != f"{file_safe(record['agent'])}__seed{record['seed']}.json":
+    if path.stem != job_key(record["agent"], record["seed"]):
         raise JobFileError(f"job file {path} holds agent {record['agent']!r} seed {record['seed']}, "
                            f"not the job its name says; {_RERUN}")
     if record.get("sha256") != record_hash(record):
@@ -109,7 +115,7 @@ class Job:
     @property
     def key(self) -> str:
         """File-name-safe identifier of the job."""
-        return f"{file_safe(self.agent.display)}__seed{self.seed}"
+        return job_key(self.agent.display, self.seed)
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -213,10 +219,15 @@ def _check_resumable(jobs: list[Job], jobs_dir: Path) -> None:
                 f"{path} to re-run that job")
 
 
+def write_record(jobs_dir: Path, job: Job, record: dict[str, Any]) -> None:
+    """Write ``job``'s record, sealed, to its job file atomically."""
+    write_atomic(jobs_dir / f"{job.key}.json", json.dumps(seal(record), default=_json_default))
+
+
 def run_and_write(job: Job, jobs_dir: Path) -> None:
-    """Run ``job`` and write its sealed record to ``jobs_dir`` atomically: a worker writes its
-    own job's file the moment the job ends, so finished work survives the parent's death."""
-    write_atomic(jobs_dir / f"{job.key}.json", json.dumps(seal(run_job(job)), default=_json_default))
+    """Run ``job`` and write its record: a worker writes its own job's file the moment the job
+    ends, so finished work survives the parent's death."""
+    write_record(jobs_dir, job, run_job(job))
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -248,8 +259,7 @@ def _dispatch(todo: list[Job], jobs_dir: Path, backend: str, workers: int,
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             job = pending.pop(done[0])
-            record = seal(ray.get(done[0]))  # Ray workers may run on other machines: the driver writes
-            write_atomic(jobs_dir / f"{job.key}.json", json.dumps(record, default=_json_default))
+            write_record(jobs_dir, job, ray.get(done[0]))  # Ray workers may be on other machines
             bar.update()
     elif backend == "local" and workers > 1:
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -278,7 +288,7 @@ def config_job_keys(out: Path) -> set[str] | None:
         return None
     config = json.loads(path.read_text())["config"]
     labels = [agent.get("label") or agent["name"] for agent in config["agents"]]
-    return {f"{file_safe(label)}__seed{seed}" for label in labels for seed in config["seeds"]}
+    return {job_key(label, seed) for label in labels for seed in config["seeds"]}
 
 
 def load_records(out: Path, keys: set[str] | None = None) -> list[dict[str, Any]]:

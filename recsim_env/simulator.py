@@ -64,7 +64,7 @@ class DefaultWorld(WorldModel):
         return core.observation_shapes(self.params)
 
 
-def make_simulator(preset: str = "default", params: Any = None, **overrides: Any) -> DefaultWorld:
+def make_simulator(preset: str = "default", params: Any = None, **overrides: Any) -> WorldModel:
     """The simulator of ``preset``: a world-model preset, or the default world with a
     :data:`~recsim_gym.env.presets.PRESETS` entry's overrides. Explicit ``params`` decide the world
     by their type (``preset`` is then ignored)."""

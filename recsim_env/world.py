@@ -1,9 +1,10 @@
 """The world-model interface every simulated world implements (gymnax-style, batched).
 
 A world is a frozen params dataclass, a state dataclass of ``(B, ...)`` arrays, and pure
-functions over a batch of B users::
+functions over a batch of B users (:func:`recsim_gym.env.simulator.make_simulator` builds
+any registered world by preset name)::
 
-    world = make_world("default")                 # or DefaultWorld(params), InterestEvolutionWorld(...)
+    world = make_simulator("default")             # or DefaultWorld(params), InterestEvolutionWorld(...)
     state = world.reset(keys)                     # keys: (B,) uint64 episode keys (rng.seed_to_key)
     state, result = world.step(state, slates)     # slates: (B, k) validated candidate positions
     obs = world.observe(state)                    # dict of (B, ...) float32 arrays
