@@ -139,7 +139,6 @@ class PopularityAgent(BaseAgent):
 
     def __init__(self, params: Any, seed: int = 0, **hyperparameters: Any):
         self.config = PopularityConfig().replace(seed=seed, **hyperparameters)
-        self.smoothing = self.config.smoothing
         self.slate_size, self.num_topics = params.slate_size, params.num_topics
         # identifying columns: topic, appeal, price where the world has them (on worlds whose
         # candidates are only a topic, "popularity" becomes popularity per topic)
@@ -161,7 +160,8 @@ class PopularityAgent(BaseAgent):
         prior = self.clicks.sum() / max(self.shows.sum(), 1.0)
         earned = np.where(found, self.clicks[index] if len(self.clicks) else 0.0, 0.0)
         shows = np.where(found, self.shows[index] if len(self.shows) else 0.0, 0.0)
-        score = (earned + self.smoothing * prior) / (shows + self.smoothing)
+        smoothing = self.config.smoothing
+        score = (earned + smoothing * prior) / (shows + smoothing)
         if obs["candidates"].shape[-1] > self.num_topics + 2:  # observed popularity breaks ties
             score = score + 1e-3 * obs["candidates"][..., self.num_topics + 2]
         return top_k(score, self.slate_size)
@@ -262,15 +262,11 @@ class EpsilonGreedyAgent(LinearBandit):
 
     config_class = EpsilonGreedyConfig
 
-    def __init__(self, params: Any, seed: int = 0, **hyperparameters: Any):
-        super().__init__(params, seed, **hyperparameters)
-        self.epsilon = self.config.epsilon
-
     def act(self, obs: Observation) -> np.ndarray:
         """Greedy slates, random ones with probability epsilon while learning."""
         slates = super().act(obs)
         if self.exploring:
-            explore = self.rng.random(len(slates)) < self.epsilon
+            explore = self.rng.random(len(slates)) < self.config.epsilon
             random = random_slates(self.rng, *obs["candidates"].shape[:2], self.slate_size)
             slates = np.where(explore[:, None], random, slates)
         return slates
@@ -283,17 +279,13 @@ class LinUCBAgent(LinearBandit):
 
     config_class = LinUCBConfig
 
-    def __init__(self, params: Any, seed: int = 0, **hyperparameters: Any):
-        super().__init__(params, seed, **hyperparameters)
-        self.alpha = self.config.alpha
-
     def scores(self, obs: Observation, x: np.ndarray) -> np.ndarray:
         """Optimistic scores while learning."""
         mean = x @ self.weights
         if not self.exploring:
             return mean
         width = np.sqrt(np.maximum(np.einsum("bmd,de,bme->bm", x, self.covariance, x), 0.0))
-        return mean + self.alpha * width
+        return mean + self.config.alpha * width
 
 
 class ThompsonAgent(LinearBandit):
@@ -303,14 +295,10 @@ class ThompsonAgent(LinearBandit):
 
     config_class = ThompsonConfig
 
-    def __init__(self, params: Any, seed: int = 0, **hyperparameters: Any):
-        super().__init__(params, seed, **hyperparameters)
-        self.scale = self.config.scale
-
     def scores(self, obs: Observation, x: np.ndarray) -> np.ndarray:
         """Scores under sampled weights while learning."""
         if not self.exploring:
             return x @ self.weights
-        draw = self.rng.multivariate_normal(self.weights, self.scale**2 * self.covariance,
+        draw = self.rng.multivariate_normal(self.weights, self.config.scale**2 * self.covariance,
                                             method="cholesky")
         return x @ draw

@@ -53,6 +53,7 @@ from recsim_gym.agents.bandits import item_keys
 from recsim_gym.agents.base import BaseAgent, Observation
 from recsim_gym.agents.slates import dinkelbach_slate, top_k
 from recsim_gym.env import logs as recsim_logs
+from recsim_gym.env import seeds
 from recsim_gym.env.fields import Config, option
 
 
@@ -216,18 +217,22 @@ class ClickModelAgent(BaseAgent):
                  config: ClickModelConfig | None = None, **overrides: Any):
         if model not in NETS:
             raise ValueError(f"model must be one of {sorted(NETS)}, got {model!r}")
-        self.config = cfg = (config or ClickModelConfig()).replace(**overrides)
-        self.model_name, self.serving = model, cfg.serving
+        self.config = (config or ClickModelConfig()).replace(**overrides)
+        self.model_name = model
         self.params = params
-        self.epochs, self.batch_rows = cfg.epochs, cfg.batch_rows
-        self.lr = cfg.lr if cfg.lr is not None else (2e-2 if model == "logreg" else 3e-3)
-        self.epsilon, self.retrain_every, self.seed = cfg.epsilon, cfg.retrain_every, cfg.seed
         self.w_click = float(getattr(params, "click_weight", 1.0))
         self.w_conv = float(getattr(params, "conversion_weight", 1.0))
         self.net: ClickNet | None = None
         self.vocab_keys = np.zeros(0, dtype=np.uint64)
         self.vocab_ids = np.zeros(0, dtype=np.int64)
         self.fit_seconds = 0.0
+
+    @property
+    def lr(self) -> float:
+        """Adam learning rate: the config's, else 0.02 for logreg and 0.003 for the deep models."""
+        if self.config.lr is not None:
+            return self.config.lr
+        return 2e-2 if self.model_name == "logreg" else 3e-3
 
     def rebuild_module(self, name: str) -> ClickNet:
         """The click network for its topics, slate size and vocabulary (``net_shape``)."""
@@ -261,7 +266,7 @@ class ClickModelAgent(BaseAgent):
     # ---- fitting ----------------------------------------------------------------------------
     def fit(self, logs: dict[str, np.ndarray], epochs: int | None = None) -> ClickModelAgent:
         """Fit click and conversion heads on logged slates (all shown items are examples)."""
-        torch.manual_seed(self.seed)
+        torch.manual_seed(self.config.seed)
         start = time.perf_counter()
         n, k, f = logs["slate_features"].shape
         t = f - 3
@@ -284,11 +289,11 @@ class ClickModelAgent(BaseAgent):
         pos_all = torch.from_numpy(logs["position"].astype(np.int64))
         conv_all = torch.from_numpy(logs["conversion"].astype(np.float32))
         slot = torch.arange(k)
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = torch.Generator().manual_seed(self.config.seed)
         bce = nn.functional.binary_cross_entropy_with_logits
         self.net.train()
-        for _ in range(self.epochs if epochs is None else epochs):
-            for rows in torch.randperm(n, generator=gen).split(self.batch_rows):
+        for _ in range(self.config.epochs if epochs is None else epochs):
+            for rows in torch.randperm(n, generator=gen).split(self.config.batch_rows):
                 b = len(rows)
                 cand = cand_all[rows].float().reshape(b * k, f)
                 item = item_all[rows].reshape(b * k)
@@ -346,7 +351,7 @@ class ClickModelAgent(BaseAgent):
         """The slate of highest predicted reward (``serving="mnl"``) or the k candidates of
         highest predicted reward per item (``"topk"``), best first."""
         k = int(getattr(self.params, "slate_size", 0) or 5)
-        if self.serving == "mnl":
+        if self.config.serving == "mnl":
             p_click, p_conv = self.predict_proba(obs["candidates"], obs["history"], obs["user"])
             p_click = np.clip(p_click.astype(np.float64), 1e-9, 1 - 1e-9)
             bias = self.net.position_bias.detach().numpy().astype(np.float64)
@@ -371,21 +376,21 @@ class ClickModelAgent(BaseAgent):
             self.w_click = float(getattr(self.params, "click_weight", 1.0))
             self.w_conv = float(getattr(self.params, "conversion_weight", 1.0))
         batch = int(getattr(env, "num_envs", 256))
-        first = self.retrain_every if self.retrain_every > 0 else total_steps
-        # training users get ids far from the evaluation users' seeds (0, 1, ...)
-        user_base = 10_000_000 + 1_000_000 * self.seed
+        cfg = self.config
+        first = cfg.retrain_every if cfg.retrain_every > 0 else total_steps
         logs = recsim_logs.generate_logs(n_steps=min(first, total_steps), batch_size=batch, sim=sim,
-                                         first_user=user_base, epsilon=self.epsilon, seed=self.seed)
+                                         first_user=seeds.click_log_seed(cfg.seed),
+                                         epsilon=cfg.epsilon, seed=cfg.seed)
         self.fit(logs)
         done = len(logs["user"])
         if callback is not None and callback(self, done) is False:
             return self
         round_index = 1
         while done < total_steps:
-            n = min(self.retrain_every, total_steps - done)
+            n = min(cfg.retrain_every, total_steps - done)
             fresh = recsim_logs.generate_logs(n_steps=n, batch_size=batch, sim=sim,
-                                              first_user=user_base + 500_000 * round_index,
-                                              policy=self._policy(), seed=self.seed + round_index)
+                                              first_user=seeds.click_log_seed(cfg.seed, round_index),
+                                              policy=self._policy(), seed=cfg.seed + round_index)
             logs = {key: np.concatenate([logs[key], fresh[key]]) for key in logs}
             self.fit(logs, epochs=1)
             done += n

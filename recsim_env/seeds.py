@@ -1,21 +1,24 @@
 """Every user-seed scheme of the project, in one place.
 
 A user's episode is fixed by its seed (:mod:`recsim_gym.env.rng`), so which seeds train and which
-evaluate decides whether a result is honest. Four disjoint uses:
+evaluate decides whether a result is honest. The uses, for seed ``s``:
 
-=========================== ================================================ ==================
-use                         first user of seed ``s``                         who uses it
-=========================== ================================================ ==================
-agent's own training users  ``10**6 + s * 10**5``                            ``learn(env=None)``
-harness training users      ``TRAIN_SEED_BASE * (s + 1)``                    ``recsim run``
-harness evaluation users    ``EVAL_SEED_BASE + s * EVAL_SEED_STRIDE``        ``recsim run``
-tuning training users       ``s * TUNE_STRIDE`` (``s >= FIRST_TUNING_SEED``) ``scripts/tune.py``
-tuning evaluation users     ``TUNE_SEED_BASE + s * TUNE_STRIDE``             ``scripts/tune.py``
-=========================== ================================================ ==================
+============================ ============================================= ===================
+use                          first user                                    who uses it
+============================ ============================================= ===================
+agent's own training users   ``10**6 + s * 10**5``                         SlateQ's ``learn``
+harness training users       ``TRAIN_SEED_BASE * (s + 1)``                 ``recsim run``
+harness evaluation users     ``EVAL_SEED_BASE + s * EVAL_SEED_STRIDE``     ``recsim run``
+click models' logged users   ``10**7 + s * 10**6 + r * 500_000``, round r  click models
+tuning training users        ``s * TUNE_STRIDE``, ``s >= FIRST_TUNING_SEED``  ``scripts/tune.py``
+tuning evaluation users      ``TUNE_SEED_BASE + s * TUNE_STRIDE``          ``scripts/tune.py``
+============================ ============================================= ===================
 
-Evaluation cohorts hold at most ``EVAL_SEED_STRIDE`` users, so the seeds' cohorts never
-overlap; tuning seeds start at ``FIRST_TUNING_SEED`` so that tuning never sees the harness's
-seeds or users.
+The agent's own training users are those of deep and tabular SlateQ, whose ``learn`` resets
+the env it is given with them. The click models log their own users from a logging policy
+(``learn`` refits every ``retrain_every`` steps on a fresh round r). Evaluation cohorts hold at
+most ``EVAL_SEED_STRIDE`` users, so the seeds' cohorts never overlap; tuning seeds start at
+``FIRST_TUNING_SEED`` so that tuning never sees the harness's seeds or users.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ FIRST_TUNING_SEED = 100
 def agent_train_seed(seed: int) -> int:
     """First training user of an agent that builds its own env (``learn(env=None)``)."""
     return 10**6 + seed * 10**5
+
+
+def click_log_seed(seed: int, round_index: int = 0) -> int:
+    """First logged user of a click model seeded ``seed``, in refit round ``round_index``."""
+    return 10**7 + seed * 10**6 + round_index * 500_000
 
 
 def train_seed(seed: int) -> int:

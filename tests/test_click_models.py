@@ -110,6 +110,6 @@ def test_mnl_serving_maximises_the_models_predicted_slate_reward(static_logs):
     rho = np.exp(bias - bias[0])
     served = agent.act(obs)
     assert served.shape == (50, env.params.slate_size)
-    agent.serving = "topk"
+    agent.config = agent.config.replace(serving="topk")
     top = agent.act(obs)
     assert np.all(slate_value(weight, value, rho, served) >= slate_value(weight, value, rho, top) - 1e-9)
