@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from recsim_gym.env import core
+from recsim_gym.env import core, render
 from recsim_gym.env.params import Params
 from recsim_gym.env.rng import check_seed, seed_to_key
 from recsim_gym.env.simulator import make_simulator
@@ -46,9 +48,11 @@ class RecSimEnv(gym.Env):
     dynamics and `recsim_gym.env.params.Params` for every constant.
 
     ## Action Space
-    `Slate(num_candidates, slate_size)`: a `MultiDiscrete` of `slate_size` *distinct* candidate
-    positions, in display order (position 0 first). Repeats raise `InvalidActionError` unless
-    the env is made with `duplicate_rule="fill"`.
+    `Slate(num_candidates, slate_size)`: a `MultiDiscrete` of `slate_size` candidate positions,
+    in display order (position 0 first), whose samples are distinct. A slate that repeats a
+    candidate (as SB3's independent `MultiDiscrete` heads often sample) has each repeat
+    replaced by the lowest-index unused candidate, counted in `info["filled"]`; make the env
+    with `duplicate_rule="raise"` to get `InvalidActionError` instead.
 
     ## Observation Space
     `Dict` of float32 `Box`es (T = `num_topics`, m = `num_candidates`, H = `history_length`):
@@ -79,7 +83,18 @@ class RecSimEnv(gym.Env):
 
     ## Info
     `click`, `conversion` (bool), `revenue` (float), `position` and `item` of the click (-1 if
-    none), `choice_probs` (k+1 probabilities: each position, then no-click), `end_reason`.
+    none), `choice_probs` (k+1 probabilities: each position, then no-click), `end_reason`,
+    `filled` (repeated candidates replaced in this slate; 0 for a slate of distinct candidates).
+
+    ## Rendering
+    `render_mode="ansi"`: `render()` returns text (the step, the user's satisfaction and top
+    interests, the slate shown and what the user did). `render_mode="rgb_array"`: a 160 x 320
+    picture (slate tiles coloured by topic, height = quality, the click framed; interest per
+    topic; satisfaction gauge), which `gymnasium.wrappers.RecordVideo` records.
+
+    ## Time limit
+    The env truncates at `max_steps` itself; `env.spec.max_episode_steps` reports it (with any
+    `max_steps=` override), and `gym.make` adds no `TimeLimit` of its own.
 
     ## Arguments
     ```python
@@ -98,12 +113,14 @@ class RecSimEnv(gym.Env):
     * v0: initial release.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(self, preset: str = "default", params: Params | None = None,
                  render_mode: str | None = None, **overrides: Any):
-        if render_mode is not None:
-            raise ValueError(f"render_mode {render_mode!r} is not supported; use None")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, "
+                             f"got {render_mode!r}")
+        self.render_mode = render_mode
         self.sim = make_simulator(preset, params, **overrides)
         self.params = self.sim.params
         self.observation_space = self.sim.observation_space()
@@ -112,6 +129,19 @@ class RecSimEnv(gym.Env):
         self._done = False
         self._user_seed: int | None = None
         self._episode = 0
+        self._spec: EnvSpec | None = None
+        self._shown: tuple[Any, np.ndarray, dict[str, Any], float] | None = None
+
+    @property
+    def spec(self) -> EnvSpec | None:
+        """The registered spec, with ``max_episode_steps`` = this env's ``max_steps``."""
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: EnvSpec | None) -> None:
+        if value is not None and value.max_episode_steps != self.params.max_steps:
+            value = dataclasses.replace(value, max_episode_steps=self.params.max_steps)
+        self._spec = value
 
     def _obs(self) -> dict[str, np.ndarray]:
         return {key: value[0] for key, value in self.sim.observe(self._state).items()}
@@ -130,6 +160,7 @@ class RecSimEnv(gym.Env):
             self._episode += 1
         self._state = self.sim.reset(seed_to_key(self._user_seed, self._episode).reshape(1))
         self._done = False
+        self._shown = None
         return self._obs(), {}
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
@@ -139,7 +170,8 @@ class RecSimEnv(gym.Env):
         if self._done:
             raise RuntimeError("step() called after the episode ended (terminated or truncated); "
                                "call env.reset() to start a new user")
-        slate = validate_slates(action, self.params, None)
+        slate, filled = validate_slates(action, self.params, None, return_filled=True)
+        before = self._state
         self._state, result = self.sim.step(self._state, slate)
         terminated, truncated = bool(result.terminated[0]), bool(result.truncated[0])
         self._done = terminated or truncated
@@ -147,9 +179,33 @@ class RecSimEnv(gym.Env):
             "click": bool(result.click[0]), "conversion": bool(result.conversion[0]),
             "revenue": float(result.revenue[0]), "position": int(result.position[0]),
             "item": int(result.item[0]), "choice_probs": result.choice_probs[0],
-            "end_reason": self.sim.end_reasons[result.end_reason[0]],
+            "end_reason": self.sim.end_reasons[result.end_reason[0]], "filled": int(filled[0]),
         }
-        return self._obs(), float(result.reward[0]), terminated, truncated, info
+        reward = float(result.reward[0])
+        if self.render_mode is not None:
+            self._shown = (before, slate[0], info, reward)
+        return self._obs(), reward, terminated, truncated, info
+
+    def render(self) -> str | np.ndarray | None:
+        """The ``render_mode`` render of the user and the last slate (None without a mode)."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; make the env with "
+                            "render_mode='ansi' or 'rgb_array'")
+            return None
+        if self._state is None:
+            raise RuntimeError("render() called before reset(); call env.reset() first")
+        view = self.sim.user_view(self._state, 0)
+        slate = info = None
+        reward = 0.0
+        if self._shown is not None:  # the slate indexes the candidates of the state it was shown in
+            before, slate, info, reward = self._shown
+            shown = self.sim.user_view(before, 0)
+            view = dataclasses.replace(view, candidate_topic=shown.candidate_topic,
+                                       candidate_quality=shown.candidate_quality,
+                                       candidate_item=shown.candidate_item)
+        if self.render_mode == "ansi":
+            return render.ansi(view, slate, info, reward)
+        return render.rgb(view, slate, info)
 
     @property
     def state(self) -> core.State | None:
@@ -185,7 +241,8 @@ class RecSimVectorEnv(VectorEnv):
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         num_envs = int(num_envs)
         if render_mode is not None:
-            raise ValueError(f"render_mode {render_mode!r} is not supported; use None")
+            raise ValueError(f"render_mode {render_mode!r}: the vector env does not render; render "
+                             "one user with gym.make(id, render_mode='ansi' or 'rgb_array')")
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
         self.sim = make_simulator(preset, params, **overrides)
@@ -262,16 +319,16 @@ class RecSimVectorEnv(VectorEnv):
             raise RuntimeError(
                 f"step() called on ended episode(s) in slots {np.flatnonzero(self._ended)[:10]}"
                 " with autoreset disabled; reset them with reset(options={'reset_mask': mask})")
-        slates = validate_slates(actions, self.params, self.num_envs)
+        slates, filled = validate_slates(actions, self.params, self.num_envs, return_filled=True)
         restarting = np.flatnonzero(self._ended) if (
             self.autoreset_mode == AutoresetMode.NEXT_STEP) else np.empty(0, dtype=np.int64)
         self._state, result = self.sim.step(self._state, slates)
         reward, terminated, truncated = result.reward, result.terminated, result.truncated
-        info = self._info(result, restarting)
+        info = self._info(result, restarting, filled)
         if restarting.size:
             self._reset_slots(restarting)
             for array in (reward, terminated, truncated, info["end_reason"], info["click"],
-                          info["conversion"], info["revenue"], info["choice_probs"]):
+                          info["conversion"], info["revenue"], info["choice_probs"], info["filled"]):
                 array[restarting] = 0
             info["position"][restarting] = -1
             info["item"][restarting] = -1
@@ -284,11 +341,12 @@ class RecSimVectorEnv(VectorEnv):
             self._reset_slots(index)
         return self._obs(), reward, terminated, truncated, info
 
-    def _info(self, result: core.StepResult, restarting: np.ndarray) -> dict[str, Any]:
+    def _info(self, result: core.StepResult, restarting: np.ndarray, filled: np.ndarray
+              ) -> dict[str, Any]:
         info: dict[str, Any] = {
             "click": result.click, "conversion": result.conversion, "revenue": result.revenue,
             "position": result.position, "item": result.item, "choice_probs": result.choice_probs,
-            "end_reason": result.end_reason,
+            "end_reason": result.end_reason, "filled": filled,
         }
         present = self._all_true
         if restarting.size:  # slots that only restarted this step carry no step info

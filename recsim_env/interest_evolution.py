@@ -42,6 +42,7 @@ from scipy.special import ndtri
 from recsim_gym.env import rng
 from recsim_gym.env.fields import Config, option
 from recsim_gym.env.fields import field_table as config_field_table
+from recsim_gym.env.render import UserView
 from recsim_gym.env.world import StepResult, UserBatch, WorldModel, register_world
 
 #: ``StepResult.end_reason`` codes of this preset.
@@ -83,9 +84,10 @@ class InterestEvolutionParams(Config):
                        group="slate")
     observe_latent: bool = option(False, "Expose the latent state (interest, time budget, candidate "
                               "quality). For oracles and debugging.", group="slate")
-    duplicate_rule: str = option("raise", "What a slate with a repeated candidate does: 'raise' a "
-                             "ValueError, or 'fill' each repeat with the lowest-index unused "
-                             "candidate.", choices=("raise", "fill"), group="slate")
+    duplicate_rule: str = option("fill", "What a slate with a repeated candidate does: 'fill' each "
+                             "repeat with the lowest-index unused candidate (info['filled'] counts "
+                             "them), or 'raise' InvalidActionError (strict: for agents that must "
+                             "emit distinct slates).", choices=("raise", "fill"), group="slate")
 
     # --- documents (UtilityModelVideoSampler) ----------------------------------------------
     num_topics: int = option(20, "Topics (clusters) T; a document's features are the one-hot of its "
@@ -345,6 +347,16 @@ class InterestEvolutionWorld(WorldModel):
             choice_probs=probs.astype(np.float32), terminated=terminated, truncated=truncated,
             end_reason=end_reason.astype(np.int8))
         return new_state, result
+
+    def user_view(self, state: IEState, index: int) -> UserView:
+        """User ``index`` for the renders: interest, remaining time budget, the documents."""
+        p = self.params
+        return UserView(t=int(state.t[index]), max_steps=p.max_steps, interest=state.interest[index],
+                        level_name="time budget",
+                        level=float(state.budget[index]) / max(p.time_budget, 1e-12),
+                        candidate_topic=state.cand_topic[index],
+                        candidate_quality=state.cand_quality[index],
+                        candidate_item=np.arange(p.num_candidates))
 
     # ------------------------------------------------------------------ observation
     def observation_shapes(self) -> dict[str, tuple[tuple[int, ...], float, float]]:

@@ -74,9 +74,10 @@ class Params(Config):
     observe_latent: bool = option(False, "Expose the latent state (interest, fatigue, satisfaction, "
                               "candidate quality) in the observation. For oracles and debugging.",
                               group="slate")
-    duplicate_rule: str = option("raise", "What a slate with a repeated candidate does: 'raise' a "
-                             "ValueError, or 'fill' each repeat with the lowest-index unused candidate.",
-                             choices=("raise", "fill"), group="slate")
+    duplicate_rule: str = option("fill", "What a slate with a repeated candidate does: 'fill' each "
+                             "repeat with the lowest-index unused candidate (info['filled'] counts "
+                             "them), or 'raise' InvalidActionError (strict: for agents that must "
+                             "emit distinct slates).", choices=("raise", "fill"), group="slate")
 
     # --- choice ------------------------------------------------------------------------------
     choice_model: str = option("mnl", "'mnl': multinomial logit over the slate plus no-click; "

@@ -17,6 +17,7 @@ from recsim_gym.env import core
 from recsim_gym.env.catalog import Catalog, make_catalog
 from recsim_gym.env.params import Params
 from recsim_gym.env.presets import make_params, preset_names
+from recsim_gym.env.render import UserView
 from recsim_gym.env.world import WORLD_MODELS, WorldModel, register_world
 
 __all__ = ["WORLD_MODELS", "DefaultWorld", "all_preset_names", "cached_catalog", "make_simulator",
@@ -62,6 +63,15 @@ class DefaultWorld(WorldModel):
     def observation_shapes(self) -> dict[str, tuple[tuple[int, ...], float, float]]:
         """Per-user observation key -> (shape, low, high)."""
         return core.observation_shapes(self.params)
+
+    def user_view(self, state: core.State, index: int) -> UserView:
+        """User ``index`` for the renders: interest, satisfaction, the candidates' topics."""
+        items = state.candidates[index]
+        return UserView(t=int(state.t[index]), max_steps=self.params.max_steps,
+                        interest=state.interest[index], level_name="satisfaction",
+                        level=float(state.satisfaction[index]),
+                        candidate_topic=self.catalog.topics[items].argmax(axis=1),
+                        candidate_quality=self.catalog.hidden[items, 1], candidate_item=items)
 
 
 def make_simulator(preset: str = "default", params: Any = None, **overrides: Any) -> WorldModel:

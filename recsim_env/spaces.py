@@ -69,20 +69,23 @@ def _batch_slate(space: Slate, n: int = 1) -> spaces.Space:
     return Slate(space.num_candidates, space.slate_size, n, seed=deepcopy(space.np_random))
 
 
-def validate_slates(action: Any, params: Params, batch_size: int | None) -> np.ndarray:
+def validate_slates(action: Any, params: Params, batch_size: int | None, *,
+                    return_filled: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Check ``action`` and return it as an int64 array of shape ``(B, k)``.
 
     ``batch_size=None`` means a single env (expects shape ``(k,)``). Raises
     :class:`InvalidActionError` for a wrong shape or dtype, NaN, out-of-range positions and
-    (with ``duplicate_rule='raise'``) repeated candidates. With ``duplicate_rule='fill'`` each
-    repeat is replaced by the lowest-index candidate not yet in that slate.
+    (with ``duplicate_rule='raise'``) repeated candidates. With ``duplicate_rule='fill'`` (the
+    default) each repeat is replaced by the lowest-index candidate not yet in that slate.
+    ``return_filled=True`` also returns the number of positions filled per slate, ``(B,)`` int64.
     """
     m, k = params.num_candidates, params.slate_size
     if batch_size is None and isinstance(action, np.ndarray) and action.shape == (k,) and (
             action.dtype.kind in "iu"):  # fast path of the single env: plain Python on k ints
         values = action.tolist()
         if min(values) >= 0 and max(values) < m and len(set(values)) == k:
-            return action.astype(np.int64).reshape(1, k)
+            slates = action.astype(np.int64).reshape(1, k)
+            return (slates, np.zeros(1, dtype=np.int64)) if return_filled else slates
     expected = (k,) if batch_size is None else (batch_size, k)
     what = (f"a slate: {k} distinct integer candidate positions in [0, {m})" if batch_size is None
             else f"{batch_size} slates: an integer array of shape ({batch_size}, {k}) with "
@@ -101,15 +104,18 @@ def validate_slates(action: Any, params: Params, batch_size: int | None) -> np.n
                                  f"outside [0, {m}); expected {what}")
     a = a.astype(np.int64, copy=True)
     ordered = np.sort(a, axis=1)
-    repeated_rows = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+    repeats = (ordered[:, 1:] == ordered[:, :-1])
+    repeated_rows = repeats.any(axis=1)
     if repeated_rows.any():
         if params.duplicate_rule == "raise":
             row = int(np.flatnonzero(repeated_rows)[0])
             raise InvalidActionError(
                 f"slate {a[row].tolist()}" + ("" if batch_size is None else f" (row {row})")
                 + f" repeats a candidate; expected {what} (or make the env with "
-                  "duplicate_rule='fill')")
+                  "the default duplicate_rule='fill')")
         a[repeated_rows] = _fill_repeats(a[repeated_rows], m)
+    if return_filled:
+        return a, repeats.sum(axis=1, dtype=np.int64)
     return a
 
 

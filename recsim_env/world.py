@@ -99,6 +99,12 @@ class WorldModel(ABC):
     def observation_shapes(self) -> dict[str, tuple[tuple[int, ...], float, float]]:
         """Per-user observation key -> (shape, low, high)."""
 
+    def user_view(self, state: Any, index: int) -> Any:
+        """What the env's renders show of user ``index`` (a
+        :class:`~recsim_gym.env.render.UserView`); worlds without one cannot render."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its users for rendering "
+                                  "(implement WorldModel.user_view)")
+
     def observation_space(self) -> spaces.Dict:
         """Per-user observation space (float32 boxes)."""
         return spaces.Dict({key: spaces.Box(low, high, shape=shape, dtype=np.float32)

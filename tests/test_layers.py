@@ -81,6 +81,8 @@ def test_the_wheel_installs_one_namespace(tmp_path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == {"recsim_gym", wheel.name.split("-py")[0] + ".dist-info"}
     packages = {name.rsplit("/", 1)[0] for name in names if name.endswith("__init__.py")}
-    assert packages == {"recsim_gym/env", "recsim_gym/agents", "recsim_gym/experiments"}
+    assert packages == {"recsim_gym/env", "recsim_gym/agents", "recsim_gym/agents/zoo",
+                        "recsim_gym/experiments"}
+    assert {"recsim_gym/agents/zoo/ppo.yml", "recsim_gym/agents/zoo/a2c.yml"} <= set(names)
     assert "recsim_gym" in zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("top_level.txt"))).decode()

@@ -47,7 +47,7 @@ def _twins(**overrides) -> tuple[RecSimEnv, RecSimEnv]:
 
 @pytest.mark.parametrize(("action", "patterns"), BAD_SINGLE_ACTIONS)
 def test_single_env_rejects_bad_action_and_keeps_state(action, patterns: list[str]) -> None:
-    env, twin = _twins(observe_latent=True)
+    env, twin = _twins(observe_latent=True, duplicate_rule="raise")
     with pytest.raises(InvalidActionError) as error:
         env.step(action)
     assert isinstance(error.value, ValueError)
@@ -75,7 +75,7 @@ BAD_VECTOR_ACTIONS = [
 
 @pytest.mark.parametrize(("actions", "patterns"), BAD_VECTOR_ACTIONS)
 def test_vector_env_rejects_bad_actions_and_keeps_state(actions, patterns: list[str]) -> None:
-    envs = [RecSimVectorEnv(3, max_steps=6) for _ in range(2)]
+    envs = [RecSimVectorEnv(3, max_steps=6, duplicate_rule="raise") for _ in range(2)]
     rng = np.random.default_rng(0)
     warmup = [np.argsort(rng.random((3, M)), axis=1)[:, :K] for _ in range(8)]  # crosses autoreset
     for env in envs:
@@ -91,15 +91,24 @@ def test_vector_env_rejects_bad_actions_and_keeps_state(actions, patterns: list[
         assert_records_equal([envs[0].step(good)], [envs[1].step(good)])
 
 
+def _without_filled(record: tuple) -> tuple:
+    *head, info = record
+    return (*head, {key: value for key, value in info.items() if key not in ("filled", "_filled")})
+
+
 def test_duplicate_fill_rule_replaces_repeats_with_lowest_unused() -> None:
-    env, twin = _twins(duplicate_rule="fill")
+    env, twin = _twins()  # 'fill' is the default
     # repeats of 3 become the lowest unused positions 2 then 4, in order
-    assert_records_equal([env.step(np.array([3, 3, 1, 3, 0]))], [twin.step(np.array([3, 2, 1, 4, 0]))])
-    envs, twins = RecSimVectorEnv(2, duplicate_rule="fill"), RecSimVectorEnv(2, duplicate_rule="fill")
+    filled, shown = env.step(np.array([3, 3, 1, 3, 0])), twin.step(np.array([3, 2, 1, 4, 0]))
+    assert (filled[-1]["filled"], shown[-1]["filled"]) == (2, 0)
+    assert_records_equal([_without_filled(filled)], [_without_filled(shown)])
+    envs, twins = RecSimVectorEnv(2), RecSimVectorEnv(2)
     envs.reset(seed=1)
     twins.reset(seed=1)
-    assert_records_equal([envs.step(np.array([[5, 5, 5, 5, 5], [0, 1, 2, 3, 4]]))],
-                         [twins.step(np.array([[5, 0, 1, 2, 3], [0, 1, 2, 3, 4]]))])
+    filled = envs.step(np.array([[5, 5, 5, 5, 5], [0, 1, 2, 3, 4]]))
+    shown = twins.step(np.array([[5, 0, 1, 2, 3], [0, 1, 2, 3, 4]]))
+    assert filled[-1]["filled"].tolist() == [4, 0] and shown[-1]["filled"].tolist() == [0, 0]
+    assert_records_equal([_without_filled(filled)], [_without_filled(shown)])
 
 
 def test_duplicate_fill_rule_still_rejects_out_of_range() -> None:
