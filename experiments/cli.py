@@ -34,8 +34,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     report = make_report(out)
     _print_summary(out)
+    plots = ", ".join(sorted(p.name for p in Path(out).glob("*.png")))
     print(f"\nresults: {out}/evaluations.csv, {out}/summary.json\nreport:  {report} "
-          f"(plots: {out}/reward_curves.png, final_return.png, improvement.png, metrics.png)")
+          f"(plots in {out}: {plots})")
     return 0
 
 

@@ -7,12 +7,16 @@
 * Across users (one evaluation cohort): percentile-bootstrap CIs of means
   (:func:`bootstrap_mean`) and of pooled ratios such as CTR (:func:`bootstrap_ratio`, users
   resampled with their numerator and denominator).
-* IQM (interquartile mean) and probability of improvement follow rliable (Agarwal et al.,
-  NeurIPS 2021), with percentile-bootstrap CIs from ``scipy.stats.bootstrap``.
+* IQM (interquartile mean) and probability of improvement come from rliable (Agarwal et al.,
+  NeurIPS 2021) with its stratified-bootstrap percentile intervals, which stay inside the
+  range of the runs. With fewer than :data:`MIN_BOOTSTRAP_SEEDS` seeds those intervals are too
+  narrow, and :func:`summarize` says so in its ``warnings``.
+* Intervals of metrics with a range (returns >= 0, shares in [0, 1]) are kept inside it.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -23,8 +27,18 @@ SUPERVISED = ("logreg", "two_tower", "din")
 #: Final metrics summarised per agent (missing ones are skipped).
 METRICS = ("return", "clicks", "conversions", "revenue", "ctr", "conversion_rate",
            "session_length", "churn_rate", "coverage", "diversity", "novelty")
-#: Metrics that are shares, in [0, 1]: their CIs across seeds are kept inside that range.
-SHARES = ("ctr", "conversion_rate", "churn_rate", "coverage")
+#: Metrics that are shares, in [0, 1].
+SHARES = ("ctr", "conversion_rate", "churn_rate", "coverage", "diversity")
+#: The range each metric's mean can take: intervals across seeds are kept inside it.
+BOUNDS: dict[str, tuple[float, float]] = {
+    **{metric: (0.0, 1.0) for metric in SHARES},
+    **{metric: (0.0, float("inf")) for metric in ("return", "clicks", "conversions", "revenue",
+                                                  "session_length", "novelty")},
+}
+#: Below this many seeds the report warns that bootstrap intervals over seeds are too narrow.
+MIN_BOOTSTRAP_SEEDS = 5
+#: Bootstrap resamples of the rliable intervals (its default, 50,000, takes seconds per agent).
+BOOTSTRAP_REPS = 2000
 
 
 def t_interval(values: np.ndarray, confidence: float = 0.95,
@@ -44,31 +58,6 @@ def t_interval(values: np.ndarray, confidence: float = 0.95,
     if bounds is not None:
         low, high = max(low, bounds[0]), min(high, bounds[1])
     return mean, float(low), float(high)
-
-
-def iqm(values: np.ndarray) -> float:
-    """Interquartile mean (25% trimmed mean)."""
-    return float(stats.trim_mean(np.asarray(values, dtype=float), 0.25))
-
-
-def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
-    """P(X > Y) + P(X = Y)/2 over all pairs of runs (the Mann-Whitney U statistic / nm)."""
-    x, y = np.asarray(x, dtype=float)[:, None], np.asarray(y, dtype=float)[None, :]
-    return float(((x > y) + 0.5 * (x == y)).mean())
-
-
-def bootstrap_ci(statistic, *samples: np.ndarray, n_resamples: int = 2000, seed: int = 0
-                 ) -> tuple[float, float]:
-    """Percentile-bootstrap 95% CI of ``statistic(*samples)`` (independent resampling)."""
-    samples = tuple(np.asarray(s, dtype=float) for s in samples)
-    if any(len(s) < 2 for s in samples):
-        return float("nan"), float("nan")
-    if all(np.all(s == s[0]) for s in samples):
-        value = statistic(*samples)
-        return value, value
-    result = stats.bootstrap(samples, statistic, n_resamples=n_resamples, method="percentile",
-                             paired=False, vectorized=False, random_state=seed)
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def bootstrap_mean(values: np.ndarray, n_resamples: int = 1000, seed: int = 0
@@ -125,6 +114,70 @@ def reference_agent(final: dict[str, dict[int, dict[str, float]]]) -> str | None
     return None
 
 
+# --- across seeds: rliable ------------------------------------------------------------------
+
+def iqm(values: np.ndarray) -> float:
+    """Interquartile mean of the runs (rliable's ``aggregate_iqm``)."""
+    from rliable import metrics
+
+    return float(metrics.aggregate_iqm(np.asarray(values, dtype=float).reshape(-1, 1)))
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """P(X > Y) over runs of X and Y, ties counting 1/2 (rliable's ``probability_of_improvement``)."""
+    from rliable import metrics
+
+    return float(metrics.probability_of_improvement(np.asarray(x, dtype=float).reshape(-1, 1),
+                                                    np.asarray(y, dtype=float).reshape(-1, 1)))
+
+
+def rliable_interval(func, *runs: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = 0
+                     ) -> tuple[float, float, float]:
+    """rliable's point estimate of ``func`` and its 95% stratified-bootstrap percentile interval
+    (runs resampled independently per sample; percentile intervals stay inside the range of
+    the data). NaN bounds when a sample has fewer than 2 runs."""
+    from rliable import library
+
+    matrices = [np.asarray(r, dtype=float).reshape(-1, 1) for r in runs]
+    if any(len(m) < 2 for m in matrices):
+        return float(func(*matrices)), float("nan"), float("nan")
+    scores = {"x": matrices[0] if len(matrices) == 1 else matrices}
+    with warnings.catch_warnings():  # rliable hands arch a RandomState, which arch deprecates
+        warnings.simplefilter("ignore", FutureWarning)
+        point, interval = library.get_interval_estimates(
+            scores, lambda *m: np.array([func(*m)]), method="percentile", reps=reps,
+            random_state=np.random.RandomState(seed))
+    return float(point["x"][0]), float(interval["x"][0, 0]), float(interval["x"][1, 0])
+
+
+def _iqm_matrix(m: np.ndarray) -> float:
+    from rliable import metrics
+
+    return metrics.aggregate_iqm(m)
+
+
+def _poi_matrix(x: np.ndarray, y: np.ndarray) -> float:
+    """rliable's probability of improvement for one task (its Mann-Whitney U / nm, ties 1/2),
+    computed without scipy's test machinery: each bootstrap resample calls it."""
+    return float(((x[:, None, 0] > y[None, :, 0]) + 0.5 * (x[:, None, 0] == y[None, :, 0])).mean())
+
+
+def seed_warnings(seeds_by_agent: dict[str, list[int]]) -> list[str]:
+    """Sentences for the report about what the seed counts allow."""
+    warnings = []
+    counts = sorted({len(s) for s in seeds_by_agent.values()})
+    if counts and counts[0] < 2:
+        single = [a for a, s in seeds_by_agent.items() if len(s) < 2]
+        warnings.append(f"{', '.join(single)}: one seed, so no interval across seeds is shown.")
+    if counts and counts[0] < MIN_BOOTSTRAP_SEEDS:
+        warnings.append(
+            f"Few seeds ({counts[0]}{'-' + str(counts[-1]) if len(counts) > 1 else ''}): the "
+            f"bootstrap intervals of IQM and P(improvement) resample only these runs and are too "
+            f"narrow below {MIN_BOOTSTRAP_SEEDS} seeds (read them as the spread of the runs, not as "
+            "95% intervals); the Student-t intervals of means are wide for the same reason.")
+    return warnings
+
+
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-agent summary of job records (``agent``, ``seed``, ``final`` metrics, ``curve``)."""
     final: dict[str, dict[int, dict[str, float]]] = {}
@@ -137,14 +190,14 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         entry: dict[str, Any] = {"seeds": seeds, "metrics": {}}
         for metric in METRICS:
             values = [by_seed[s][metric] for s in seeds if metric in by_seed[s]]
-            if len(values) == len(seeds) and values:
-                mean, low, high = t_interval(np.array(values),
-                                             bounds=(0.0, 1.0) if metric in SHARES else None)
+            # a metric a world does not define (NaN, e.g. coverage without a catalog) is left out
+            if len(values) == len(seeds) and values and np.isfinite(values).all():
+                mean, low, high = t_interval(np.array(values), bounds=BOUNDS.get(metric))
                 entry["metrics"][metric] = {"mean": mean, "ci_low": low, "ci_high": high,
                                             "per_seed": values}
         returns = np.array([by_seed[s]["return"] for s in seeds])
-        entry["iqm_return"] = {"value": iqm(returns),
-                               "ci": bootstrap_ci(lambda x: iqm(x), returns)}
+        value, low, high = rliable_interval(_iqm_matrix, returns)
+        entry["iqm_return"] = {"value": value, "ci": (low, high)}
         if reference is not None and reference != agent:
             ref = final[reference]
             shared = [s for s in seeds if s in ref]
@@ -153,13 +206,16 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
                 mean, low, high = t_interval(diff)
                 ref_returns = np.array([ref[s]["return"] for s in shared])
                 mine = np.array([by_seed[s]["return"] for s in shared])
+                _, poi_low, poi_high = rliable_interval(_poi_matrix, mine, ref_returns)
+                poi = probability_of_improvement(mine, ref_returns)
                 entry["vs_reference"] = {
                     "reference": reference, "paired_seeds": shared,
                     "return_difference": {"mean": mean, "ci_low": low, "ci_high": high},
-                    "probability_of_improvement": {
-                        "value": probability_of_improvement(mine, ref_returns),
-                        "ci": bootstrap_ci(probability_of_improvement, mine, ref_returns)},
+                    "probability_of_improvement": {"value": poi, "ci": (poi_low, poi_high)},
                 }
         agents[agent] = entry
     return {"reference": reference, "agents": agents,
-            "confidence": "95% Student-t over seeds; IQM/PoI: 95% percentile bootstrap"}
+            "warnings": seed_warnings({a: e["seeds"] for a, e in agents.items()}),
+            "confidence": "means: 95% Student-t over seeds, kept inside each metric's range; "
+                          "IQM and P(improvement): rliable, 95% stratified-bootstrap percentile "
+                          f"intervals ({BOOTSTRAP_REPS:,} resamples)"}

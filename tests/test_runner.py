@@ -133,6 +133,10 @@ def test_cli_run_writes_every_output(tmp_path: Path) -> None:
     assert manifest["seeds"] == [0, 1] and "numpy" in manifest["versions"]
     report = (out / "report.md").read_text()
     assert "| random |" in report and "reward_curves.png" in report
+    # no supervised model or oracle: the probability-of-improvement plot is missing, and says why
+    assert not (out / "probability_of_improvement.png").exists()
+    assert "No probability-of-improvement plot: the run has no reference agent" in report
+    assert "Few seeds (2)" in report
     # every job records the commit it ran on; one code version: the report names only the run's
     commits = {json.loads(p.read_text())["git_commit"] for p in (out / "jobs").glob("*.json")}
     assert commits == {manifest["git_commit"]} and "Jobs by commit" not in report
