@@ -67,6 +67,10 @@ class Agent(Protocol):
 class BaseAgent:
     """Defaults for the optional parts of the protocol. Subclasses implement :meth:`act`."""
 
+    #: The newest training diagnostics (losses, episode returns, ...) of ``learn``, name ->
+    #: number; the experiment harness logs it (TensorBoard, W&B) whenever ``learn`` calls back.
+    last_training_row: dict[str, float] | None = None
+
     def act(self, obs: Observation) -> np.ndarray:
         """One slate per user; subclasses must implement it."""
         raise NotImplementedError(f"{type(self).__name__} must implement act(obs)")

@@ -292,7 +292,9 @@ class ClickModelAgent(BaseAgent):
         gen = torch.Generator().manual_seed(self.config.seed)
         bce = nn.functional.binary_cross_entropy_with_logits
         self.net.train()
+        epoch_loss, epoch_rows = 0.0, 0
         for _ in range(self.config.epochs if epochs is None else epochs):
+            epoch_loss, epoch_rows = 0.0, 0
             for rows in torch.randperm(n, generator=gen).split(self.config.batch_rows):
                 b = len(rows)
                 cand = cand_all[rows].float().reshape(b * k, f)
@@ -313,7 +315,10 @@ class ClickModelAgent(BaseAgent):
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+                epoch_loss, epoch_rows = epoch_loss + loss.item() * b, epoch_rows + b
         self.net.eval()
+        #: the last epoch's mean loss (choice cross-entropy + conversion log-loss), for the logs
+        self.last_training_row = {"loss": epoch_loss / max(epoch_rows, 1), "logged_steps": n}
         self.fit_seconds += time.perf_counter() - start
         return self
 

@@ -406,6 +406,12 @@ class PPOSlateConfig(Config):
         for i, width in enumerate(self.mlp_hidden):
             ok = isinstance(width, int | np.integer) and not isinstance(width, bool) and width >= 1
             self.require(ok, f"mlp_hidden[{i}]", f"must be an integer in [1, inf), got {width!r}")
+        if self.tensorboard_log is not None:  # SB3 would fail only when learn() starts logging
+            import importlib.util
+
+            self.require(importlib.util.find_spec("tensorboard") is not None, "tensorboard_log",
+                         "needs TensorBoard, which is not installed: pip install "
+                         "'recsim-gym[tensorboard]'")
 
     def network_kwargs(self, num_topics: int | None = None, id_columns: int | None = None
                        ) -> dict[str, Any]:
@@ -600,7 +606,10 @@ class _ProtocolCallback(BaseCallback):
                "episode_return": float(np.mean([e["r"] for e in episodes])) if episodes else nan,
                "episode_length": float(np.mean([e["l"] for e in episodes])) if episodes else nan,
                "steps_per_second": (self.num_timesteps - self.start_steps)
-               / max(time.perf_counter() - self.start, 1e-9)}
+               / max(time.perf_counter() - self.start, 1e-9),
+               # SB3's losses of the last update (train/policy_gradient_loss, train/value_loss, ...)
+               **{name: value for name, value in self.model.logger.name_to_value.items()
+                  if name.startswith("train/")}}
         self.agent.last_training_row = row
         self.keep_going = self.function(self.agent, int(self.num_timesteps)) is not False
 

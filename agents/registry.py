@@ -113,6 +113,12 @@ def make(name: str, params: Any = None, seed: int | None = None, **kwargs: Any) 
         accepted = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         accepted = {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    unknown = sorted(set(kwargs) - set(accepted)) if accepted and not takes_any else []
+    if unknown:  # the same message as a Config's unknown field (agents with a config class)
+        valid = sorted(set(accepted) - {"params", "seed", "self"})
+        raise ValueError(f"unknown {name!r} hyperparameter(s) {unknown}; valid hyperparameters: "
+                         f"{valid if valid else 'none (it takes no hyperparameters)'}")
     for key, value in (("params", params), ("seed", seed)):
         if value is not None and key in accepted and key not in kwargs:
             kwargs[key] = value

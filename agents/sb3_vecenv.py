@@ -38,7 +38,7 @@ class RecSimVecEnv(VecEnv):
     :param num_envs: number of users stepped together (B)
     :param preset: world preset (``recsim_gym.env.presets``)
     :param params: explicit world params instead of a preset
-    :param overrides: any ``Params`` field, e.g. ``duplicate_rule="fill"`` for MultiDiscrete policies
+    :param overrides: any ``Params`` field, e.g. ``num_candidates=30``
     """
 
     def __init__(self, num_envs: int, preset: str = "default", params: Params | None = None,

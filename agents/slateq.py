@@ -627,6 +627,7 @@ class SlateQAgent(BaseAgent):
                        "steps_per_second": (self.env_steps - start_steps) / (time.perf_counter() - start)}
                 finished = []
                 self.learning_curve.append(row)
+                self.last_training_row = row
                 if callback is not None and callback(self, self.env_steps - start_steps) is False:
                     break
         return self

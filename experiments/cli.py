@@ -3,6 +3,7 @@
     recsim run experiments/configs/quick.yaml          # train + evaluate every (agent, seed)
     recsim run CONFIG --resume                          # continue an interrupted run
     recsim plot runs/quick                              # plots + report.md for a run directory
+    recsim evaluate --agents random linucb              # held-out users, no run directory
     recsim bench env                                    # env throughput (user-steps/s)
     recsim agents                                       # registered agents, incl. plug-ins
     recsim envs                                         # Gymnasium ids and presets
@@ -116,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="throughput benchmarks (see `recsim bench env --help`)",
                            add_help=False)
     bench.add_argument("rest", nargs=argparse.REMAINDER)
+    evaluate = sub.add_parser("evaluate", help="evaluate agents on held-out users, no run directory "
+                              "(see `recsim evaluate --help`)", add_help=False)
+    evaluate.add_argument("rest", nargs=argparse.REMAINDER)
     sub.add_parser("agents", help="list registered agents (built-ins and plug-ins)").set_defaults(
         func=_cmd_agents)
     sub.add_parser("envs", help="list Gymnasium ids and presets").set_defaults(func=_cmd_envs)
@@ -129,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         from recsim_gym.experiments.bench import main as bench_main
 
         bench_main(argv[1:] or ["--help"])
+        return 0
+    if argv[:1] == ["evaluate"]:
+        from recsim_gym.experiments.evaluate import main as evaluate_main
+
+        evaluate_main(argv[1:])
         return 0
     args = build_parser().parse_args(argv)
     if getattr(args, "workers", 1) < 1:

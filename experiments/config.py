@@ -15,6 +15,9 @@ Example (``experiments/configs/*.yaml``)::
     num_envs: 64                  # users stepped in parallel during training
     eval: {every_steps: 5000, users: 500, final_users: 2000}
     output_dir: runs/quick
+    logging: {tensorboard: true}  # optional: pip install 'recsim-gym[tensorboard]'
+
+Every problem of a config is reported at once, one line per key path.
 """
 
 from __future__ import annotations
@@ -63,6 +66,18 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """Where training curves go besides the run's CSV and plots (optional extras)."""
+
+    tensorboard: bool = False  #: TensorBoard event files in ``<run>/tensorboard/<job>/``
+    wandb: dict[str, Any] = field(default_factory=dict)  #: W&B ``init`` arguments (project, ...)
+
+
+#: The W&B ``init`` arguments a config may give under ``logging.wandb``.
+WANDB_KEYS = ("project", "entity", "group", "mode", "tags")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """A full experiment: every (agent, seed) pair is trained with the same budget."""
 
@@ -74,6 +89,7 @@ class ExperimentConfig:
     num_envs: int = 64
     eval: EvalConfig = field(default_factory=EvalConfig)
     output_dir: str = ""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (for the run manifest)."""
@@ -109,43 +125,104 @@ def _str(value: Any, where: str) -> str:
     return value
 
 
-def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
-    """Validate a config mapping (checks the env preset, overrides and agent names too)."""
-    top = _keys(raw, {"name", "env", "agents", "seeds", "train_steps", "num_envs", "eval",
-                      "output_dir"}, "")
-    name = _str(top.get("name", Path(source).stem), "name")
+class _Problems:
+    """Collects the :class:`ConfigError` of each independent check, so that one run of
+    :func:`parse_config` reports every problem of a config at once."""
 
-    env_raw = _keys(top.get("env", {}), {"preset", "overrides"}, "env")
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def check(self, function: Any, *args: Any, default: Any = None) -> Any:
+        """``function(*args)``, or ``default`` after noting its ConfigError."""
+        try:
+            return function(*args)
+        except ConfigError as err:
+            text = str(err)
+            self.messages.extend(text.split("\n  - ")[1:] if text.startswith("config has")
+                                 else [text])
+            return default
+
+    def raise_any(self, source: str) -> None:
+        if len(self.messages) == 1:
+            raise ConfigError(self.messages[0])
+        if self.messages:
+            raise ConfigError(f"config has {len(self.messages)} problems ({source}):\n  - "
+                              + "\n  - ".join(self.messages))
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    """Validate a config mapping (checks the env preset, overrides and agent names too);
+    every problem found is reported in one :class:`ConfigError`, a line per key path."""
+    problems = _Problems()
+    top = _keys(raw, set(), "") if not isinstance(raw, dict) else raw
+    problems.check(_keys, top, {"name", "env", "agents", "seeds", "train_steps", "num_envs", "eval",
+                                "output_dir", "logging"}, "")
+    name = problems.check(_str, top.get("name", Path(source).stem), "name", default="config")
+    env = problems.check(_parse_env, top.get("env", {}), default=None)
+    world = problems.check(_check_env, env) if env is not None else None
+    num_envs = problems.check(_int, top.get("num_envs", 64), "num_envs", 1, 65536, default=64)
+    agents = _parse_agents(top.get("agents"), world, num_envs, problems)
+    seeds = problems.check(_parse_seeds, top.get("seeds", 5), default=(0,))
+    evaluation = problems.check(_parse_eval, top.get("eval", {}) or {}, default=EvalConfig())
+    train_steps = problems.check(_int, top.get("train_steps", 0), "train_steps", 0, default=0)
+    output = top.get("output_dir")
+    output_dir = (problems.check(_str, output, "output_dir", default="") if output not in (None, "")
+                  else f"runs/{name}")
+    logging = problems.check(_parse_logging, top.get("logging", {}) or {}, default=LoggingConfig())
+    problems.raise_any(source)
+    return ExperimentConfig(name=name, agents=tuple(agents), env=env, seeds=seeds,
+                            train_steps=train_steps, num_envs=num_envs, eval=evaluation,
+                            output_dir=output_dir, logging=logging)
+
+
+def _parse_env(env_raw: Any) -> EnvConfig:
+    env_raw = _keys(env_raw, {"preset", "overrides"}, "env")
     overrides = env_raw.get("overrides", {}) or {}
-    _keys(overrides, set(overrides), "env.overrides")
+    _keys(overrides, set(overrides) if isinstance(overrides, dict) else set(), "env.overrides")
     for reserved in ("preset", "params"):
         if reserved in overrides:
             raise ConfigError(f"env.overrides.{reserved}: overrides are Params fields; "
                               + ("give the preset as env.preset" if reserved == "preset"
                                  else "give Params fields directly under env.overrides"))
-    env = EnvConfig(preset=_str(env_raw.get("preset", "default"), "env.preset"),
-                    overrides=dict(overrides))
-    world = _check_env(env)
+    return EnvConfig(preset=_str(env_raw.get("preset", "default"), "env.preset"),
+                     overrides=dict(overrides))
 
-    agents_raw = top.get("agents")
+
+def _parse_agents(agents_raw: Any, world: Any, num_envs: int, problems: _Problems
+                  ) -> list[AgentConfig]:
     if not isinstance(agents_raw, list) or not agents_raw:
-        raise ConfigError(f"agents must be a non-empty list, got {agents_raw!r}")
-    num_envs = _int(top.get("num_envs", 64), "num_envs", 1, 65536)
+        problems.check(_fail, f"agents must be a non-empty list, got {agents_raw!r}")
+        return []
     agents = []
     for i, a in enumerate(agents_raw):
-        where = f"agents[{i}]"
-        if isinstance(a, str):
-            a = {"name": a}
-        a = _keys(a, {"name", "label", "params"}, where)
-        params = a.get("params", {}) or {}
-        _keys(params, set(params), f"{where}.params")
-        label = a.get("label", "")
-        if label not in ("", None):
-            label = _str(label, f"{where}.label")
-        agent = AgentConfig(name=_str(a.get("name"), f"{where}.name"), label=label or "",
-                            params=dict(params))
-        _check_agent(agent, where, world, num_envs)
+        agent = problems.check(_parse_agent, a, f"agents[{i}]")
+        if agent is None:
+            continue
         agents.append(agent)
+        if world is not None:
+            problems.check(_check_agent, agent, f"agents[{i}]", world, num_envs)
+    problems.check(_check_labels, agents)
+    return agents
+
+
+def _fail(message: str) -> None:
+    raise ConfigError(message)
+
+
+def _parse_agent(a: Any, where: str) -> AgentConfig:
+    if isinstance(a, str):
+        a = {"name": a}
+    a = _keys(a, {"name", "label", "params"}, where)
+    params = a.get("params", {}) or {}
+    _keys(params, set(params) if isinstance(params, dict) else set(), f"{where}.params")
+    label = a.get("label", "")
+    if label not in ("", None):
+        label = _str(label, f"{where}.label")
+    return AgentConfig(name=_str(a.get("name"), f"{where}.name"), label=label or "",
+                       params=dict(params))
+
+
+def _check_labels(agents: list[AgentConfig]) -> None:
     labels = [a.display for a in agents]
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
     if duplicates:
@@ -159,27 +236,54 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfi
                               f"{file_safe(label)!r}__seed*.json (labels may differ only in "
                               "letters, digits and -_.); give one a distinct `label`")
 
-    seeds_raw = top.get("seeds", 5)
+
+def _parse_seeds(seeds_raw: Any) -> tuple[int, ...]:
     if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool):
-        seeds = tuple(range(_int(seeds_raw, "seeds", 1, 1000)))
-    elif isinstance(seeds_raw, list) and seeds_raw:
+        return tuple(range(_int(seeds_raw, "seeds", 1, 1000)))
+    if isinstance(seeds_raw, list) and seeds_raw:
         seeds = tuple(_int(s, f"seeds[{i}]", 0, 2**31 - 1) for i, s in enumerate(seeds_raw))
         if len(set(seeds)) != len(seeds):
             raise ConfigError(f"seeds must be distinct, got {seeds_raw}")
-    else:
-        raise ConfigError(f"seeds must be a count >= 1 or a non-empty list, got {seeds_raw!r}")
+        return seeds
+    raise ConfigError(f"seeds must be a count >= 1 or a non-empty list, got {seeds_raw!r}")
 
-    ev = _keys(top.get("eval", {}) or {}, {"every_steps", "users", "final_users"}, "eval")
-    evaluation = EvalConfig(every_steps=_int(ev.get("every_steps", 0), "eval.every_steps", 0),
-                            users=_int(ev.get("users", 500), "eval.users", 1, 10**7),
-                            final_users=_int(ev.get("final_users", 2000), "eval.final_users", 1,
-                                             10**7))
-    return ExperimentConfig(
-        name=name, agents=tuple(agents), env=env, seeds=seeds,
-        train_steps=_int(top.get("train_steps", 0), "train_steps", 0),
-        num_envs=num_envs, eval=evaluation,
-        output_dir=_str(top["output_dir"], "output_dir") if top.get("output_dir") not in (None, "")
-        else f"runs/{name}")
+
+def _parse_eval(ev: Any) -> EvalConfig:
+    ev = _keys(ev, {"every_steps", "users", "final_users"}, "eval")
+    problems = _Problems()
+    every = problems.check(_int, ev.get("every_steps", 0), "eval.every_steps", 0)
+    users = problems.check(_int, ev.get("users", 500), "eval.users", 1, 10**7)
+    final = problems.check(_int, ev.get("final_users", 2000), "eval.final_users", 1, 10**7)
+    problems.raise_any("eval")
+    return EvalConfig(every_steps=every, users=users, final_users=final)
+
+
+def _extra_installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _parse_logging(raw: Any) -> LoggingConfig:
+    """``logging``: optional TensorBoard and W&B; a missing extra fails here, before training."""
+    raw = _keys(raw, {"tensorboard", "wandb"}, "logging")
+    tensorboard = raw.get("tensorboard", False)
+    if not isinstance(tensorboard, bool):
+        raise ConfigError(f"logging.tensorboard must be true or false, got {tensorboard!r}")
+    if tensorboard and not _extra_installed("tensorboard"):
+        raise ConfigError("logging.tensorboard needs TensorBoard, which is not installed: "
+                          "pip install 'recsim-gym[tensorboard]'")
+    wandb = raw.get("wandb") or {}
+    if wandb:
+        wandb = _keys(wandb, set(WANDB_KEYS), "logging.wandb")
+        _str(wandb.get("project"), "logging.wandb.project")
+        if wandb.get("mode", "online") not in ("online", "offline", "disabled"):
+            raise ConfigError(f"logging.wandb.mode must be 'online', 'offline' or 'disabled', got "
+                              f"{wandb['mode']!r}")
+        if not _extra_installed("wandb"):
+            raise ConfigError("logging.wandb needs Weights & Biases, which is not installed: "
+                              "pip install 'recsim-gym[wandb]'")
+    return LoggingConfig(tensorboard=tensorboard, wandb=dict(wandb))
 
 
 def _check_env(env: EnvConfig) -> Any:
@@ -204,7 +308,8 @@ def _check_agent(agent: AgentConfig, where: str, params: Any, num_envs: int) -> 
     try:
         registry.resolve(agent.name)
     except (KeyError, ValueError, ImportError, AttributeError, TypeError) as err:
-        raise ConfigError(f"{where}.name: {err}") from err
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise ConfigError(f"{where}.name: {message}") from err
     try:
         built = registry.make(agent.name, params=params, seed=0, **agent.params)
     except (TypeError, ValueError, KeyError) as err:

@@ -349,10 +349,10 @@ def _num(value: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m recsim_gym.experiments.evaluate --help``."""
+    """``recsim evaluate --help`` (also ``python -m recsim_gym.experiments.evaluate``)."""
     from tqdm import tqdm
 
-    parser = argparse.ArgumentParser(prog="python -m recsim_gym.experiments.evaluate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="recsim evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", "--preset", dest="env", default="default", choices=all_preset_names(),
                         help="preset to evaluate on (default: default)")

@@ -111,6 +111,7 @@ class Job:
     config: ExperimentConfig
     agent: AgentConfig
     seed: int
+    run_dir: str | None = None  #: where the run writes (TensorBoard logs); not part of the spec
 
     @property
     def key(self) -> str:
@@ -148,15 +149,27 @@ def git_commit() -> str | None:
         return None
 
 
-def run_job(job: Job) -> dict[str, Any]:
-    """Train (if the agent learns) and evaluate one (agent, seed) pair; returns its record."""
+#: Line of this process's per-job progress bar (under the job bar; one line per local worker).
+_BAR_POSITION = 1
+
+
+def run_job(job: Job, progress: bool = False) -> dict[str, Any]:
+    """Train (if the agent learns) and evaluate one (agent, seed) pair; returns its record.
+    ``progress`` shows a bar of the job's training steps and newest evaluation return."""
     import torch
+    from tqdm import tqdm
 
     from recsim_gym.experiments.training import train_and_evaluate
 
     torch.set_num_threads(1)
     start = time.perf_counter()
-    record = train_and_evaluate(job)
+    bar = tqdm(total=job.config.train_steps, desc=f"  {job.key}", unit="step", unit_scale=True,
+               position=_BAR_POSITION, leave=False, file=sys.stderr,
+               disable=not progress or job.config.train_steps == 0)
+    try:
+        record = train_and_evaluate(job, progress=bar)
+    finally:
+        bar.close()
     record.update({"agent": job.agent.display, "agent_name": job.agent.name, "seed": job.seed,
                    "spec": job.spec, "wall_seconds": time.perf_counter() - start,
                    "git_commit": git_commit()})  # a resumed run may mix commits: the report says so
@@ -189,7 +202,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path | None = None, resume
     if out.exists() and any(jobs_dir.glob("*.json")) and not resume:
         raise FileExistsError(f"{out} already holds results; pass --resume to continue that run "
                               "or choose another output directory")
-    jobs = [Job(config, agent, seed) for agent in config.agents for seed in config.seeds]
+    jobs = [Job(config, agent, seed, str(out)) for agent in config.agents for seed in config.seeds]
     _check_resumable(jobs, jobs_dir)
     write_atomic(out / "manifest.json", json.dumps(manifest(config), indent=2))
     todo = [job for job in jobs if not (jobs_dir / f"{job.key}.json").exists()]
@@ -224,16 +237,22 @@ def write_record(jobs_dir: Path, job: Job, record: dict[str, Any]) -> None:
     write_atomic(jobs_dir / f"{job.key}.json", json.dumps(seal(record), default=_json_default))
 
 
-def run_and_write(job: Job, jobs_dir: Path) -> None:
+def run_and_write(job: Job, jobs_dir: Path, progress: bool = False) -> None:
     """Run ``job`` and write its record: a worker writes its own job's file the moment the job
     ends, so finished work survives the parent's death."""
-    write_record(jobs_dir, job, run_job(job))
+    write_record(jobs_dir, job, run_job(job, progress))
 
 
-def _exit_with_parent(parent: int) -> None:
+def _exit_with_parent(parent: int, slots: Any = None) -> None:
     """Worker initializer: end this process as soon as ``parent`` is gone (``kill -9`` of the
-    parent leaves no idle worker behind)."""
+    parent leaves no idle worker behind); take the next progress-bar line from ``slots``."""
     import threading
+
+    global _BAR_POSITION
+    if slots is not None:
+        with slots.get_lock():
+            slots.value += 1
+            _BAR_POSITION = slots.value
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -254,7 +273,7 @@ def _dispatch(todo: list[Job], jobs_dir: Path, backend: str, workers: int,
         except ImportError as err:
             raise RuntimeError("--backend ray needs Ray: pip install 'recsim[ray]'") from err
         ray.init(address=ray_address, ignore_reinit_error=True, log_to_driver=False)
-        remote = ray.remote(num_cpus=1)(run_job)
+        remote = ray.remote(num_cpus=1)(run_job)  # no per-job bars: workers may be remote
         pending = {remote.remote(job): job for job in todo}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -265,16 +284,17 @@ def _dispatch(todo: list[Job], jobs_dir: Path, backend: str, workers: int,
         from concurrent.futures import ProcessPoolExecutor, as_completed
         from multiprocessing import get_context
 
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(run_and_write, job, jobs_dir): job for job in todo}
+        context = get_context("spawn")
+        slots = context.Value("i", 0)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_exit_with_parent,
+                                 initargs=(os.getpid(), slots)) as pool:
+            futures = {pool.submit(run_and_write, job, jobs_dir, progress): job for job in todo}
             for future in as_completed(futures):
                 future.result()
                 bar.update()
     elif backend == "local":
         for job in todo:
-            bar.set_postfix_str(job.key)
-            run_and_write(job, jobs_dir)
+            run_and_write(job, jobs_dir, progress)
             bar.update()
     else:
         raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")

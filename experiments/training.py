@@ -11,10 +11,16 @@ from recsim_gym.agents import registry
 from recsim_gym.env import seeds
 from recsim_gym.env.simulator import make_simulator
 from recsim_gym.experiments.evaluate import evaluate, make_train_env
+from recsim_gym.experiments.tracking import JobTracker
 
 
-def train_and_evaluate(job: Any) -> dict[str, Any]:
+def train_and_evaluate(job: Any, progress: Any = None) -> dict[str, Any]:
     """The record of one job: learning curve rows, final metrics, timing.
+
+    ``progress`` (optional, a tqdm-like bar of ``train_steps``) is advanced as the agent trains,
+    showing the newest evaluation return. Evaluation rows and the agent's training rows
+    (``agent.last_training_row``) also go to the config's ``logging`` backends
+    (:class:`~recsim_gym.experiments.tracking.JobTracker`).
 
     Agents with ``learn`` train for ``train_steps`` env steps on a (same-step autoreset) vector
     env of ``num_envs`` training users (seeded by :func:`recsim_gym.env.seeds.train_seed`), and are
@@ -30,9 +36,15 @@ def train_and_evaluate(job: Any) -> dict[str, Any]:
     eval_seed = seeds.eval_seed(job.seed)
     env_spec = (cfg.env.preset, cfg.env.overrides)
 
+    tracker = JobTracker(cfg.logging, getattr(job, "run_dir", None), job.key, cfg.name, job.spec)
+
     def evaluate_now(steps: int, users: int) -> dict[str, Any]:
         result = evaluate(agent, env_spec[0], users, seed=eval_seed, **env_spec[1])
-        return {"env_steps": steps, **result.means()}
+        row = {"env_steps": steps, **result.means()}
+        tracker.evaluation(row)
+        if progress is not None:
+            progress.set_postfix_str(f"eval return {row['return']:.1f}")
+        return row
 
     curve: list[dict[str, Any]] = []
     trained = callable(getattr(agent, "learn", None)) and cfg.train_steps > 0
@@ -47,6 +59,9 @@ def train_and_evaluate(job: Any) -> dict[str, Any]:
 
         def callback(_agent: Any, steps_done: int) -> bool:
             nonlocal next_eval, eval_seconds
+            tracker.training(getattr(_agent, "last_training_row", None), steps_done)
+            if progress is not None:
+                progress.update(min(steps_done, cfg.train_steps) - progress.n)
             while every and next_eval < cfg.train_steps and steps_done >= next_eval:
                 start = time.perf_counter()
                 curve.append(evaluate_now(next_eval, cfg.eval.users))
@@ -60,6 +75,8 @@ def train_and_evaluate(job: Any) -> dict[str, Any]:
     final = evaluate(agent, cfg.env.preset, cfg.eval.final_users, seed=eval_seed, **cfg.env.overrides)
     final_means = final.means()
     curve.append({"env_steps": cfg.train_steps if trained else 0, **final_means})
+    tracker.evaluation(curve[-1])
+    tracker.close()
     return {
         "curve": curve, "final": final_means, "trained": trained,
         "final_return_per_user": final.per_user["return"].round(4).tolist(),

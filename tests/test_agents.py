@@ -73,8 +73,12 @@ def test_protocol_errors_name_the_missing_method(tmp_path: Path, monkeypatch) ->
         registry.make("not_agents:ActWithoutObs")
     with pytest.raises(TypeError, match="'observe' is not a method"):
         registry.make("not_agents:ObserveNotCallable")
-    with pytest.raises(TypeError, match="could not build agent 'random'"):
+    # a misspelt hyperparameter reads the same for every agent: unknown ...; valid ...
+    with pytest.raises(ValueError, match=r"unknown 'random' hyperparameter\(s\) \['no_such_option'\]; "
+                                         r"valid hyperparameters: none"):
         registry.make("random", params=make_simulator("static").params, no_such_option=1)
+    with pytest.raises(ValueError, match=r"unknown LinUCBConfig field\(s\) \['alpah'\]; valid fields"):
+        registry.make("linucb", params=make_simulator("static").params, alpah=1)
 
 
 def test_predict_is_the_sb3_signature() -> None:

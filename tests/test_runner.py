@@ -111,6 +111,33 @@ def test_config_files_that_are_not_configs_say_why(tmp_path: Path) -> None:
         load_config(twice)
 
 
+def test_every_config_problem_is_reported_at_once() -> None:
+    raw = {"name": "x", "agents": [{"name": "linucb", "params": {"alpah": 1}}, {"name": "nope"},
+                                   {"name": "random", "params": {"beta": 2}}],
+           "seeds": 0, "eval": {"users": 0, "final_users": -1}, "train_steps": -5, "bogus": 1,
+           "logging": {"tensorboard": "yes"}}
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw)
+    lines = str(error.value).splitlines()
+    assert lines[0] == "config has 9 problems (config):"
+    for path in ("unknown key(s) bogus", "agents[0].params: unknown LinUCBConfig field(s) ['alpah']",
+                 "agents[1].name: unknown agent 'nope'",
+                 "agents[2].params: unknown 'random' hyperparameter(s) ['beta']", "seeds must",
+                 "eval.users must", "eval.final_users must", "train_steps must",
+                 "logging.tensorboard must"):
+        assert sum(line.startswith(f"  - {path}") for line in lines) == 1, (path, lines)
+
+
+def test_a_missing_logging_extra_fails_when_the_config_is_read(monkeypatch) -> None:
+    from recsim_gym.experiments import config as config_module
+
+    monkeypatch.setattr(config_module, "_extra_installed", lambda module: False)
+    with pytest.raises(ConfigError, match=r"pip install 'recsim-gym\[tensorboard\]'"):
+        parse_config({"name": "x", "agents": ["random"], "logging": {"tensorboard": True}})
+    with pytest.raises(ConfigError, match=r"pip install 'recsim-gym\[wandb\]'"):
+        parse_config({"name": "x", "agents": ["random"], "logging": {"wandb": {"project": "p"}}})
+
+
 def test_bad_config_fails_before_training(tmp_path: Path, capsys) -> None:
     code = cli_main(["run", str(_config(tmp_path, eval={"users": -3})), "--quiet"])
     assert code == 2
@@ -339,3 +366,22 @@ def test_cli_version_and_plot_of_a_missing_directory(tmp_path: Path, capsys) -> 
     assert capsys.readouterr().out.startswith("recsim-gym ")
     assert cli_main(["plot", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# --- CLI polish (issue 23) ---------------------------------------------------------------------
+
+def test_recsim_evaluate_is_a_subcommand(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["evaluate", "--help"])
+    assert capsys.readouterr().out.startswith("usage: recsim evaluate")
+    assert cli_main(["evaluate", "--agents", "random", "--users", "5", "--seeds", "1",
+                     "--train-steps", "0"]) == 0
+    assert "random" in capsys.readouterr().out
+
+
+def test_each_job_shows_its_training_steps_and_eval_return(tmp_path: Path, capsys) -> None:
+    config = _config(tmp_path, agents=[{"name": "linucb"}], seeds=1, train_steps=64,
+                     eval={"every_steps": 32, "users": 4, "final_users": 4})
+    assert cli_main(["run", str(config)]) == 0
+    err = capsys.readouterr().err
+    assert "linucb__seed0" in err and "eval return" in err and "jobs: 100%" in err
