@@ -244,7 +244,9 @@ def _plot_panel(out: Path, summary: dict, agents: list[str], colors: dict) -> No
                     transform=ax.transAxes, fontsize=9, color="0.4")
             ax.set_axis_off()
         ax.set_title(label, fontsize=10)
-    fig.suptitle("Engagement, coverage and diversity (mean, 95% CI over seeds)")
+    seeds = sorted({len(e["seeds"]) for e in summary["agents"].values()})
+    fig.suptitle(f"Engagement, coverage and diversity (mean, 95% CI over "
+                 f"{'-'.join(map(str, seeds))} seeds)")
     fig.tight_layout()
     fig.savefig(out / "metrics.png", dpi=120)
     plt.close(fig)

@@ -31,9 +31,10 @@ def _assert_updated(before: list[np.ndarray], model) -> None:
     assert any(not np.array_equal(b, a) for b, a in zip(before, after, strict=True))
 
 
-def test_ppo_one_liner_on_the_registered_id() -> None:
-    model = PPO("MultiInputPolicy", "recsim/default-v0", n_steps=64, batch_size=32, n_epochs=1,
-                seed=0, device="cpu")
+@pytest.mark.parametrize("algo", [PPO, A2C])
+def test_one_liner_on_the_registered_id(algo) -> None:
+    kwargs = dict(n_steps=64, batch_size=32, n_epochs=1) if algo is PPO else dict(n_steps=16)
+    model = algo("MultiInputPolicy", "recsim/default-v0", seed=0, device="cpu", **kwargs)
     before = _snapshot(model)
     model.learn(128)
     assert model.num_timesteps >= 128
