@@ -115,10 +115,11 @@ def make(name: str, params: Any = None, seed: int | None = None, **kwargs: Any) 
         accepted = {}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     unknown = sorted(set(kwargs) - set(accepted)) if accepted and not takes_any else []
-    if unknown:  # the same message as a Config's unknown field (agents with a config class)
-        valid = sorted(set(accepted) - {"params", "seed", "self"})
-        raise ValueError(f"unknown {name!r} hyperparameter(s) {unknown}; valid hyperparameters: "
-                         f"{valid if valid else 'none (it takes no hyperparameters)'}")
+    if unknown:  # worded as a Config's unknown field, the message of agents with a config class
+        valid = [key for key in accepted if key not in ("params", "seed", "self")]
+        owner = getattr(factory, "__name__", name)
+        raise ValueError(f"unknown {owner} field(s) {unknown}; valid fields: {valid}"
+                         + ("" if valid else f" ({name!r} takes no hyperparameters)"))
     for key, value in (("params", params), ("seed", seed)):
         if value is not None and key in accepted and key not in kwargs:
             kwargs[key] = value

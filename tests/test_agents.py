@@ -74,8 +74,8 @@ def test_protocol_errors_name_the_missing_method(tmp_path: Path, monkeypatch) ->
     with pytest.raises(TypeError, match="'observe' is not a method"):
         registry.make("not_agents:ObserveNotCallable")
     # a misspelt hyperparameter reads the same for every agent: unknown ...; valid ...
-    with pytest.raises(ValueError, match=r"unknown 'random' hyperparameter\(s\) \['no_such_option'\]; "
-                                         r"valid hyperparameters: none"):
+    with pytest.raises(ValueError, match=r"unknown RandomAgent field\(s\) \['no_such_option'\]; "
+                                         r"valid fields: \[\] \('random' takes no hyperparameters\)"):
         registry.make("random", params=make_simulator("static").params, no_such_option=1)
     with pytest.raises(ValueError, match=r"unknown LinUCBConfig field\(s\) \['alpah'\]; valid fields"):
         registry.make("linucb", params=make_simulator("static").params, alpah=1)

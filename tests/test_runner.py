@@ -122,7 +122,7 @@ def test_every_config_problem_is_reported_at_once() -> None:
     assert lines[0] == "config has 9 problems (config):"
     for path in ("unknown key(s) bogus", "agents[0].params: unknown LinUCBConfig field(s) ['alpah']",
                  "agents[1].name: unknown agent 'nope'",
-                 "agents[2].params: unknown 'random' hyperparameter(s) ['beta']", "seeds must",
+                 "agents[2].params: unknown RandomAgent field(s) ['beta']", "seeds must",
                  "eval.users must", "eval.final_users must", "train_steps must",
                  "logging.tensorboard must"):
         assert sum(line.startswith(f"  - {path}") for line in lines) == 1, (path, lines)
