@@ -85,6 +85,18 @@ def test_make_vec_env_subproc_trains_from_a_user_script(tmp_path) -> None:
     assert int(done.stdout.split("timesteps")[1]) >= 256
 
 
+def test_subproc_workers_import_the_module_named_in_the_id() -> None:
+    """Where the workers cannot re-import a script (notebooks, this test), Gymnasium's
+    ``module:id`` form makes each worker import recsim_gym.env itself."""
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    envs = make_vec_env("recsim_gym.env:recsim/default-v0", n_envs=2, seed=0, env_kwargs=SMALL,
+                        vec_env_cls=SubprocVecEnv)
+    model = A2C("MultiInputPolicy", envs, n_steps=16, seed=0, device="cpu").learn(128)
+    assert model.num_timesteps >= 128
+    envs.close()
+
+
 def test_repeats_are_filled_and_counted_by_default() -> None:
     env = RecSimEnv(**SMALL)
     env.reset(seed=3)
