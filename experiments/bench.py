@@ -10,7 +10,9 @@ harness (random agent, 10,000 users to the end of their lifetimes).
 
 ``python -m recsim_gym.experiments.bench train`` times training: env-steps per second of ``learn`` for each
 given agent (and keyword variant) on the same preset and budget, one after another in this
-process, so their ratios are measured in one run.
+process, so their ratios are measured in one run. The rate counts the steps actually trained
+(PPO trains whole rollouts). ``--compare REF`` runs the same variants at git commit REF too,
+alternated with this checkout, and prints this/REF ratios.
 
 Figures are only comparable within one run (shared, noisy machines): compare ratios.
 """
@@ -185,6 +187,10 @@ def bench_train(preset: str, variants: list[tuple[str, dict[str, Any]]], steps: 
         if not callable(getattr(agent, "learn", None)):
             raise SystemExit(f"agent {name!r} has no learn(): it trains online or from logs, "
                              "which this benchmark does not time")
+    sim = make_simulator(preset)  # warm-up: the first variant must not pay numba's compilation
+    state = sim.reset(np.arange(2, dtype=np.uint64))
+    sim.step(state, random_slates(np.random.default_rng(seed), 2, sim.params.num_candidates,
+                                  sim.params.slate_size))
     rows: list[dict[str, Any]] = []
     for (name, kwargs), agent in zip(variants, agents, strict=True):
         # as the runner trains, on the same users for every variant (agents that step their own
@@ -193,14 +199,98 @@ def bench_train(preset: str, variants: list[tuple[str, dict[str, Any]]], steps: 
         start = time.perf_counter()
         agent.learn(env, steps)
         seconds = time.perf_counter() - start
+        trained = steps_trained(agent, steps)
         rows.append({"benchmark": "train", "preset": preset, "agent": name, "kwargs": kwargs,
-                     "steps": steps, "threads": threads, "seconds": seconds,
-                     "steps_per_s": steps / seconds})
+                     "steps": steps, "steps_trained": trained, "threads": threads,
+                     "seconds": seconds, "steps_per_s": trained / seconds})
         ratio = rows[-1]["steps_per_s"] / rows[0]["steps_per_s"]
-        print(f"{name} {json.dumps(kwargs)}: {steps:,} env-steps in {seconds:.1f} s = "
+        asked = "" if trained == steps else f" (asked for {steps:,}; it trains in whole batches)"
+        print(f"{name} {json.dumps(kwargs)}: {trained:,} env-steps{asked} in {seconds:.1f} s = "
               f"{rows[-1]['steps_per_s']:,.0f}/s ({ratio:.2f} x the first)", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"python": platform.python_version(), "rows": rows}, indent=2))
+    print(f"wrote {out}")
+    return rows
+
+
+def steps_trained(agent: Any, asked: int) -> int:
+    """The env-steps ``learn`` actually took: PPO trains whole rollouts (``n_steps`` x envs), so
+    it can take more than it was asked for; agents that count their steps say so."""
+    model = getattr(agent, "model", None)
+    for value in (getattr(model, "num_timesteps", None), getattr(agent, "env_steps", None)):
+        if isinstance(value, int) and value > 0:
+            return value
+    return asked
+
+
+def compare_train(ref: str, argv: list[str], rounds: int, out: Path) -> list[dict[str, Any]]:
+    """``bench train`` of this checkout and of commit ``ref``, alternated ``rounds`` times in
+    fresh processes (this, ref, this, ref, ...) on the same machine in one invocation; prints
+    each variant's median env-steps/s on both sides and their ratio.
+
+    ``ref`` is checked out into a temporary git worktree and imported in place of this
+    checkout through a ``recsim_gym`` shim on ``PYTHONPATH`` (it must have this package layout:
+    ``recsim_env/``, ``agents/``, ``experiments/``)."""
+    import os
+    import statistics
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists() and subprocess.run(
+            ["git", "-C", str(root), "rev-parse"], capture_output=True).returncode != 0:
+        raise SystemExit(f"--compare needs a git checkout of recsim-gym; {root} is not one")
+    with tempfile.TemporaryDirectory(prefix="recsim-bench-") as tmp:
+        tree = Path(tmp) / "ref"
+        added = subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(tree), ref],
+                               capture_output=True, text=True)
+        if added.returncode != 0:
+            raise SystemExit(f"--compare {ref}: cannot check it out: {added.stderr.strip()}")
+        try:
+            shim = Path(tmp) / "shim" / "recsim_gym"
+            shim.mkdir(parents=True)
+            for name, source in (("env", "recsim_env"), ("agents", "agents"), ("experiments", "experiments")):
+                if not (tree / source / "__init__.py").exists():
+                    raise SystemExit(f"--compare {ref}: it has no {source}/ package (commits before "
+                                     "the recsim_gym layout cannot be compared this way)")
+                (shim / name).symlink_to(tree / source)
+            sides = {"this": dict(os.environ),
+                     ref: {**os.environ, "PYTHONPATH": os.pathsep.join(
+                         [str(shim.parent), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}}
+            rates: dict[tuple[str, str], list[float]] = {}
+            asked_only: set[str] = set()
+            for round_index in range(-1, rounds):  # round -1 warms up (numba compiles its cache)
+                for side, env in sides.items():
+                    result = Path(tmp) / f"{round_index}-{'ref' if side == ref else 'this'}.json"
+                    done = subprocess.run([sys.executable, "-m", "recsim_gym.experiments.bench", "train",
+                                           *argv, "--out", str(result)], env=env, cwd=tmp,
+                                          capture_output=True, text=True)
+                    if done.returncode != 0:
+                        raise SystemExit(f"bench train at {side} failed:\n{done.stderr[-2000:]}")
+                    if round_index < 0:
+                        continue
+                    for row in json.loads(result.read_text())["rows"]:
+                        label = f"{row['agent']} {json.dumps(row['kwargs'])}"
+                        if "steps_trained" not in row:
+                            asked_only.add(side)
+                        trained = row.get("steps_trained", row["steps"])
+                        rates.setdefault((label, side), []).append(trained / row["seconds"])
+                    print(f"round {round_index + 1}/{rounds}: {side} done", file=sys.stderr, flush=True)
+        finally:
+            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)],
+                           capture_output=True)
+    rows = []
+    labels = list(dict.fromkeys(label for label, _ in rates))
+    print(f"\nmedian env-steps/s over {rounds} alternated rounds after a warm-up round (this "
+          f"checkout vs {ref})")
+    if asked_only:
+        print(f"note: {', '.join(sorted(asked_only))} reports the steps asked for, not those trained; "
+              "for agents that train whole rollouts (PPO) give --steps a multiple of the rollout")
+    for label in labels:
+        mine, theirs = (statistics.median(rates[(label, side)]) for side in ("this", ref))
+        rows.append({"variant": label, "this": mine, "ref": theirs, "ratio": mine / theirs})
+        print(f"{label:<48} {mine:>10,.0f} {theirs:>10,.0f}   {mine / theirs:.2f} x {ref}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"ref": ref, "rounds": rounds, "rows": rows}, indent=2))
     print(f"wrote {out}")
     return rows
 
@@ -215,6 +305,19 @@ def _variant(text: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(parsed, dict):
         raise argparse.ArgumentTypeError(f"keyword arguments in {text!r} must be a JSON object")
     return name, parsed
+
+
+def _without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """``argv`` without the options ``names`` and their values (``--x v`` or ``--x=v``)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in names:
+            skip = True
+        elif not arg.startswith(tuple(f"{name}=" for name in names)):
+            kept.append(arg)
+    return kept
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -249,6 +352,11 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--steps", type=int, default=100_000, help="env-steps per variant (default: 100000)")
     tr.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     tr.add_argument("--out", type=Path, default=Path("bench_results/train.json"))
+    tr.add_argument("--compare", metavar="REF", default=None,
+                    help="also run the same variants at git commit REF, alternated with this "
+                         "checkout in fresh processes, and print the ratios")
+    tr.add_argument("--rounds", type=int, default=2,
+                    help="alternated rounds per side with --compare (default: 2)")
     args = parser.parse_args(argv)
     if args.what == "train":
         from recsim_gym.agents import registry
@@ -256,8 +364,13 @@ def main(argv: list[str] | None = None) -> None:
         unknown = [name for name, _ in args.variants if name not in registry.list_agents()]
         if unknown:
             parser.error(f"unknown agent(s) {unknown}; registered: {sorted(registry.list_agents())}")
-        if args.steps < 1 or args.threads < 1:
-            parser.error(f"--steps and --threads must be >= 1, got {args.steps}, {args.threads}")
+        if args.steps < 1 or args.threads < 1 or args.rounds < 1:
+            parser.error(f"--steps, --threads and --rounds must be >= 1, got {args.steps}, "
+                         f"{args.threads}, {args.rounds}")
+        if args.compare:
+            passed = _without_options(argv[1:], ("--compare", "--rounds", "--out"))
+            compare_train(args.compare, passed, args.rounds, args.out)
+            return
         bench_train(args.preset, args.variants, args.steps, args.threads, args.out)
         return
     if args.what == "eval":

@@ -18,7 +18,47 @@ def test_train_benchmark_times_each_variant(tmp_path, capsys) -> None:
     assert [row["agent"] for row in rows] == ["ppo_attention", "slateq"]
     assert rows[0]["kwargs"]["num_envs"] == 8 and rows[1]["kwargs"]["hidden"] == 16
     assert all(row["steps"] == 128 and row["seconds"] > 0 and row["steps_per_s"] > 0 for row in rows)
+    # PPO trains whole rollouts of n_steps x num_envs = 64 steps: 128 is two of them; SlateQ
+    # steps 64 users at a time
+    assert [row["steps_trained"] for row in rows] == [128, 128]
+    assert all(row["steps_per_s"] == row["steps_trained"] / row["seconds"] for row in rows)
     assert "x the first" in capsys.readouterr().out
+
+
+def test_the_rate_counts_the_steps_actually_trained(tmp_path, capsys) -> None:
+    out = tmp_path / "train.json"
+    tiny = '{"num_envs": 8, "n_steps": 8, "batch_size": 32, "n_epochs": 1}'
+    bench.main(["train", f"ppo_attention:{tiny}", "--steps", "100", "--out", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["steps"] == 100 and row["steps_trained"] == 128  # two rollouts of 64
+    assert "128 env-steps (asked for 100" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # four fresh processes
+def test_compare_alternates_this_checkout_and_a_commit(tmp_path, capsys) -> None:
+    import subprocess
+
+    root = bench.Path(bench.__file__).resolve().parents[1]
+    if subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    out = tmp_path / "compare.json"
+    bench.main(["train", "popularity", "--steps", "256", "--compare", "HEAD", "--rounds", "1",
+                "--out", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["variant"] == "popularity {}" and row["this"] > 0 and row["ref"] > 0
+    assert row["ratio"] == pytest.approx(row["this"] / row["ref"])
+    assert "x HEAD" in capsys.readouterr().out
+
+
+def test_compare_refuses_an_unknown_commit(tmp_path) -> None:
+    with pytest.raises(SystemExit, match="cannot check it out"):
+        bench.main(["train", "popularity", "--steps", "64", "--compare", "no-such-ref-xyz",
+                    "--out", str(tmp_path / "c.json")])
+
+
+def test_without_options_drops_options_and_their_values() -> None:
+    argv = ["slateq", "--steps", "5", "--compare", "HEAD~1", "--rounds=3", "--out", "x.json"]
+    assert bench._without_options(argv, ("--compare", "--rounds", "--out")) == ["slateq", "--steps", "5"]
 
 
 @pytest.mark.parametrize("argv,message", [
