@@ -271,7 +271,7 @@ def _dispatch(todo: list[Job], jobs_dir: Path, backend: str, workers: int,
         try:
             import ray
         except ImportError as err:
-            raise RuntimeError("--backend ray needs Ray: pip install 'recsim[ray]'") from err
+            raise RuntimeError("--backend ray needs Ray: pip install 'recsim-gym[ray]'") from err
         ray.init(address=ray_address, ignore_reinit_error=True, log_to_driver=False)
         remote = ray.remote(num_cpus=1)(run_job)  # no per-job bars: workers may be remote
         pending = {remote.remote(job): job for job in todo}

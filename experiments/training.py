@@ -28,6 +28,15 @@ def train_and_evaluate(job: Any, progress: Any = None) -> dict[str, Any]:
     agents without ``learn`` are evaluated once. The final evaluation uses ``eval.final_users``
     held-out users.
     """
+    tracker = JobTracker(job.config.logging, getattr(job, "run_dir", None), job.key,
+                         job.config.name, job.spec)
+    try:
+        return _train_and_evaluate(job, progress, tracker)
+    finally:
+        tracker.close()  # also when training fails: no writer thread is left behind
+
+
+def _train_and_evaluate(job: Any, progress: Any, tracker: JobTracker) -> dict[str, Any]:
     cfg = job.config
     sim = make_simulator(cfg.env.preset, **cfg.env.overrides)
     np.random.seed(job.seed)  # for agents that use numpy's global RNG
@@ -35,8 +44,6 @@ def train_and_evaluate(job: Any, progress: Any = None) -> dict[str, Any]:
     agent = registry.make(job.agent.name, params=sim.params, seed=job.seed, **job.agent.params)
     eval_seed = seeds.eval_seed(job.seed)
     env_spec = (cfg.env.preset, cfg.env.overrides)
-
-    tracker = JobTracker(cfg.logging, getattr(job, "run_dir", None), job.key, cfg.name, job.spec)
 
     def evaluate_now(steps: int, users: int) -> dict[str, Any]:
         result = evaluate(agent, env_spec[0], users, seed=eval_seed, **env_spec[1])
@@ -71,12 +78,13 @@ def train_and_evaluate(job: Any, progress: Any = None) -> dict[str, Any]:
 
         start = time.perf_counter()
         agent.learn(env, cfg.train_steps, callback=callback)
+        if progress is not None:
+            progress.update(max(cfg.train_steps - progress.n, 0))
         train_seconds = time.perf_counter() - start - eval_seconds
     final = evaluate(agent, cfg.env.preset, cfg.eval.final_users, seed=eval_seed, **cfg.env.overrides)
     final_means = final.means()
     curve.append({"env_steps": cfg.train_steps if trained else 0, **final_means})
     tracker.evaluation(curve[-1])
-    tracker.close()
     return {
         "curve": curve, "final": final_means, "trained": trained,
         "final_return_per_user": final.per_user["return"].round(4).tolist(),
