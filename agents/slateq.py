@@ -64,6 +64,7 @@ from recsim_gym.env.simulator import make_simulator, simulator_for
 OBS_KEYS = ("candidates", "history", "user")
 SLOT_KEY = "slot"  # the env slot (user) a transition came from, carried through the n-step queue
 CROSS_KEY = "cross_features"  # cached user x candidate features in a batch (with_cross_features)
+IDS_KEY = "item_ids"  # cached hashed item ids of a batch's candidates (SlateQAgent._prepared)
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,9 @@ class CandidateScorer(nn.Module):
         joint = self.item_in(cand) + self.context_in(ctx)[:, None]
         offset = None
         if self.item_bias is not None:
-            ids = hashed_item_ids(obs["candidates"], self.id_columns, self.item_bias.num_embeddings)
+            ids = obs.get(IDS_KEY)  # hashed once per observation batch by SlateQAgent._prepared
+            if ids is None:
+                ids = hashed_item_ids(obs["candidates"], self.id_columns, self.item_bias.num_embeddings)
             offset = self.item_bias(ids).squeeze(-1)
         return joint, ctx, offset
 
@@ -439,6 +442,15 @@ class SlateQAgent(BaseAgent):
         self.epsilon = 0.0
         self.env_steps = 0
 
+    def _prepared(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``obs`` with what every network reading it shares, computed once: the cross features
+        and the candidates' hashed item ids (the Q, target and choice networks hash alike)."""
+        obs = with_cross_features(obs, self.num_topics)
+        if self.q.item_bias is not None and IDS_KEY not in obs:
+            obs = {**obs, IDS_KEY: hashed_item_ids(obs["candidates"], self.q.id_columns,
+                                                   self.q.item_bias.num_embeddings)}
+        return obs
+
     def _online_networks(self) -> dict[str, nn.Module]:
         """The trained networks, by the names :attr:`averaged` keeps their averages under."""
         return {"q": self.q, "choice": self.choice}
@@ -453,7 +465,7 @@ class SlateQAgent(BaseAgent):
     @torch.no_grad()
     def act(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> np.ndarray:
         """Best slates under the learned Q and choice model; epsilon-random if not deterministic."""
-        x = with_cross_features(_tensors(obs), self.num_topics)
+        x = self._prepared(_tensors(obs))
         q_net, choice_net = self.q, self.choice
         if deterministic and self.averaged:
             q_net, choice_net = self.averaged["q"], self.averaged["choice"]
@@ -500,7 +512,7 @@ class SlateQAgent(BaseAgent):
         ``split_immediate``: R's loss on the immediate reward plus C's on the rest of the target)."""
         cfg, k = self.config, self.slate_size
         for key in ("obs", "next_obs"):
-            batch[key] = with_cross_features(batch[key], self.num_topics)
+            batch[key] = self._prepared(batch[key])
         member_targets = len(self.q.members) >= 2
         target = self.td_target(batch, per_member=member_targets)  # (K, B) with member_targets
         clicked = batch["position"] < k
