@@ -137,10 +137,12 @@ class _Problems:
         try:
             return function(*args)
         except ConfigError as err:
-            text = str(err)
-            self.messages.extend(text.split("\n  - ")[1:] if text.startswith("config has")
-                                 else [text])
+            self.note(str(err))
             return default
+
+    def note(self, message: str) -> None:
+        """Record one problem."""
+        self.messages.append(message)
 
     def raise_any(self, source: str) -> None:
         if len(self.messages) == 1:
@@ -154,7 +156,9 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfi
     """Validate a config mapping (checks the env preset, overrides and agent names too);
     every problem found is reported in one :class:`ConfigError`, a line per key path."""
     problems = _Problems()
-    top = _keys(raw, set(), "") if not isinstance(raw, dict) else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config must be a mapping, got {type(raw).__name__}")
+    top = raw
     problems.check(_keys, top, {"name", "env", "agents", "seeds", "train_steps", "num_envs", "eval",
                                 "output_dir", "logging"}, "")
     name = problems.check(_str, top.get("name", Path(source).stem), "name", default="config")
@@ -163,7 +167,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfi
     num_envs = problems.check(_int, top.get("num_envs", 64), "num_envs", 1, 65536, default=64)
     agents = _parse_agents(top.get("agents"), world, num_envs, problems)
     seeds = problems.check(_parse_seeds, top.get("seeds", 5), default=(0,))
-    evaluation = problems.check(_parse_eval, top.get("eval", {}) or {}, default=EvalConfig())
+    evaluation = _parse_eval(top.get("eval", {}) or {}, problems)
     train_steps = problems.check(_int, top.get("train_steps", 0), "train_steps", 0, default=0)
     output = top.get("output_dir")
     output_dir = (problems.check(_str, output, "output_dir", default="") if output not in (None, "")
@@ -191,7 +195,7 @@ def _parse_env(env_raw: Any) -> EnvConfig:
 def _parse_agents(agents_raw: Any, world: Any, num_envs: int, problems: _Problems
                   ) -> list[AgentConfig]:
     if not isinstance(agents_raw, list) or not agents_raw:
-        problems.check(_fail, f"agents must be a non-empty list, got {agents_raw!r}")
+        problems.note(f"agents must be a non-empty list, got {agents_raw!r}")
         return []
     agents = []
     for i, a in enumerate(agents_raw):
@@ -203,10 +207,6 @@ def _parse_agents(agents_raw: Any, world: Any, num_envs: int, problems: _Problem
             problems.check(_check_agent, agent, f"agents[{i}]", world, num_envs)
     problems.check(_check_labels, agents)
     return agents
-
-
-def _fail(message: str) -> None:
-    raise ConfigError(message)
 
 
 def _parse_agent(a: Any, where: str) -> AgentConfig:
@@ -248,14 +248,17 @@ def _parse_seeds(seeds_raw: Any) -> tuple[int, ...]:
     raise ConfigError(f"seeds must be a count >= 1 or a non-empty list, got {seeds_raw!r}")
 
 
-def _parse_eval(ev: Any) -> EvalConfig:
-    ev = _keys(ev, {"every_steps", "users", "final_users"}, "eval")
-    problems = _Problems()
-    every = problems.check(_int, ev.get("every_steps", 0), "eval.every_steps", 0)
-    users = problems.check(_int, ev.get("users", 500), "eval.users", 1, 10**7)
-    final = problems.check(_int, ev.get("final_users", 2000), "eval.final_users", 1, 10**7)
-    problems.raise_any("eval")
-    return EvalConfig(every_steps=every, users=users, final_users=final)
+def _parse_eval(ev: Any, problems: _Problems) -> EvalConfig:
+    """``eval``, each field checked on its own (a bad one falls back to its default)."""
+    default = EvalConfig()
+    ev = problems.check(_keys, ev, {"every_steps", "users", "final_users"}, "eval", default={})
+    return EvalConfig(
+        every_steps=problems.check(_int, ev.get("every_steps", 0), "eval.every_steps", 0,
+                                   default=default.every_steps),
+        users=problems.check(_int, ev.get("users", 500), "eval.users", 1, 10**7,
+                             default=default.users),
+        final_users=problems.check(_int, ev.get("final_users", 2000), "eval.final_users", 1,
+                                   10**7, default=default.final_users))
 
 
 def _extra_installed(module: str) -> bool:
