@@ -158,10 +158,9 @@ def _plot_final(out: Path, summary: dict, agents: list[str], colors: dict) -> No
         values = summary["agents"][agent]["metrics"]["return"]["per_seed"]
         ax.scatter(np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)), values, s=10,
                    color="black", zorder=3, label="one seed" if i == 0 else None)
-    seeds = sorted({len(summary["agents"][a]["seeds"]) for a in names})
     ax.legend(fontsize=8, loc="upper right")
     ax.set_title(f"Final lifetime return on held-out users (mean, 95% CI over "
-                 f"{'-'.join(map(str, seeds))} seeds; dots: seeds)")
+                 f"{_seed_counts(summary, names)[1]} seeds; dots: seeds)")
     fig.tight_layout()
     fig.savefig(out / "final_return.png", dpi=120)
     plt.close(fig)
@@ -179,9 +178,8 @@ def _plot_improvement(out: Path, summary: dict, agents: list[str], colors: dict)
     points = {a: np.array([iqm[a]["value"]]) for a in names}
     intervals = {a: np.array([[_or(iqm[a]["ci"][0], iqm[a]["value"])],
                               [_or(iqm[a]["ci"][1], iqm[a]["value"])]]) for a in names}
-    seeds = sorted({len(summary["agents"][a]["seeds"]) for a in names})
-    few = seeds[0] < MIN_BOOTSTRAP_SEEDS
-    counts = "-".join(map(str, seeds))
+    fewest, counts = _seed_counts(summary, names)
+    few = fewest < MIN_BOOTSTRAP_SEEDS
     fig, ax = plot_utils.plot_interval_estimates(
         points, intervals, metric_names=["IQM"], algorithms=names,
         colors={a: colors[a] for a in names}, xlabel="", subfigure_width=8.0,
@@ -221,10 +219,17 @@ def _plot_improvement(out: Path, summary: dict, agents: list[str], colors: dict)
     ax.set_xlim(-0.03, 1.03)
     ax.set_title("Probability of improvement over the reference (rliable, 95% stratified-"
                  "bootstrap CI)" + (f"\nfew seeds ({counts}): the CI is too narrow, and P is a "
-                                    f"multiple of 1/{seeds[0] ** 2}" if few else ""), fontsize=10, pad=20)
+                                    f"multiple of 1/{fewest ** 2}" if few else ""), fontsize=10, pad=20)
     fig.savefig(target, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return None
+
+
+def _seed_counts(summary: dict, names: list[str]) -> tuple[int, str]:
+    """The fewest seeds of agents ``names`` and their seed counts as a label ("3" or "2-5")."""
+    counts = sorted({len(summary["agents"][a]["seeds"]) for a in names})
+    label = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return counts[0], label
 
 
 def _or(value: float, fallback: float) -> float:
@@ -244,9 +249,8 @@ def _plot_panel(out: Path, summary: dict, agents: list[str], colors: dict) -> No
                     transform=ax.transAxes, fontsize=9, color="0.4")
             ax.set_axis_off()
         ax.set_title(label, fontsize=10)
-    seeds = sorted({len(e["seeds"]) for e in summary["agents"].values()})
     fig.suptitle(f"Engagement, coverage and diversity (mean, 95% CI over "
-                 f"{'-'.join(map(str, seeds))} seeds)")
+                 f"{_seed_counts(summary, list(summary['agents']))[1]} seeds)")
     fig.tight_layout()
     fig.savefig(out / "metrics.png", dpi=120)
     plt.close(fig)
