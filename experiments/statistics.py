@@ -164,18 +164,18 @@ def _poi_matrix(x: np.ndarray, y: np.ndarray) -> float:
 
 def seed_warnings(seeds_by_agent: dict[str, list[int]]) -> list[str]:
     """Sentences for the report about what the seed counts allow."""
-    warnings = []
+    notes = []
     counts = sorted({len(s) for s in seeds_by_agent.values()})
     if counts and counts[0] < 2:
         single = [a for a, s in seeds_by_agent.items() if len(s) < 2]
-        warnings.append(f"{', '.join(single)}: one seed, so no interval across seeds is shown.")
+        notes.append(f"{', '.join(single)}: one seed, so no interval across seeds is shown.")
     if counts and counts[0] < MIN_BOOTSTRAP_SEEDS:
-        warnings.append(
+        notes.append(
             f"Few seeds ({counts[0]}{'-' + str(counts[-1]) if len(counts) > 1 else ''}): the "
             f"bootstrap intervals of IQM and P(improvement) resample only these runs and are too "
             f"narrow below {MIN_BOOTSTRAP_SEEDS} seeds (read them as the spread of the runs, not as "
             "95% intervals); the Student-t intervals of means are wide for the same reason.")
-    return warnings
+    return notes
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -43,11 +43,6 @@ class JobTracker:
                                      dir=str(run_dir) if run_dir is not None else None,
                                      **{k: v for k, v in logging.wandb.items() if k != "group"})
 
-    @property
-    def active(self) -> bool:
-        """True when some backend receives the rows."""
-        return self._writer is not None or self._wandb is not None
-
     def _log(self, prefix: str, row: dict[str, Any], step: int) -> None:
         values = {f"{prefix}/{name.split('/')[-1] if prefix == 'train' else name}": float(value)
                   for name, value in row.items() if name != "env_steps"
