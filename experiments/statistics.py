@@ -118,9 +118,7 @@ def reference_agent(final: dict[str, dict[int, dict[str, float]]]) -> str | None
 
 def iqm(values: np.ndarray) -> float:
     """Interquartile mean of the runs (rliable's ``aggregate_iqm``)."""
-    from rliable import metrics
-
-    return float(metrics.aggregate_iqm(np.asarray(values, dtype=float).reshape(-1, 1)))
+    return float(_iqm_matrix(np.asarray(values, dtype=float).reshape(-1, 1)))
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:

@@ -14,6 +14,7 @@ from rliable import metrics
 from recsim_gym.experiments.statistics import (
     BOUNDS,
     MIN_BOOTSTRAP_SEEDS,
+    _poi_matrix,
     iqm,
     probability_of_improvement,
     rliable_interval,
@@ -98,6 +99,11 @@ def test_probability_of_improvement_counts_ties_as_half() -> None:
     assert probability_of_improvement([1, 2], [1, 2]) == 0.5
     assert probability_of_improvement([3, 4], [1, 2]) == 1.0
     assert probability_of_improvement([1, 3], [2, 2]) == 0.5
+    # the statistic each bootstrap resample computes is rliable's, without scipy's test machinery
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, y = rng.integers(0, 4, (2, 5)).astype(float)
+        assert _poi_matrix(x[:, None], y[:, None]) == pytest.approx(probability_of_improvement(x, y))
 
 
 @pytest.mark.parametrize(("seeds", "warned"), [(1, True), (3, True), (MIN_BOOTSTRAP_SEEDS, False)])
