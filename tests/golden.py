@@ -9,6 +9,14 @@
 
 ``tests/test_golden.py`` recomputes them and compares. A digest that changes means behaviour
 changed: that is a finding to explain, never a file to regenerate silently.
+
+The env digests are exact integer and IEEE arithmetic and hold on every machine. The agent
+digests also hash float results whose last bits depend on the CPU's instruction set: numpy's
+SIMD ``log2``/``exp`` (novelty, diversity), BLAS, and torch's kernels, whose ulp differences
+training amplifies. They are recorded per *float platform*, named by :func:`float_platform` (a
+digest of such results on fixed inputs); on a platform with no record they are skipped, and
+``python -m tests.golden --write`` adds that platform's record (at a commit whose behaviour is
+known to be unchanged).
 """
 
 from __future__ import annotations
@@ -95,6 +103,67 @@ def agent_fingerprint(preset: str, overrides: dict[str, Any], agent: str, params
     return _digest(np.array(curve, dtype=np.float64), np.array(record["final_return_per_user"]))
 
 
+def float_platform() -> str:
+    """Digest of float results that differ between CPU instruction sets: numpy's vectorised
+    transcendental functions and BLAS, a numba-compiled loop, and the torch kernels the agents
+    train with (linear layers forward and backward, softmax, attention, layer norm, Adam)."""
+    import torch
+    from numba import njit
+
+    @njit(cache=False)
+    def _loop(x):  # numba's own code generation for exp/log
+        total = 0.0
+        for v in x:
+            total += np.exp(v) * np.log1p(abs(v))
+        return total
+
+    gen = np.random.default_rng(7)
+    x = gen.normal(size=4099)
+    a, b = gen.normal(size=(67, 67)), gen.normal(size=67)
+    parts: list[Any] = [np.log2(np.abs(x) + 1e-3), np.exp(x), np.log(np.abs(x) + 1e-3), np.tanh(x),
+                        np.linalg.norm(x.reshape(-1, 1)[:4096].reshape(64, 64), axis=1),
+                        np.linalg.solve(a @ a.T + np.eye(67), b), a @ a, np.array(_loop(x))]
+    torch.manual_seed(7)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        net = torch.nn.Sequential(torch.nn.Linear(37, 128), torch.nn.ReLU(), torch.nn.LayerNorm(128),
+                                  torch.nn.Linear(128, 1))
+        optim = torch.optim.Adam(net.parameters(), lr=1e-3)
+        inputs = torch.randn(256, 20, 37)
+        q, k, v = torch.randn(3, 64, 2, 29, 8).unbind(0)
+        for _ in range(3):
+            out = net(inputs).squeeze(-1)
+            attended = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            loss = out.softmax(1).square().sum() + torch.nn.functional.mse_loss(out, out.tanh().detach())
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            parts += [out.detach().numpy(), attended.numpy()]
+        parts += [p.detach().numpy() for p in net.parameters()]
+    finally:
+        torch.set_num_threads(threads)
+    return _digest(*parts)[:12]
+
+
+def read_golden() -> dict[str, Any]:
+    """``tests/golden.json``: ``{"env": {key: digest}, "platforms": {platform: {"cpu": ...,
+    "agents": {key: digest}}}}``."""
+    return json.loads(GOLDEN.read_text())
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def fingerprints(only: set[str] | None = None) -> dict[str, str]:
     """Every digest (or those named in ``only``), keyed ``env/<preset>`` and ``agent/<label>``."""
     import recsim_gym.env  # noqa: F401  (registers the ids)
@@ -110,8 +179,23 @@ def fingerprints(only: set[str] | None = None) -> dict[str, str]:
     return out
 
 
+def write_golden(result: dict[str, str]) -> None:
+    """Record ``result``: the env digests (which must equal any already recorded: they do not
+    depend on the platform) and this float platform's agent digests."""
+    golden = read_golden() if GOLDEN.exists() else {"env": {}, "platforms": {}}
+    env = {key: value for key, value in result.items() if key.startswith("env/")}
+    changed = sorted(key for key in env if golden["env"].get(key, env[key]) != env[key])
+    if changed:
+        raise SystemExit(f"env digests {changed} differ from the record: behaviour changed")
+    golden["env"].update(env)
+    agents = {key: value for key, value in result.items() if key.startswith("agent/")}
+    golden["platforms"][float_platform()] = {"cpu": _cpu_name(), "agents": agents}
+    GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
+
+
 if __name__ == "__main__":
     result = fingerprints()
     print(json.dumps(result, indent=1))
+    print(f"float platform {float_platform()} ({_cpu_name()})")
     if "--write" in sys.argv:
-        GOLDEN.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        write_golden(result)
