@@ -29,7 +29,7 @@ import numpy as np
 from recsim_gym.env import kernel, rng
 from recsim_gym.env.catalog import Catalog, candidate_popularity_ramp
 from recsim_gym.env.params import Params
-from recsim_gym.env.world import END_REASONS, StepResult, UserBatch
+from recsim_gym.env.world import END_REASONS, StepResult, UserBatch, empty_result
 
 __all__ = ["END_REASONS", "State", "StepResult", "observe", "observation_shapes", "reset", "reset_into",
            "step"]
@@ -66,16 +66,8 @@ class State(UserBatch):
 
 def reset(params: Params, catalog: Catalog, keys: np.ndarray) -> State:
     """Fresh users for episode keys ``keys`` (B,) uint64."""
-    b, t = keys.shape[0], params.num_topics
-    h_dim = t + 3 + len(HISTORY_FLAGS)
-    state = State(
-        key=keys.astype(np.uint64), stream=np.empty(b, np.uint32), t=np.empty(b, np.int64),
-        interest=np.empty((b, t), np.float32), base_interest=np.empty((b, t), np.float32),
-        declared=np.empty((b, t), np.float32), fatigue=np.empty((b, t), np.float32),
-        satisfaction=np.empty(b, np.float32),
-        candidates=np.empty((b, params.num_candidates), np.int64),
-        history=np.empty((b, params.history_length, h_dim), np.float32))
-    reset_into(params, catalog, state, np.arange(b), state.key)
+    state = empty_state(params, keys.shape[0])
+    reset_into(params, catalog, state, np.arange(keys.shape[0]), keys.astype(np.uint64))
     return state
 
 
@@ -119,28 +111,47 @@ def _kernel_inputs(params: Params, catalog: Catalog) -> tuple[np.ndarray, ...]:
     return inputs
 
 
-def step(params: Params, catalog: Catalog, state: State, slate: np.ndarray
-         ) -> tuple[State, StepResult]:
+def step(params: Params, catalog: Catalog, state: State, slate: np.ndarray,
+         out: tuple[State | None, StepResult | None] | None = None) -> tuple[State, StepResult]:
     """Advance every user one step given ``slate`` (B, k) of distinct candidate positions.
 
     The slate is assumed valid (the env shells validate it). Returns the new state and the
     per-user outcome; ``state`` is not modified. The per-user arithmetic runs in
     :func:`recsim_gym.env.kernel.step_kernel` (its docstring lists the equations).
+
+    ``out``: a ``(state, result)`` pair whose arrays are overwritten instead of allocating new
+    ones (either may be None): a spent state of the same batch size (never ``state`` itself) and a
+    previous result. The env shells use it to step without allocating.
     """
     constants, flags, codes, regime_codes = _kernel_inputs(params, catalog)
-    (interest, base, fatigue, satisfaction, candidates, history, reward, click, conversion, revenue,
-     position, item, probs, terminated, truncated, end_reason) = kernel.step_kernel(
+    new_state, result = out if out is not None else (None, None)
+    if new_state is None:
+        new_state = empty_state(params, state.batch_size)
+    if new_state is state:
+        raise ValueError("step(out=...) must not be the state being stepped")
+    new_state.key, new_state.declared = state.key, state.declared
+    if result is None:
+        result = empty_result(state.batch_size, params.slate_size)
+    kernel.step_kernel(
         catalog.features, catalog.hidden, catalog.retrieval_table, catalog.slot_phase, codes,
         regime_codes, state.stream, state.t, state.interest, state.base_interest, state.fatigue,
-        state.satisfaction, state.candidates, state.history, slate, constants, flags)
-    new_state = State(key=state.key, stream=state.stream + rng.WEYL32, t=state.t + 1,
-                      interest=interest, base_interest=base, declared=state.declared,
-                      fatigue=fatigue, satisfaction=satisfaction, candidates=candidates,
-                      history=history)
-    result = StepResult(reward=reward, click=click, conversion=conversion, revenue=revenue,
-                        position=position, item=item, choice_probs=probs, terminated=terminated,
-                        truncated=truncated, end_reason=end_reason)
+        state.satisfaction, state.candidates, state.history, slate, constants, flags,
+        new_state.stream, new_state.t, new_state.interest, new_state.base_interest, new_state.fatigue,
+        new_state.satisfaction, new_state.candidates, new_state.history, result.reward, result.click,
+        result.conversion, result.revenue, result.position, result.item, result.choice_probs,
+        result.terminated, result.truncated, result.end_reason)
     return new_state, result
+
+
+def empty_state(params: Params, batch_size: int) -> State:
+    """Uninitialised state arrays for ``batch_size`` users (``reset`` and ``step`` fill them)."""
+    b, t = batch_size, params.num_topics
+    return State(
+        key=np.empty(b, np.uint64), stream=np.empty(b, np.uint32), t=np.empty(b, np.int64),
+        interest=np.empty((b, t), np.float32), base_interest=np.empty((b, t), np.float32),
+        declared=np.empty((b, t), np.float32), fatigue=np.empty((b, t), np.float32),
+        satisfaction=np.empty(b, np.float32), candidates=np.empty((b, params.num_candidates), np.int64),
+        history=np.empty((b, params.history_length, t + 3 + len(HISTORY_FLAGS)), np.float32))
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,8 +177,10 @@ def observation_shapes(params: Params) -> dict[str, tuple[tuple[int, ...], float
     return shapes
 
 
-def observe(params: Params, catalog: Catalog, state: State) -> dict[str, np.ndarray]:
-    """Observation dict with a leading batch axis. Every array is new (safe to keep).
+def observe(params: Params, catalog: Catalog, state: State,
+            out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Observation dict with a leading batch axis: new arrays (safe to keep), or with ``out``
+    (a previous observation of the same batch size) written into those arrays.
 
     * ``candidates`` (m, T+3): topic vector, appeal, price feature, observed popularity.
     * ``history`` (H, T+6): the last H interactions, oldest first: the clicked item (or, on a
@@ -177,17 +190,22 @@ def observe(params: Params, catalog: Catalog, state: State) -> dict[str, np.ndar
       drift), then the episode progress ``t / max_steps``.
     * with ``observe_latent``: ``interest``, ``fatigue``, ``satisfaction``, ``candidate_quality``.
     """
-    cand = np.take(catalog.features, state.candidates, axis=0)
+    b = state.batch_size
+    if out is None:
+        out = {key: np.empty((b, *shape), np.float32)
+               for key, (shape, _, _) in observation_shapes(params).items()}
+    # mode="clip": with out=, the default mode="raise" writes into a temporary copy first
+    cand = np.take(catalog.features, state.candidates, axis=0, out=out["candidates"], mode="clip")
     ramp = candidate_popularity_ramp(catalog, params, state.candidates, state.t)
     if ramp is not None:
         cand[..., -1] *= ramp
-    user = np.empty((state.batch_size, params.num_topics + 1), dtype=np.float32)
+    user = out["user"]
     user[:, :-1] = state.declared
-    user[:, -1] = state.t * np.float32(1.0 / params.max_steps)
-    obs = {"candidates": cand, "history": state.history.copy(), "user": user}
+    np.multiply(state.t, np.float32(1.0 / params.max_steps), out=user[:, -1], casting="unsafe")
+    np.copyto(out["history"], state.history)
     if params.observe_latent:
-        obs["interest"] = state.interest.copy()
-        obs["fatigue"] = state.fatigue.copy()
-        obs["satisfaction"] = state.satisfaction[:, None].copy()
-        obs["candidate_quality"] = np.take(catalog.quality, state.candidates)
-    return obs
+        np.copyto(out["interest"], state.interest)
+        np.copyto(out["fatigue"], state.fatigue)
+        np.copyto(out["satisfaction"][:, 0], state.satisfaction)
+        np.take(catalog.quality, state.candidates, out=out["candidate_quality"], mode="clip")
+    return out

@@ -131,6 +131,8 @@ class RecSimEnv(gym.Env):
         self._episode = 0
         self._spec: EnvSpec | None = None
         self._shown: tuple[Any, np.ndarray, dict[str, Any], float] | None = None
+        # (spent state, previous result): the next step writes into them instead of allocating
+        self._spare: tuple[Any, Any] | None = None
 
     @property
     def spec(self) -> EnvSpec | None:
@@ -172,18 +174,21 @@ class RecSimEnv(gym.Env):
                                "call env.reset() to start a new user")
         slate, filled = validate_slates(action, self.params, None, return_filled=True)
         before = self._state
-        self._state, result = self.sim.step(self._state, slate)
+        # without renders nothing keeps the old state: it becomes the next step's buffers
+        self._state, result = self.sim.step(self._state, slate, self._spare)
         terminated, truncated = bool(result.terminated[0]), bool(result.truncated[0])
         self._done = terminated or truncated
         info = {
             "click": bool(result.click[0]), "conversion": bool(result.conversion[0]),
             "revenue": float(result.revenue[0]), "position": int(result.position[0]),
-            "item": int(result.item[0]), "choice_probs": result.choice_probs[0],
+            "item": int(result.item[0]), "choice_probs": result.choice_probs[0].copy(),
             "end_reason": self.sim.end_reasons[result.end_reason[0]], "filled": int(filled[0]),
         }
         reward = float(result.reward[0])
         if self.render_mode is not None:
             self._shown = (before, slate[0], info, reward)
+        else:
+            self._spare = (before, result)
         return self._obs(), reward, terminated, truncated, info
 
     def render(self) -> str | np.ndarray | None:
@@ -209,7 +214,8 @@ class RecSimEnv(gym.Env):
 
     @property
     def state(self) -> core.State | None:
-        """The current (latent) state, batch size 1; for debugging and oracles."""
+        """The current (latent) state, batch size 1; for debugging and oracles. The env reuses
+        its state objects: this one is overwritten two steps later (copy what you keep)."""
         return self._state
 
 
@@ -229,16 +235,21 @@ class RecSimVectorEnv(VectorEnv):
     resets at once; the last observation is in ``info["final_obs"]`` rows where
     ``info["_final_obs"]``) or ``DISABLED`` (use ``reset(options={"reset_mask": mask})``).
 
-    Observations are new arrays every step: keeping or modifying them is safe.
+    Observations, rewards and info arrays are new arrays every step: keeping or modifying them
+    is safe. With ``reuse_buffers=True`` every step writes into the same arrays instead (no
+    allocation: at large B that saves the page faults of fresh memory every step); the next
+    step then overwrites what the previous one returned, so copy what you keep.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
     def __init__(self, num_envs: int = 1, preset: str = "default", params: Params | None = None,
                  autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
-                 render_mode: str | None = None, **overrides: Any):
+                 render_mode: str | None = None, reuse_buffers: bool = False, **overrides: Any):
         if isinstance(num_envs, bool) or not isinstance(num_envs, numbers.Integral) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        if not isinstance(reuse_buffers, bool | np.bool_):
+            raise ValueError(f"reuse_buffers must be True or False, got {reuse_buffers!r}")
         num_envs = int(num_envs)
         if render_mode is not None:
             raise ValueError(f"render_mode {render_mode!r}: the vector env does not render; render "
@@ -258,13 +269,22 @@ class RecSimVectorEnv(VectorEnv):
         self._ended = np.zeros(num_envs, dtype=bool)
         self._all_true = np.ones(num_envs, dtype=bool)
         self._all_true.setflags(write=False)
+        self.reuse_buffers = bool(reuse_buffers)
+        self._spare_state: Any = None  # the spent state: the next step writes into it
+        self._result: Any = None  # with reuse_buffers: the outcome arrays every step fills
+        self._obs_buffers: dict[str, dict[str, np.ndarray]] = {}  # with reuse_buffers: "obs", "final"
 
     # ------------------------------------------------------------------------------------
     def _keys(self, index: np.ndarray | slice = slice(None)) -> np.ndarray:
         return seed_to_key(self._seeds[index], self._episodes[index])
 
-    def _obs(self) -> dict[str, np.ndarray]:
-        return self.sim.observe(self._state)
+    def _obs(self, which: str = "obs") -> dict[str, np.ndarray]:
+        """The observation of the current state: new arrays, or with ``reuse_buffers`` the
+        ``which`` buffers ("obs" for the step's, "final" for ``info["final_obs"]``)."""
+        if not self.reuse_buffers:
+            return self.sim.observe(self._state)
+        self._obs_buffers[which] = self.sim.observe(self._state, self._obs_buffers.get(which))
+        return self._obs_buffers[which]
 
     def _reset_slots(self, index: np.ndarray, seeds: np.ndarray | None = None) -> None:
         """Start the next episode in slots ``index`` (in place on the env's own state), or the
@@ -307,6 +327,7 @@ class RecSimVectorEnv(VectorEnv):
         else:
             self._episodes += np.uint64(1)
         self._state = self.sim.reset(self._keys())
+        self._spare_state = None
         self._ended[:] = False
         return self._obs(), {}
 
@@ -322,7 +343,11 @@ class RecSimVectorEnv(VectorEnv):
         slates, filled = validate_slates(actions, self.params, self.num_envs, return_filled=True)
         restarting = np.flatnonzero(self._ended) if (
             self.autoreset_mode == AutoresetMode.NEXT_STEP) else np.empty(0, dtype=np.int64)
-        self._state, result = self.sim.step(self._state, slates)
+        spent = self._state
+        self._state, result = self.sim.step(self._state, slates, (self._spare_state, self._result))
+        self._spare_state = spent  # the env's own: nothing else holds it
+        if self.reuse_buffers:
+            self._result = result
         reward, terminated, truncated = result.reward, result.terminated, result.truncated
         info = self._info(result, restarting, filled)
         if restarting.size:
@@ -336,7 +361,7 @@ class RecSimVectorEnv(VectorEnv):
         self._ended = ended
         if self.autoreset_mode == AutoresetMode.SAME_STEP and ended.any():
             index = np.flatnonzero(ended)
-            info["final_obs"] = self.sim.observe(self._state)
+            info["final_obs"] = self._obs("final")
             info["_final_obs"] = ended.copy()
             self._reset_slots(index)
         return self._obs(), reward, terminated, truncated, info
@@ -358,5 +383,6 @@ class RecSimVectorEnv(VectorEnv):
 
     @property
     def state(self) -> core.State | None:
-        """The current batched (latent) state; for debugging and oracles."""
+        """The current batched (latent) state; for debugging and oracles. The env reuses its
+        state objects: this one is overwritten two steps later (copy what you keep)."""
         return self._state

@@ -37,13 +37,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtri
 
-from recsim_gym.env import rng
+from recsim_gym.env import ie_kernel, rng
 from recsim_gym.env.fields import Config, option
 from recsim_gym.env.fields import field_table as config_field_table
 from recsim_gym.env.render import UserView
-from recsim_gym.env.world import StepResult, UserBatch, WorldModel, register_world
+from recsim_gym.env.world import StepResult, UserBatch, WorldModel, empty_result, register_world
 
 #: ``StepResult.end_reason`` codes of this preset.
 END_NONE, END_BUDGET, END_MAX_STEPS = 0, 1, 2
@@ -58,7 +57,6 @@ QUALITY_BOUND = 100.0
 
 CHOICE_MODELS = ("proportional", "logit", "proportional_cascade", "exponential_cascade")
 
-_HALF_ULP24 = np.float32(2.0**-25)  # shifts 24-bit uniforms from [0, 1) into (0, 1)
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -201,151 +199,81 @@ class IEState(UserBatch):
     response: np.ndarray  #: (B, k, T+4) float32 last step's response per slate position
 
 
-def _normals(u: np.ndarray) -> np.ndarray:
-    """Standard normals from 24-bit uniforms in [0, 1) (inverse CDF, |z| <= 5.9)."""
-    return ndtri(u + _HALF_ULP24).astype(np.float64)
-
-
 class InterestEvolutionWorld(WorldModel):
-    """Batched RecSim interest-evolution dynamics (see the module docstring)."""
+    """Batched RecSim interest-evolution dynamics (see the module docstring); the arithmetic
+    runs in the compiled :mod:`recsim_gym.env.ie_kernel`."""
 
     def __init__(self, params: InterestEvolutionParams):  # no catalog: documents are per step
         self.params = params
         self._means = params.quality_means()
         self._eye = np.eye(params.num_topics, dtype=np.float32)
+        self._constants, self._flags = ie_kernel.constants(params)
+        m, t = params.num_candidates, params.num_topics
+        self._step_codes = rng.column_codes(2 + 2 * m, rng.SALT_STEP).astype(np.uint64)
+        self._reset_codes = rng.column_codes(t + 2 * m, rng.SALT_RESET).astype(np.uint64)
 
     end_reasons = END_REASONS
-
-    # ------------------------------------------------------------------ documents
-    def _documents(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates' topics and qualities (B, m) from uniforms (B, 2m)."""
-        p, m = self.params, self.params.num_candidates
-        topic = np.minimum((u[:, :m] * p.num_topics).astype(np.int64), p.num_topics - 1)
-        quality = self._means[topic] + p.quality_std * _normals(u[:, m:])
-        return topic, quality
 
     # ------------------------------------------------------------------ reset
     def reset(self, keys: np.ndarray) -> IEState:
         """New users for episode keys ``keys`` (B,) uint64."""
-        p = self.params
         keys = np.asarray(keys, dtype=np.uint64)
-        b, t, m = keys.shape[0], p.num_topics, p.num_candidates
-        stream = rng.stream_start(keys)
-        u = rng.uniforms(stream, t + 2 * m, rng.SALT_RESET)
-        topic, quality = self._documents(u[:, t:])
+        state = self.empty_state(keys.shape[0])
+        self.reset_into(state, np.arange(keys.shape[0]), keys)
+        return state
+
+    def empty_state(self, batch_size: int) -> IEState:
+        """Uninitialised state arrays for ``batch_size`` users (``reset`` and ``step`` fill them)."""
+        p, b = self.params, batch_size
+        t, m, k = p.num_topics, p.num_candidates, p.slate_size
         return IEState(
-            key=keys.copy(), stream=stream, t=np.zeros(b, np.int64),
-            interest=u[:, :t].astype(np.float64) * 2.0 - 1.0,
-            budget=np.full(b, p.time_budget), watched=np.zeros(b), no_clicks=np.zeros(b, np.int64),
-            cand_topic=topic, cand_quality=quality,
-            history=np.zeros((b, p.history_length, t + len(HISTORY_FLAGS)), np.float32),
-            response=np.zeros((b, p.slate_size, t + len(RESPONSE_FIELDS)), np.float32))
+            key=np.empty(b, np.uint64), stream=np.empty(b, np.uint32), t=np.empty(b, np.int64),
+            interest=np.empty((b, t)), budget=np.empty(b), watched=np.empty(b),
+            no_clicks=np.empty(b, np.int64), cand_topic=np.empty((b, m), np.int64),
+            cand_quality=np.empty((b, m)),
+            history=np.empty((b, p.history_length, t + len(HISTORY_FLAGS)), np.float32),
+            response=np.empty((b, k, t + len(RESPONSE_FIELDS)), np.float32))
+
+    def reset_into(self, state: IEState, index: np.ndarray, keys: np.ndarray) -> None:
+        """Start new episodes with ``keys`` for users ``index`` of ``state``, in place."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        state.key[index] = keys
+        ie_kernel.reset_kernel(
+            np.asarray(index, dtype=np.int64), rng.stream_start(keys), self._reset_codes, self._means,
+            self.params.quality_std, self.params.time_budget, state.stream, state.t, state.interest,
+            state.budget, state.watched, state.no_clicks, state.cand_topic, state.cand_quality,
+            state.history, state.response)
 
     # ------------------------------------------------------------------ choice
     def choice_probs(self, scores: np.ndarray) -> np.ndarray:
         """Click probability per slate position, then no-click (B, k+1), from the raw scores
         ``<interest, features>`` (B, k) of the slate, under ``params.choice_model``."""
-        p = self.params
-        b, k = scores.shape
-        if p.choice_model == "proportional":
-            mass = np.empty((b, k + 1))
-            mass[:, :k] = scores - p.min_normalizer
-            mass[:, k] = p.no_click_mass - p.min_normalizer
-            return mass / mass.sum(axis=1, keepdims=True)
-        if p.choice_model == "logit":
-            logits = np.empty((b, k + 1))
-            logits[:, :k] = scores
-            logits[:, k] = p.no_click_mass
-            e = np.exp(logits - logits.max(axis=1, keepdims=True))
-            return e / e.sum(axis=1, keepdims=True)
-        base = scores - p.min_normalizer if p.choice_model == "proportional_cascade" else np.exp(scores)
-        click = p.attention_prob * p.score_scaling * base  # click prob of an examined position
-        reach = np.cumprod(np.concatenate([np.ones((b, 1)), 1.0 - click], axis=1), axis=1)
-        probs = np.empty((b, k + 1))
-        probs[:, :k] = reach[:, :k] * click
-        probs[:, k] = reach[:, k]
-        return probs / probs.sum(axis=1, keepdims=True)  # RecSim's choose_item normalises too
-
-    def _single_item_score(self, scores: np.ndarray) -> np.ndarray:
-        """The choice model's score of an item scored alone (RecSim's ``expected_utility``)."""
-        p = self.params
-        if p.choice_model == "proportional":
-            return scores - p.min_normalizer
-        if p.choice_model == "logit":
-            return 1.0 / (1.0 + np.exp(p.no_click_mass - scores))
-        base = scores - p.min_normalizer if p.choice_model == "proportional_cascade" else np.exp(scores)
-        return p.attention_prob * p.score_scaling * base
+        return ie_kernel.batch_choice_probs(np.asarray(scores, dtype=np.float64),
+                                            self._flags[ie_kernel.I_CHOICE], self._constants)
 
     # ------------------------------------------------------------------ step
-    def step(self, state: IEState, slates: np.ndarray) -> tuple[IEState, StepResult]:
-        """One step for every user (``slates`` (B, k) already validated)."""
-        p = self.params
-        b, k, m = state.batch_size, p.slate_size, p.num_candidates
-        rows = np.arange(b)
-        col = rows[:, None]
-        u = rng.uniforms(state.stream, 2 + 2 * m, rng.SALT_STEP)
-
-        shown_topic = state.cand_topic[col, slates]  # (B, k)
-        shown_quality = state.cand_quality[col, slates]
-        scores = state.interest[col, shown_topic]  # <interest, one-hot features>
-        probs = self.choice_probs(scores)
-        cdf = np.cumsum(probs, axis=1)
-        choice = np.minimum((u[:, :1] >= cdf[:, :k]).sum(axis=1), k)  # k = no click
-        click = choice < k
-        pos = np.minimum(choice, k - 1)
-        topic = shown_topic[rows, pos]
-        quality = shown_quality[rows, pos]
-        theta = scores[rows, pos]
-
-        # Watch time and budget (IEvUserModel._generate_click_response / update_state).
-        watch = np.where(click, np.minimum(np.maximum(state.budget, 0.0), p.video_length), 0.0)
-        utility = p.user_quality_factor * self._single_item_score(theta) + (
-            p.document_quality_factor * quality)
-        budget = np.where(click, state.budget - watch + p.user_update_alpha * watch * utility,
-                          state.budget - p.step_penalty)
-
-        # Interest of the clicked topic moves toward (or away from) the document.
-        step_size = p.interest_step_max - (p.interest_step_max / p.interest_step_zero) * np.abs(theta)
-        update = step_size * (1.0 - theta)
-        toward = u[:, 1] < (theta + 1.0) / 2.0
-        new_theta = np.minimum(np.maximum(np.where(toward, theta + update, theta - update), -1.0), 1.0)
-        interest = state.interest.copy()
-        clicked_rows = np.flatnonzero(click)
-        interest[clicked_rows, topic[clicked_rows]] = new_theta[clicked_rows]
-
-        t = state.t + 1
-        terminated = budget <= 0.0
-        truncated = ~terminated & (t >= p.max_steps)
-        end_reason = np.where(terminated, END_BUDGET, np.where(truncated, END_MAX_STEPS, END_NONE))
-
-        # Observation records: history entry (clicked item, else the first shown) and response.
-        tn = p.num_topics
-        entry = np.empty((b, tn + len(HISTORY_FLAGS)), np.float32)
-        entry[:, :tn] = self._eye[np.where(click, topic, shown_topic[:, 0])]
-        entry[:, tn] = click
-        entry[:, tn + 1] = watch / p.video_length
-        entry[:, tn + 2] = 1.0
-        history = np.concatenate([state.history[:, 1:], entry[:, None]], axis=1)
-        response = np.empty_like(state.response)
-        response[:, :, :tn] = self._eye[shown_topic]
-        response[:, :, tn] = 0.0
-        response[rows, pos, tn] = click
-        response[:, :, tn + 1] = 0.0
-        response[rows, pos, tn + 1] = watch
-        response[:, :, tn + 2] = np.minimum(np.maximum(shown_quality, -QUALITY_BOUND), QUALITY_BOUND)
-        response[:, :, tn + 3] = 1.0
-
-        cand_topic, cand_quality = self._documents(u[:, 2:])  # RecSim resamples every step
-        new_state = IEState(
-            key=state.key, stream=state.stream + rng.WEYL32, t=t, interest=interest, budget=budget,
-            watched=state.watched + watch, no_clicks=state.no_clicks + ~click,
-            cand_topic=cand_topic, cand_quality=cand_quality, history=history, response=response)
-        result = StepResult(
-            reward=watch.astype(np.float32), click=click, conversion=np.zeros(b, bool),
-            revenue=np.zeros(b, np.float32), position=np.where(click, choice, -1).astype(np.int64),
-            item=np.where(click, slates[rows, pos], -1).astype(np.int64),
-            choice_probs=probs.astype(np.float32), terminated=terminated, truncated=truncated,
-            end_reason=end_reason.astype(np.int8))
+    def step(self, state: IEState, slates: np.ndarray,
+             out: tuple[IEState | None, StepResult | None] | None = None) -> tuple[IEState, StepResult]:
+        """One step for every user (``slates`` (B, k) already validated); ``out`` as in
+        :meth:`WorldModel.step` (arrays to overwrite instead of allocating)."""
+        new_state, result = out if out is not None else (None, None)
+        if new_state is None:
+            new_state = self.empty_state(state.batch_size)
+        if new_state is state:
+            raise ValueError("step(out=...) must not be the state being stepped")
+        new_state.key = state.key
+        if result is None:
+            result = empty_result(state.batch_size, self.params.slate_size)
+        result.conversion[:] = False  # no conversions or revenue in RecSim's world
+        result.revenue[:] = 0.0
+        ie_kernel.step_kernel(
+            self._step_codes, self._means, self.params.quality_std, state.stream, state.t,
+            state.interest, state.budget, state.watched, state.no_clicks, state.cand_topic,
+            state.cand_quality, state.history, state.response, slates, self._constants, self._flags,
+            new_state.stream, new_state.t, new_state.interest, new_state.budget, new_state.watched,
+            new_state.no_clicks, new_state.cand_topic, new_state.cand_quality, new_state.history,
+            new_state.response, result.reward, result.click, result.position, result.item,
+            result.choice_probs, result.terminated, result.truncated, result.end_reason)
         return new_state, result
 
     def user_view(self, state: IEState, index: int) -> UserView:
@@ -379,8 +307,9 @@ class InterestEvolutionWorld(WorldModel):
             shapes["candidate_quality"] = ((m,), -QUALITY_BOUND, QUALITY_BOUND)
         return shapes
 
-    def observe(self, state: IEState) -> dict[str, np.ndarray]:
-        """Batched observation dict (new arrays); keys in the README section on this preset.
+    def observe(self, state: IEState, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Batched observation dict: new arrays, or written into ``out`` (a previous observation
+        of the same batch size); keys in the README section on this preset.
 
         * ``candidates`` (m, T): topic one-hot of each candidate (RecSim's document observation).
         * ``history`` (H, T+3): last H steps, oldest first: topic of the clicked item (of the
@@ -392,20 +321,23 @@ class InterestEvolutionWorld(WorldModel):
         * ``observe_latent``: ``interest``, ``time_budget`` (1,), ``candidate_quality`` (m,).
         """
         p = self.params
-        user = np.empty((state.batch_size, 2), np.float32)
-        user[:, 0] = state.watched / p.time_budget
-        user[:, 1] = state.no_clicks * (p.step_penalty / p.time_budget)
-        obs = {"candidates": self._eye[state.cand_topic], "history": state.history.copy(),
-               "user": user}
-        if p.exposure == "recsim" or p.observe_latent:
-            obs["interest"] = state.interest.astype(np.float32)
+        if out is None:
+            out = {key: np.empty((state.batch_size, *shape), np.float32)
+                   for key, (shape, _, _) in self.observation_shapes().items()}
+        user = out["user"]
+        np.divide(state.watched, p.time_budget, out=user[:, 0], casting="unsafe")
+        np.multiply(state.no_clicks, p.step_penalty / p.time_budget, out=user[:, 1], casting="unsafe")
+        np.take(self._eye, state.cand_topic, axis=0, out=out["candidates"], mode="clip")  # no temp copy
+        np.copyto(out["history"], state.history)
+        if "interest" in out:
+            np.copyto(out["interest"], state.interest, casting="same_kind")
         if p.exposure == "recsim":
-            obs["response"] = state.response.copy()
+            np.copyto(out["response"], state.response)
         if p.observe_latent:
-            obs["time_budget"] = state.budget[:, None].astype(np.float32)
-            obs["candidate_quality"] = np.clip(state.cand_quality, -QUALITY_BOUND,
-                                               QUALITY_BOUND).astype(np.float32)
-        return obs
+            np.copyto(out["time_budget"][:, 0], state.budget, casting="same_kind")
+            np.clip(state.cand_quality, -QUALITY_BOUND, QUALITY_BOUND, out=out["candidate_quality"],
+                    casting="same_kind")
+        return out
 
 
 def make_simulator(params: InterestEvolutionParams | None = None, **overrides: Any

@@ -59,31 +59,19 @@ def _uniform(stream: np.uint64, code: np.uint64) -> float:
 
 @njit(cache=True, nogil=True)
 def step_kernel(features, hidden, retrieval_table, slot_phase, codes, regime_codes, stream, t,
-               interest, base_interest, fatigue, satisfaction, candidates, history, slate, c, flags):
-    """One step for every user. Returns the new state arrays and the per-user outcome."""
+               interest, base_interest, fatigue, satisfaction, candidates, history, slate, c, flags,
+               new_stream, new_t, new_interest, new_base, new_fatigue, new_satisfaction,
+               new_candidates, new_history, reward, click, conversion, revenue, position,
+               clicked_item, probs, terminated, truncated, end_reason):
+    """One step for every user: reads the state arrays and ``slate``, writes the new state
+    arrays and the per-user outcome into the ``new_*`` and outcome arrays (which must not be
+    the inputs: the caller allocates them, or reuses a spent state's)."""
     b_size, n_topics = interest.shape
     k = slate.shape[1]
     h_len = history.shape[1]
     item_dim = features.shape[1]
     noise_cols = flags[I_NOISE_COLS]
     lifetime, num_items, generations = flags[I_LIFETIME], flags[I_NUM_ITEMS], flags[I_GENERATIONS]
-
-    new_interest = np.empty_like(interest)
-    new_base = base_interest.copy()
-    new_fatigue = np.empty_like(fatigue)
-    new_satisfaction = np.empty_like(satisfaction)
-    new_candidates = np.empty_like(candidates)
-    new_history = np.empty_like(history)
-    reward = np.empty(b_size, np.float32)
-    click = np.empty(b_size, np.bool_)
-    conversion = np.empty(b_size, np.bool_)
-    revenue = np.empty(b_size, np.float32)
-    position = np.empty(b_size, np.int64)
-    clicked_item = np.empty(b_size, np.int64)
-    probs = np.empty((b_size, k + 1), np.float32)
-    terminated = np.empty(b_size, np.bool_)
-    truncated = np.empty(b_size, np.bool_)
-    end_reason = np.empty(b_size, np.int8)
     weights = np.empty(k + 1)
     scratch_declared = np.empty(n_topics, np.float32)
     preference = np.empty(n_topics)
@@ -95,6 +83,10 @@ def step_kernel(features, hidden, retrieval_table, slot_phase, codes, regime_cod
 
     for b in range(b_size):
         s = np.uint64(stream[b])
+        new_stream[b] = stream[b] + np.uint32(0x9E3779B9)  # rng.WEYL32: the next step's counter
+        new_t[b] = t[b] + 1
+        for d in range(n_topics):
+            new_base[b, d] = base_interest[b, d]
         # --- 1. choice ---------------------------------------------------------------------
         for d in range(n_topics):
             preference[d] = beta * interest[b, d] - phi * fatigue[b, d]
@@ -177,7 +169,9 @@ def step_kernel(features, hidden, retrieval_table, slot_phase, codes, regime_cod
         end_reason[b] = 1 if churned else (2 if truncated[b] else 0)
 
         # --- 5. history and next candidates ------------------------------------------------
-        new_history[b, : h_len - 1] = history[b, 1:]
+        for h in range(h_len - 1):  # shift by one entry (explicit loops: no slice views)
+            for f in range(history.shape[2]):
+                new_history[b, h, f] = history[b, h + 1, f]
         new_history[b, h_len - 1, :item_dim] = features[logged]
         if generations > 1:  # a new item's observed popularity is still ramping up (cold start)
             age = (t[b] + slot_phase[logged % num_items]) % lifetime
@@ -187,10 +181,6 @@ def step_kernel(features, hidden, retrieval_table, slot_phase, codes, regime_cod
         new_history[b, h_len - 1, item_dim + 2] = 1.0
         _retrieve(s, codes, 4 + noise_cols, steps, retrieval_table, slot_phase, lifetime, num_items,
                   generations, new_candidates[b])
-
-    return (new_interest, new_base, new_fatigue, new_satisfaction, new_candidates, new_history,
-            reward, click, conversion, revenue, position, clicked_item, probs, terminated, truncated,
-            end_reason)
 
 
 @njit(cache=True)

@@ -52,13 +52,16 @@ class DefaultWorld(WorldModel):
         """Start new episodes with ``keys`` for users ``index`` of ``state``, in place (autoreset)."""
         core.reset_into(self.params, self.catalog, state, index, keys)
 
-    def step(self, state: core.State, slates: np.ndarray) -> tuple[core.State, core.StepResult]:
-        """One step for every user (``slates`` already validated)."""
-        return core.step(self.params, self.catalog, state, slates)
+    def step(self, state: core.State, slates: np.ndarray, out: tuple[Any, Any] | None = None
+             ) -> tuple[core.State, core.StepResult]:
+        """One step for every user (``slates`` already validated); ``out`` as in
+        :meth:`WorldModel.step`."""
+        return core.step(self.params, self.catalog, state, slates, out)
 
-    def observe(self, state: core.State) -> dict[str, np.ndarray]:
-        """Batched observation dict (new arrays)."""
-        return core.observe(self.params, self.catalog, state)
+    def observe(self, state: core.State, out: dict[str, np.ndarray] | None = None
+                ) -> dict[str, np.ndarray]:
+        """Batched observation dict: new arrays, or written into ``out``."""
+        return core.observe(self.params, self.catalog, state, out)
 
     def observation_shapes(self) -> dict[str, tuple[tuple[int, ...], float, float]]:
         """Per-user observation key -> (shape, low, high)."""

@@ -10,7 +10,9 @@ any registered world by preset name)::
     obs = world.observe(state)                    # dict of (B, ...) float32 arrays
 
 ``step`` never writes into the state it is given; ``reset_into`` is the one in-place
-operation, for states the caller owns (the env shells' autoreset). The Gymnasium envs, the
+operation, for states the caller owns (the env shells' autoreset). ``step(..., out=...)`` and
+``observe(..., out=...)`` write into arrays the caller hands back (a spent state, a previous
+result or observation), so a shell that owns them steps without allocating. The Gymnasium envs, the
 native vector env and the SB3 adapter only talk to this interface, so a new world is one
 module with a :class:`WorldModel` subclass, its params, and a call to :func:`register_world`
 (see :mod:`recsim_gym.env.interest_evolution`).
@@ -71,6 +73,17 @@ class StepResult:
     end_reason: np.ndarray  #: int8 code into END_REASONS
 
 
+def empty_result(batch_size: int, slate_size: int) -> StepResult:
+    """Uninitialised outcome arrays of one step of ``batch_size`` users (a world's ``step``
+    fills them)."""
+    b = batch_size
+    return StepResult(
+        reward=np.empty(b, np.float32), click=np.empty(b, np.bool_), conversion=np.empty(b, np.bool_),
+        revenue=np.empty(b, np.float32), position=np.empty(b, np.int64), item=np.empty(b, np.int64),
+        choice_probs=np.empty((b, slate_size + 1), np.float32), terminated=np.empty(b, np.bool_),
+        truncated=np.empty(b, np.bool_), end_reason=np.empty(b, np.int8))
+
+
 class WorldModel(ABC):
     """Batched dynamics of one world. Stateless: states are passed in and returned."""
 
@@ -88,12 +101,18 @@ class WorldModel(ABC):
         state.assign(index, self.reset(keys))
 
     @abstractmethod
-    def step(self, state: Any, slates: np.ndarray) -> tuple[Any, Any]:
-        """One step for every user: ``(new state, StepResult)``; ``slates`` already validated."""
+    def step(self, state: Any, slates: np.ndarray, out: tuple[Any, Any] | None = None
+             ) -> tuple[Any, StepResult]:
+        """One step for every user: ``(new state, StepResult)``; ``slates`` already validated.
+
+        ``out``: ``(spent state, previous result)`` (either may be None) whose arrays the step
+        overwrites instead of allocating: a state of the same batch size that is not ``state``
+        itself. The env shells pass it to step without allocating."""
 
     @abstractmethod
-    def observe(self, state: Any) -> dict[str, np.ndarray]:
-        """Batched observation dict (new arrays)."""
+    def observe(self, state: Any, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Batched observation dict: new arrays, or written into ``out`` (a previous
+        observation of the same batch size)."""
 
     @abstractmethod
     def observation_shapes(self) -> dict[str, tuple[tuple[int, ...], float, float]]:

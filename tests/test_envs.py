@@ -331,6 +331,37 @@ def test_next_step_autoreset_ignores_action_of_finished_slot() -> None:
     assert (reward == 0).all()
 
 
+@pytest.mark.parametrize("preset", ["default", "interest_evolution"])
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_reused_buffers_give_the_same_trajectory_in_the_same_arrays(preset: str, mode: AutoresetMode
+                                                                    ) -> None:
+    plain = RecSimVectorEnv(6, preset=preset, autoreset_mode=mode, max_steps=9)
+    reused = RecSimVectorEnv(6, preset=preset, autoreset_mode=mode, max_steps=9, reuse_buffers=True)
+    gen = np.random.default_rng(3)
+    obs_a, _ = plain.reset(seed=40)
+    obs_b, _ = reused.reset(seed=40)
+    first = {key: value for key, value in obs_b.items()}
+    rewards = None
+    for _ in range(25):  # past max_steps: autoresets included
+        slates = random_slates(gen, 6, plain.params.num_candidates, plain.params.slate_size)
+        step_a = plain.step(slates)
+        step_b = reused.step(slates)
+        assert_obs_equal(step_a[0], step_b[0])
+        for a, b in zip(step_a[1:4], step_b[1:4], strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert step_a[4].keys() == step_b[4].keys()
+        for key, value in step_a[4].items():
+            if key == "final_obs":
+                assert_obs_equal(value, step_b[4][key])
+            else:
+                np.testing.assert_array_equal(value, step_b[4][key], err_msg=key)
+        assert all(step_b[0][key] is first[key] for key in first)  # written in place every step
+        rewards = step_b[1] if rewards is None else rewards
+        assert step_b[1] is rewards
+    with pytest.raises(ValueError, match="reuse_buffers"):
+        RecSimVectorEnv(2, reuse_buffers="yes")
+
+
 def test_observations_are_fresh_arrays() -> None:
     env = RecSimEnv(observe_latent=True)
     obs, _ = env.reset(seed=1)

@@ -59,3 +59,49 @@ def test_reset_into_equals_pure_reset() -> None:
     for name in STATE_FIELDS:
         np.testing.assert_array_equal(getattr(state, name)[index], getattr(fresh, name), err_msg=name)
     assert (state.t[[0, 1, 3]] == 3).all()
+
+
+@pytest.mark.parametrize("preset", ["default", "news", "interest_evolution"])
+def test_step_into_spent_buffers_equals_a_fresh_step(preset: str) -> None:
+    # the shells step into a spent state and the previous result (out=...): same arrays as a
+    # step that allocates, whatever the buffers held before
+    sim = make_simulator(preset)
+    users = 16
+    state = sim.reset(rng.seed_to_key(np.arange(users)))
+    gen = np.random.default_rng(0)
+    spare = None
+    for _ in range(12):
+        slates = np.argsort(gen.random((users, sim.params.num_candidates)), axis=1)[:, :sim.params.slate_size]
+        fresh_state, fresh_result = sim.step(state, slates)
+        into_state, into_result = sim.step(state, slates, spare)
+        for a, b in ((fresh_state, into_state), (fresh_result, into_result)):
+            for field in dataclasses.fields(a):
+                np.testing.assert_array_equal(getattr(a, field.name), getattr(b, field.name),
+                                              err_msg=field.name)
+        np.testing.assert_equal(sim.observe(into_state), sim.observe(fresh_state, sim.observe(state)))
+        spare = (state, into_result)
+        state = into_state
+    with pytest.raises(ValueError, match="must not be the state"):
+        sim.step(state, slates, (state, None))
+
+
+def test_ndtri_is_scipys_on_every_quality_draw() -> None:
+    # the interest-evolution kernel's normal quantile equals scipy.special.ndtri (cephes) on all
+    # 2^24 midpoints it is evaluated at, and on the float32 points of the RecSim-era draws
+    from numba import njit
+    from scipy.special import ndtri as scipy_ndtri
+
+    from recsim_gym.env.ie_kernel import ndtri
+
+    @njit
+    def quantiles(y):
+        out = np.empty_like(y)
+        for i in range(y.shape[0]):
+            out[i] = ndtri(y[i])
+        return out
+
+    j = np.arange(2**24, dtype=np.float64)
+    midpoints = (j + 0.5) * 2.0**-24
+    np.testing.assert_array_equal(quantiles(midpoints), scipy_ndtri(midpoints))
+    assert np.abs(quantiles(midpoints)).max() < 5.42
+    assert quantiles(np.array([0.0, 1.0, 0.5])).tolist() == [-np.inf, np.inf, 0.0]
