@@ -205,10 +205,9 @@ def _single_item_score(score, choice, c):
 
 @njit(cache=True, inline="always")
 def normal_draw(u):
-    """A standard normal from a 24-bit uniform ``u``: the quantile of ``u + 2^-25`` rounded to
-    float32 (as the numpy version computed it), itself rounded to float32."""
-    z = np.float32(u) + np.float32(2.0**-25)
-    return np.float64(np.float32(ndtri(np.float64(z))))
+    """A standard normal from a 24-bit uniform ``u = j / 2^24``: the quantile at the midpoint
+    ``(j + 1/2) / 2^24`` of its cell, exact in float64 (so never 0 or 1, never infinite)."""
+    return ndtri(u + 2.0**-25)
 
 
 @njit(cache=True, inline="always")

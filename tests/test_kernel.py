@@ -105,3 +105,13 @@ def test_ndtri_is_scipys_on_every_quality_draw() -> None:
     np.testing.assert_array_equal(quantiles(midpoints), scipy_ndtri(midpoints))
     assert np.abs(quantiles(midpoints)).max() < 5.42
     assert quantiles(np.array([0.0, 1.0, 0.5])).tolist() == [-np.inf, np.inf, 0.0]
+
+
+def test_quality_draws_are_finite_at_both_ends() -> None:
+    # the largest 24-bit uniform once rounded (in float32) to 1.0, whose quantile is +inf: a
+    # document of infinite quality whose click gave its user an infinite time budget
+    from recsim_gym.env.ie_kernel import normal_draw
+
+    top, bottom = (2**24 - 1) / 2**24, 0.0
+    assert np.isfinite(normal_draw(top)) and normal_draw(top) > 5.0
+    assert normal_draw(bottom) == -normal_draw(top)
