@@ -11,8 +11,8 @@ harness (random agent, 10,000 users to the end of their lifetimes).
 ``python -m recsim_gym.experiments.bench train`` times training: env-steps per second of ``learn`` for each
 given agent (and keyword variant) on the same preset and budget, one after another in this
 process, so their ratios are measured in one run. The rate counts the steps actually trained
-(PPO trains whole rollouts). ``--compare REF`` runs the same variants at git commit REF too,
-alternated with this checkout, and prints this/REF ratios.
+(PPO trains whole rollouts). ``--compare REF`` (``env`` and ``train``) runs the same
+measurements at git commit REF too, alternated with this checkout, and prints this/REF ratios.
 
 Figures are only comparable within one run (shared, noisy machines): compare ratios.
 """
@@ -42,8 +42,10 @@ def _slate_pool(rng: np.random.Generator, m: int, k: int, batch: int | None, n: 
     return list(pool)
 
 
-def measure(preset: str, mode: str, batch_size: int, seconds: float, seed: int = 0) -> dict[str, Any]:
-    """Steps/s of one configuration in this process (``mode`` = 'single' or 'vector')."""
+def measure(preset: str, mode: str, batch_size: int, seconds: float, seed: int = 0,
+            reuse_buffers: bool = False) -> dict[str, Any]:
+    """Steps/s of one configuration in this process (``mode`` = 'single' or 'vector';
+    ``reuse_buffers``: the vector env's no-allocation mode)."""
     import gymnasium as gym
 
     import recsim_gym.env  # noqa: F401  (registers the ids)
@@ -64,7 +66,7 @@ def measure(preset: str, mode: str, batch_size: int, seconds: float, seed: int =
                     env.reset()
         users = 1
     else:
-        env = gym.make_vec(env_id, num_envs=batch_size)
+        env = gym.make_vec(env_id, num_envs=batch_size, **({"reuse_buffers": True} if reuse_buffers else {}))
         params = env.unwrapped.params if hasattr(env, "unwrapped") else env.params
         pool = _slate_pool(rng, params.num_candidates, params.slate_size, batch_size, 8)
         env.reset(seed=seed)
@@ -91,6 +93,7 @@ def measure(preset: str, mode: str, batch_size: int, seconds: float, seed: int =
         "obs_bytes_per_step": obs_bytes,
         "copy_floor_user_steps_per_s": users / floor if mode != "single" else None,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "reuse_buffers": reuse_buffers,
     }
 
 
@@ -106,7 +109,8 @@ def _copy_floor(nbytes: int) -> float:
     return best
 
 
-def bench_env(presets: list[str], batch_sizes: list[int], seconds: float, out: Path) -> list[dict]:
+def bench_env(presets: list[str], batch_sizes: list[int], seconds: float, out: Path,
+              reuse_buffers: bool = False) -> list[dict]:
     """Run every configuration in its own subprocess; print a table and write JSON to ``out``."""
     configs = [(p, "single", 1) for p in presets] + [
         (p, "vector", b) for p in presets for b in batch_sizes]
@@ -118,7 +122,7 @@ def bench_env(presets: list[str], batch_sizes: list[int], seconds: float, out: P
         iterator = configs
     for preset, mode, batch in iterator:
         cmd = [sys.executable, "-m", "recsim_gym.experiments.bench", "_one", preset, mode, str(batch),
-               str(seconds)]
+               str(seconds), *(["reuse"] if reuse_buffers else [])]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"benchmark {preset}/{mode}/B={batch} failed:\n{result.stderr}")
@@ -135,13 +139,15 @@ def bench_env(presets: list[str], batch_sizes: list[int], seconds: float, out: P
 
 def format_table(rows: list[dict]) -> str:
     """Plain-text table of benchmark rows."""
-    head = (f"{'preset':<19} {'env':<22} {'user-steps/s':>14} {'copy floor/s':>14} "
-            f"{'peak RSS MiB':>13}")
+    head = (f"{'preset':<19} {'env':<22} {'user-steps/s':>14} {'ns/user-step':>13} "
+            f"{'copy floor/s':>14} {'peak RSS MiB':>13}")
     lines = [head, "-" * len(head)]
     for r in rows:
         env = "gymnasium.make" if r["mode"] == "single" else f"vector B={r['batch_size']}"
         floor = r["copy_floor_user_steps_per_s"]
+        env += " (reused)" if r.get("reuse_buffers") and r["mode"] != "single" else ""
         lines.append(f"{r['preset']:<19} {env:<22} {r['user_steps_per_s']:>14,.0f} "
+                     f"{1e9 / r['user_steps_per_s']:>13,.0f} "
                      f"{(f'{floor:,.0f}' if floor else '-'):>14} {r['peak_rss_mib']:>13.0f}")
     return "\n".join(lines)
 
@@ -223,10 +229,20 @@ def steps_trained(agent: Any, asked: int) -> int:
     return asked
 
 
-def compare_train(ref: str, argv: list[str], rounds: int, out: Path) -> list[dict[str, Any]]:
-    """``bench train`` of this checkout and of commit ``ref``, alternated ``rounds`` times in
-    fresh processes (this, ref, this, ref, ...) on the same machine in one invocation; prints
-    each variant's median env-steps/s on both sides and their ratio.
+def _rates(what: str, rows: list[dict[str, Any]]) -> list[tuple[str, float, bool]]:
+    """``(label, rate, counts trained steps)`` of each row of a ``bench env`` or ``bench train``
+    result (older train results report the steps asked for, not those trained)."""
+    if what == "env":
+        return [(f"{r['preset']} {'single' if r['mode'] == 'single' else 'vector B=' + str(r['batch_size'])}",
+                 r["user_steps_per_s"], True) for r in rows]
+    return [(f"{r['agent']} {json.dumps(r['kwargs'])}", r.get("steps_trained", r["steps"]) / r["seconds"],
+             "steps_trained" in r) for r in rows]
+
+
+def compare(ref: str, what: str, argv: list[str], rounds: int, out: Path) -> list[dict[str, Any]]:
+    """``bench WHAT`` (``env`` or ``train``) of this checkout and of commit ``ref``, alternated
+    ``rounds`` times in fresh processes (this, ref, this, ref, ...) on the same machine in one
+    invocation; prints each row's median rate on both sides and their ratio.
 
     ``ref`` is checked out into a temporary git worktree and imported in place of this
     checkout through a ``recsim_gym`` shim on ``PYTHONPATH`` (it must have this package layout:
@@ -261,26 +277,25 @@ def compare_train(ref: str, argv: list[str], rounds: int, out: Path) -> list[dic
             for round_index in range(-1, rounds):  # round -1 warms up (numba compiles its cache)
                 for side, env in sides.items():
                     result = Path(tmp) / f"{round_index}-{'ref' if side == ref else 'this'}.json"
-                    done = subprocess.run([sys.executable, "-m", "recsim_gym.experiments.bench", "train",
+                    done = subprocess.run([sys.executable, "-m", "recsim_gym.experiments.bench", what,
                                            *argv, "--out", str(result)], env=env, cwd=tmp,
                                           capture_output=True, text=True)
                     if done.returncode != 0:
-                        raise SystemExit(f"bench train at {side} failed:\n{done.stderr[-2000:]}")
+                        raise SystemExit(f"bench {what} at {side} failed:\n{done.stderr[-2000:]}")
                     if round_index < 0:
                         continue
-                    for row in json.loads(result.read_text())["rows"]:
-                        label = f"{row['agent']} {json.dumps(row['kwargs'])}"
-                        if "steps_trained" not in row:
+                    for label, rate, trained in _rates(what, json.loads(result.read_text())["rows"]):
+                        if not trained:
                             asked_only.add(side)
-                        trained = row.get("steps_trained", row["steps"])
-                        rates.setdefault((label, side), []).append(trained / row["seconds"])
+                        rates.setdefault((label, side), []).append(rate)
                     print(f"round {round_index + 1}/{rounds}: {side} done", file=sys.stderr, flush=True)
         finally:
             subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)],
                            capture_output=True)
     rows = []
     labels = list(dict.fromkeys(label for label, _ in rates))
-    print(f"\nmedian env-steps/s over {rounds} alternated rounds after a warm-up round (this "
+    unit = "user-steps/s" if what == "env" else "env-steps/s"
+    print(f"\nmedian {unit} over {rounds} alternated rounds after a warm-up round (this "
           f"checkout vs {ref})")
     if asked_only:
         print(f"note: {', '.join(sorted(asked_only))} reports the steps asked for, not those trained; "
@@ -290,7 +305,7 @@ def compare_train(ref: str, argv: list[str], rounds: int, out: Path) -> list[dic
         rows.append({"variant": label, "this": mine, "ref": theirs, "ratio": mine / theirs})
         print(f"{label:<48} {mine:>10,.0f} {theirs:>10,.0f}   {mine / theirs:.2f} x {ref}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"ref": ref, "rounds": rounds, "rows": rows}, indent=2))
+    out.write_text(json.dumps({"ref": ref, "what": what, "rounds": rounds, "rows": rows}, indent=2))
     print(f"wrote {out}")
     return rows
 
@@ -325,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_one"]:  # internal: one configuration, JSON on stdout
         preset, mode, batch, seconds = argv[1], argv[2], int(argv[3]), float(argv[4])
-        print(json.dumps(measure(preset, mode, batch, seconds)))
+        print(json.dumps(measure(preset, mode, batch, seconds, reuse_buffers=argv[5:] == ["reuse"])))
         return
     from recsim_gym.env.simulator import all_preset_names
 
@@ -341,6 +356,13 @@ def main(argv: list[str] | None = None) -> None:
                      help="minimum timed seconds per configuration (default: 2)")
     env.add_argument("--out", type=Path, default=Path("bench_results/env.json"),
                      help="JSON output path (default: bench_results/env.json)")
+    env.add_argument("--reuse-buffers", action="store_true",
+                     help="vector envs write every step into the same arrays (reuse_buffers=True)")
+    env.add_argument("--compare", metavar="REF", default=None,
+                     help="also measure at git commit REF, alternated with this checkout in fresh "
+                          "processes, and print the ratios")
+    env.add_argument("--rounds", type=int, default=2,
+                     help="alternated rounds per side with --compare (default: 2)")
     ev = sub.add_parser("eval", help="time the evaluation harness (random agent, full lifetimes)")
     ev.add_argument("--preset", default="default", choices=all_preset_names())
     ev.add_argument("--users", type=int, default=10_000, help="users (default: 10000)")
@@ -369,7 +391,7 @@ def main(argv: list[str] | None = None) -> None:
                          f"{args.threads}, {args.rounds}")
         if args.compare:
             passed = _without_options(argv[1:], ("--compare", "--rounds", "--out"))
-            compare_train(args.compare, passed, args.rounds, args.out)
+            compare(args.compare, "train", passed, args.rounds, args.out)
             return
         bench_train(args.preset, args.variants, args.steps, args.threads, args.out)
         return
@@ -380,9 +402,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     if any(b < 1 for b in args.batch_sizes):
         parser.error(f"--batch-sizes must be >= 1, got {args.batch_sizes}")
-    if args.seconds <= 0:
-        parser.error(f"--seconds must be > 0, got {args.seconds}")
-    bench_env(args.presets, args.batch_sizes, args.seconds, args.out)
+    if args.seconds <= 0 or args.rounds < 1:
+        parser.error(f"--seconds must be > 0 and --rounds >= 1, got {args.seconds}, {args.rounds}")
+    if args.compare:
+        compare(args.compare, "env", _without_options(argv[1:], ("--compare", "--rounds", "--out")),
+                args.rounds, args.out)
+        return
+    bench_env(args.presets, args.batch_sizes, args.seconds, args.out, args.reuse_buffers)
 
 
 if __name__ == "__main__":
