@@ -49,6 +49,9 @@ def _print_summary(out: Path) -> None:
 
     summary = json.loads((out / "summary.json").read_text())
     order = agent_order(out, load_records(out))
+    if summary.get("suite"):
+        _print_suite_summary(summary, order)
+        return
     reference = summary.get("reference")
     print(f"\nFinal lifetime return on held-out users (mean [95% CI over seeds]); reference: {reference}")
     print(f"{'agent':<22} {'return':>28} {'diff. vs reference':>28} {'coverage':>9}")
@@ -60,6 +63,25 @@ def _print_summary(out: Path) -> None:
         coverage = entry["metrics"].get("coverage", {}).get("mean", float("nan"))
         print(f"{agent:<22} {m['mean']:>10.1f} [{m['ci_low']:>7.1f}, {m['ci_high']:>7.1f}] "
               f"{diff:>28} {coverage:>9.3f}")
+
+
+def _print_suite_summary(summary: dict, order: list[str]) -> None:
+    """The normalised IQM and the paired difference to oracle-myopic, per group of worlds."""
+    for group, label in (("all", "all worlds"), ("dynamic", "worlds with long-term effects"),
+                         ("static_like", "static-like worlds")):
+        entries = summary["aggregate"][group].get("agents", {})
+        if not entries:
+            continue
+        print(f"\nNormalised final return, {label} ({len(summary['aggregate'][group]['worlds'])}): "
+              "IQM [95% CI]; paired difference to oracle-myopic [95% CI]")
+        for agent in order:
+            if agent not in entries:
+                continue
+            iqm = entries[agent]["iqm"]
+            vs = entries[agent].get("vs_oracle_myopic")
+            diff = f"{vs['mean']:+.2f} [{vs['ci_low']:+.2f}, {vs['ci_high']:+.2f}]" if vs else "-"
+            print(f"{agent:<22} {iqm['value']:>6.2f} [{iqm['ci'][0]:>5.2f}, {iqm['ci'][1]:>5.2f}] "
+                  f"{diff:>24}")
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:

@@ -17,6 +17,12 @@ Example (``experiments/configs/*.yaml``)::
     output_dir: runs/quick
     logging: {tensorboard: true}  # optional: pip install 'recsim-gym[tensorboard]'
 
+A suite of worlds (:mod:`recsim_gym.env.suite`) in place of one preset runs every (world,
+agent, seed); it needs the ``random`` and ``oracle_myopic`` agents, which normalise each world::
+
+    env: {suite: held_out, worlds: 12}         # the first 12 held-out worlds, or a list of seeds
+    env: {suite: tuning, worlds: 8, presets: [default, static]}   # tuning: seeds >= 100
+
 Every problem of a config is reported at once, one line per key path.
 """
 
@@ -36,10 +42,44 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class EnvConfig:
-    """Which world the experiment runs in."""
+    """Which world the experiment runs in: one preset with overrides, or a suite of worlds."""
 
     preset: str = "default"  #: preset name (``python -m recsim_gym.env envs``)
     overrides: dict[str, Any] = field(default_factory=dict)  #: Params field overrides
+    suite: str = ""  #: ``tuning`` or ``held_out``: every world of these suite seeds instead
+    worlds: tuple[int, ...] = ()  #: world seeds of the suite (``worlds: N``: the split's first N)
+    presets: tuple[str, ...] = ()  #: named presets run beside a tuning suite's worlds
+
+
+@dataclass(frozen=True)
+class World:
+    """One world of an experiment: a preset with overrides, named in job files and tables."""
+
+    name: str  #: the preset's name, or ``w<seed>`` for a suite world
+    preset: str
+    overrides: dict[str, Any]
+    split: str = "preset"  #: ``preset``, ``tuning`` or ``held_out``
+    static_like: bool = False  #: myopic play is optimal (the static preset's dynamics)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """What a job's result depends on: the preset and its overrides."""
+        return {"preset": self.preset, "overrides": dict(self.overrides)}
+
+
+#: Named presets that are static-like (myopic play is optimal there).
+STATIC_PRESETS = ("static",)
+
+
+def config_worlds(env: EnvConfig) -> tuple[World, ...]:
+    """The worlds of ``env``: its one preset, or the suite's worlds (and named presets)."""
+    if not env.suite:
+        return (World(env.preset, env.preset, dict(env.overrides), "preset", env.preset in STATIC_PRESETS),)
+    from recsim_gym.env.suite import suite_worlds
+
+    worlds = [World(w.name, "default", w.overrides, w.split, w.static_like)
+              for w in suite_worlds(env.suite, seeds=list(env.worlds))]
+    return (*worlds, *(World(p, p, {}, "preset", p in STATIC_PRESETS) for p in env.presets))
 
 
 @dataclass(frozen=True)
@@ -94,6 +134,21 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (for the run manifest)."""
         return dataclasses.asdict(self)
+
+    @property
+    def worlds(self) -> tuple[World, ...]:
+        """The worlds every (agent, seed) pair runs in (one, unless ``env.suite``)."""
+        return config_worlds(self.env)
+
+    @property
+    def is_suite(self) -> bool:
+        """Whether the experiment runs a suite of worlds (job files then name the world)."""
+        return bool(self.env.suite)
+
+    @property
+    def tuning(self) -> bool:
+        """A tuning suite: tuning worlds, tuning seeds and tuning users only."""
+        return self.env.suite == "tuning"
 
 
 def file_safe(label: str) -> str:
@@ -167,6 +222,8 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfi
     num_envs = problems.check(_int, top.get("num_envs", 64), "num_envs", 1, 65536, default=64)
     agents = _parse_agents(top.get("agents"), world, num_envs, problems)
     seeds = problems.check(_parse_seeds, top.get("seeds", 5), default=(0,))
+    if env is not None and env.suite:
+        problems.check(_check_suite, env, agents, seeds)
     evaluation = _parse_eval(top.get("eval", {}) or {}, problems)
     train_steps = problems.check(_int, top.get("train_steps", 0), "train_steps", 0, default=0)
     output = top.get("output_dir")
@@ -180,7 +237,9 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfi
 
 
 def _parse_env(env_raw: Any) -> EnvConfig:
-    env_raw = _keys(env_raw, {"preset", "overrides"}, "env")
+    env_raw = _keys(env_raw, {"preset", "overrides", "suite", "worlds", "presets"}, "env")
+    if "suite" in env_raw or "worlds" in env_raw or "presets" in env_raw:
+        return _parse_suite(env_raw)
     overrides = env_raw.get("overrides", {}) or {}
     _keys(overrides, set(overrides) if isinstance(overrides, dict) else set(), "env.overrides")
     for reserved in ("preset", "params"):
@@ -190,6 +249,61 @@ def _parse_env(env_raw: Any) -> EnvConfig:
                                  else "give Params fields directly under env.overrides"))
     return EnvConfig(preset=_str(env_raw.get("preset", "default"), "env.preset"),
                      overrides=dict(overrides))
+
+
+def _parse_suite(env_raw: dict[str, Any]) -> EnvConfig:
+    """``env: {suite: tuning | held_out, worlds: N | [seeds], presets: [...]}``."""
+    from recsim_gym.env.presets import preset_names
+    from recsim_gym.env.suite import SPLITS, suite_worlds
+
+    suite = env_raw.get("suite")
+    if suite not in SPLITS:
+        raise ConfigError(f"env.suite must be one of {list(SPLITS)}, got {suite!r}")
+    for key in ("preset", "overrides"):
+        if key in env_raw:
+            raise ConfigError(f"env.{key}: a suite's worlds are its own; give either env.suite or "
+                              "env.preset/env.overrides")
+    worlds = env_raw.get("worlds")
+    try:
+        if isinstance(worlds, int) and not isinstance(worlds, bool):
+            chosen = suite_worlds(suite, count=worlds)
+        elif isinstance(worlds, list) and worlds and all(
+                isinstance(w, int) and not isinstance(w, bool) for w in worlds):
+            if len(set(worlds)) != len(worlds):
+                raise ConfigError(f"env.worlds must be distinct, got {worlds}")
+            chosen = suite_worlds(suite, seeds=worlds)
+        else:
+            raise ConfigError("env.worlds must be a count or a non-empty list of world seeds, "
+                              f"got {worlds!r}")
+    except ValueError as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"env.worlds: {err}") from err
+    presets = env_raw.get("presets", []) or []
+    if not isinstance(presets, list) or not all(isinstance(p, str) for p in presets):
+        raise ConfigError(f"env.presets must be a list of preset names, got {presets!r}")
+    if presets and suite != "tuning":
+        raise ConfigError("env.presets: the named presets were tuned on; a held_out suite holds "
+                          "held-out worlds only")
+    unknown = sorted(set(presets) - set(preset_names()))
+    if unknown:
+        raise ConfigError(f"env.presets: unknown {unknown}; presets of the default world: {preset_names()}")
+    return EnvConfig(suite=suite, worlds=tuple(w.seed for w in chosen), presets=tuple(presets))
+
+
+def _check_suite(env: EnvConfig, agents: list[AgentConfig], seeds: tuple[int, ...]) -> None:
+    """A suite normalises every world by its random and oracle-myopic returns, so it needs both
+    agents; a tuning suite uses tuning seeds only."""
+    from recsim_gym.env.seeds import FIRST_TUNING_SEED
+
+    names = {a.name for a in agents}
+    missing = sorted({"random", "oracle_myopic"} - names)
+    if missing:
+        raise ConfigError(f"agents: a suite needs {missing} (every world's scores are normalised by "
+                          "its random and oracle-myopic returns)")
+    if env.suite == "tuning" and min(seeds) < FIRST_TUNING_SEED:
+        raise ConfigError(f"seeds: a tuning suite uses tuning seeds (>= {FIRST_TUNING_SEED}), got "
+                          f"{list(seeds)}; e.g. seeds: [{FIRST_TUNING_SEED}, {FIRST_TUNING_SEED + 1}]")
 
 
 def _parse_agents(agents_raw: Any, world: Any, num_envs: int, problems: _Problems
@@ -290,9 +404,11 @@ def _parse_logging(raw: Any) -> LoggingConfig:
 
 
 def _check_env(env: EnvConfig) -> Any:
-    """The world's Params (validates the preset and every override)."""
+    """The world's Params (validates the preset and every override); a suite's first world's."""
     from recsim_gym.env.simulator import all_preset_names, make_simulator
 
+    if env.suite:  # every suite world is valid by construction; agents are checked on the first
+        return make_simulator("default", **config_worlds(env)[0].overrides).params
     if env.preset not in all_preset_names():
         raise ConfigError(f"env.preset {env.preset!r} is unknown; known: {all_preset_names()}")
     try:

@@ -66,6 +66,8 @@ def make_report(out: str | Path) -> Path:
         raise FileNotFoundError(f"{out} has no finished jobs (expected {out}/jobs/*.json)")
     summary = collect(out)
     agents = agent_order(out, records)
+    if summary.get("suite"):
+        return make_suite_report(out, summary, records, agents)
     colors = agent_colors(agents)
     _plot_curves(out, records, agents, colors)
     _plot_final(out, summary, agents, colors)
@@ -320,4 +322,235 @@ def _markdown(out: Path, summary: dict, records: list[dict], agents: list[str],
               "", "![IQM of the final return](improvement.png)", "",
               (missing_plot or "![probability of improvement](probability_of_improvement.png)"), "",
               "![engagement, coverage and diversity](metrics.png)", ""]
+    return "\n".join(lines)
+
+
+# --- suites -------------------------------------------------------------------------------------
+
+_GROUPS = (("all", "all worlds"), ("dynamic", "worlds with long-term effects"),
+           ("static_like", "static-like worlds (myopic play is optimal)"))
+
+
+def make_suite_report(out: Path, summary: dict, records: list[dict], agents: list[str]) -> Path:
+    """Plots and ``report.md`` of a suite run (``summary`` from ``summarize_suite``)."""
+    colors = agent_colors(agents)
+    worlds = list(summary["worlds"])
+    _plot_suite_scores(out, summary, agents, colors)
+    _plot_suite_iqm(out, summary, agents, colors)
+    _plot_suite_curves(out, records, summary, agents, colors)
+    path = out / "report.md"
+    path.write_text(_suite_markdown(out, summary, records, agents, worlds))
+    return path
+
+
+def _plot_suite_scores(out: Path, summary: dict, agents: list[str], colors: dict) -> None:
+    """Normalised final score of every agent in every world (dots: seeds; bars: their mean)."""
+    import matplotlib.pyplot as plt
+
+    from recsim_gym.experiments.statistics import normalised_scores
+
+    records = load_records(out)
+    scores = normalised_scores([r for r in records if r["world"] in summary["aggregate"]["all"].get(
+        "worlds", [])])
+    worlds = summary["aggregate"]["all"].get("worlds", [])
+    shown = [a for a in agents if a in scores]
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(worlds) + 3), 4.8))
+    width = 0.8 / max(len(shown), 1)
+    for i, agent in enumerate(shown):
+        for j, world in enumerate(worlds):
+            values = list(scores[agent].get(world, {}).values())
+            x = j - 0.4 + width * (i + 0.5)
+            if values:
+                ax.bar(x, np.mean(values), width, color=colors[agent], alpha=0.75,
+                       label=agent if j == 0 else None)
+                ax.scatter(np.full(len(values), x), values, s=6, color="black", zorder=3)
+    ax.axhline(1.0, color="0.3", lw=0.8, ls=":")
+    ax.axhline(0.0, color="0.3", lw=0.8)
+    labels = [f"{w}{'*' if summary['worlds'][w]['static_like'] else ''}" for w in worlds]
+    ax.set_xticks(range(len(worlds)), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("normalised return (0 = random, 1 = oracle-myopic)")
+    ax.set_title("Final normalised return per world (bars: mean over seeds; dots: seeds; * static-like)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "suite_scores.png", dpi=120)
+    plt.close(fig)
+
+
+def _plot_suite_iqm(out: Path, summary: dict, agents: list[str], colors: dict) -> None:
+    """rliable's interval plot of the normalised IQM, one panel per group of worlds."""
+    import matplotlib.pyplot as plt
+
+    groups = [(key, label) for key, label in _GROUPS if summary["aggregate"][key].get("agents")]
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 0.45 * len(agents) + 1.8),
+                             squeeze=False)
+    for ax, (key, label) in zip(axes[0], groups, strict=True):
+        entries = summary["aggregate"][key]["agents"]
+        names = [a for a in agents if a in entries]
+        for row, agent in enumerate(names):
+            iqm = entries[agent]["iqm"]
+            low, high = (_or(iqm["ci"][0], iqm["value"]), _or(iqm["ci"][1], iqm["value"]))
+            ax.barh(row, high - low, left=low, height=0.6, color=colors[agent], alpha=0.75)
+            ax.plot([iqm["value"]] * 2, [row - 0.3, row + 0.3], color="black", lw=1.5)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.axvline(1.0, color="0.3", lw=0.8, ls=":")
+        ax.axvline(0.0, color="0.3", lw=0.8)
+        ax.set_xlabel("normalised IQM (0 = random, 1 = oracle-myopic)", fontsize=9)
+        ax.set_title(f"{label} ({len(summary['aggregate'][key]['worlds'])})", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("IQM of the normalised final return (rliable, 95% stratified-bootstrap CI)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "suite_iqm.png", dpi=120)
+    plt.close(fig)
+
+
+def _plot_suite_curves(out: Path, records: list[dict], summary: dict, agents: list[str],
+                       colors: dict) -> None:
+    """Normalised return on held-out users against training steps, mean over worlds (band:
+    95% t-interval over worlds of the per-world means over seeds)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 5))
+    worlds = summary["aggregate"]["all"].get("worlds", [])
+    for agent in agents:
+        runs = [r for r in records if r["agent"] == agent and r["world"] in worlds and r.get("trained")]
+        if not runs:
+            continue
+        steps = sorted({row["env_steps"] for r in runs for row in r["curve"]})
+        means, lows, highs = [], [], []
+        for step in steps:
+            per_world = []
+            for world in worlds:
+                low, high = summary["worlds"][world]["normalisers"]
+                values = [(row["return"] - low) / (high - low) for r in runs if r["world"] == world
+                          for row in r["curve"] if row["env_steps"] == step]
+                if values:
+                    per_world.append(np.mean(values))
+            mean, low_ci, high_ci = t_interval(np.array(per_world))
+            means.append(mean)
+            lows.append(low_ci if np.isfinite(low_ci) else mean)
+            highs.append(high_ci if np.isfinite(high_ci) else mean)
+        ax.plot(steps, means, color=colors[agent], marker="o", markersize=3, label=agent)
+        ax.fill_between(steps, lows, highs, color=colors[agent], alpha=0.15)
+    ax.axhline(1.0, color="0.3", lw=0.8, ls=":", label="oracle-myopic")
+    ax.axhline(0.0, color="0.3", lw=0.8)
+    ax.set_xlabel("training env steps (user-steps)")
+    ax.set_ylabel("normalised return (0 = random, 1 = oracle-myopic)")
+    ax.set_title(f"Learning curves over {len(worlds)} worlds (mean; band: 95% t-interval over worlds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(out / "suite_curves.png", dpi=120)
+    plt.close(fig)
+
+
+def _interval(entry: dict | None, digits: int = 2, signed: bool = True) -> str:
+    if not entry:
+        return "-"
+    fmt = f"{{:{'+' if signed else ''}.{digits}f}}"
+    low, high = entry.get("ci_low", float("nan")), entry.get("ci_high", float("nan"))
+    if not np.isfinite(low):
+        return fmt.format(entry["mean"])
+    return f"{fmt.format(entry['mean'])} [{fmt.format(low)}, {fmt.format(high)}]"
+
+
+def _suite_markdown(out: Path, summary: dict, records: list[dict], agents: list[str],
+                    worlds: list[str]) -> str:
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+        cfg = manifest["config"]
+        setup = (f"Suite `{cfg['env']['suite']}`: {len(worlds)} worlds; {len(cfg['seeds'])} seeds "
+                 f"{cfg['seeds']} per (world, agent); training budget {cfg['train_steps']:,} env steps "
+                 f"per job on {cfg['num_envs']} parallel users; final evaluation on "
+                 f"{cfg['eval']['final_users']:,} held-out users per seed. Commit "
+                 f"`{(manifest.get('git_commit') or 'unknown')[:10]}`.")
+    except (OSError, KeyError, json.JSONDecodeError):
+        manifest, setup = {}, ""
+    setup += _commit_note(records, manifest.get("git_commit"))
+    wall = sum(r["wall_seconds"] for r in records)
+    lines = [f"# Suite report: {out.name}", "", setup,
+             f" Job time: {wall / 60:.1f} min in all.", "",
+             "Each world's final returns are normalised as (R - random) / (oracle-myopic - random), "
+             "with that world's random and oracle-myopic means over seeds. IQM: rliable, 95% "
+             "stratified-bootstrap CI. Paired differences of normalised scores (same world, seed "
+             "and users): mean over worlds of the per-world mean over seeds, with a 95% "
+             "hierarchical bootstrap (worlds, then seeds), and how many worlds the difference is "
+             "above / tied with / below the reference in (Student-t over seeds).", ""]
+    lines += [f"> **Note.** {w}" for w in summary.get("warnings", [])]
+    lines.append("")
+    for key, label in _GROUPS:
+        group = summary["aggregate"][key]
+        if not group.get("agents"):
+            continue
+        best = group.get("best_supervised")
+        lines += [f"## {label[0].upper() + label[1:]} ({len(group['worlds'])})", "",
+                  f"| agent | normalised IQM | mean | vs oracle-myopic | worlds above/tie/below | "
+                  f"vs best supervised ({best or '-'}) | worlds above/tie/below |",
+                  "|---|---|---|---|---|---|---|"]
+        for agent in agents:
+            e = group["agents"].get(agent)
+            if e is None:
+                continue
+            iqm = e["iqm"]
+            low, high = iqm["ci"]
+            iqm_text = (f"{iqm['value']:.2f} [{low:.2f}, {high:.2f}]" if np.isfinite(low)
+                        else f"{iqm['value']:.2f}")
+            cells = [iqm_text, f"{e['mean']:.2f}"]
+            for ref in ("vs_oracle_myopic", "vs_best_supervised"):
+                vs = e.get(ref)
+                cells += [_interval(vs), "/".join(str(vs["verdicts"][v]) for v in ("above", "tie", "below"))
+                          if vs else "-"]
+            lines.append(f"| {agent} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["![normalised IQM](suite_iqm.png)", "", "![normalised score per world](suite_scores.png)",
+              "", "![learning curves](suite_curves.png)", ""]
+    lines += _where_section(summary, agents)
+    lines += ["## Per world", "",
+              "Final lifetime return on held-out users, mean [95% Student-t CI over seeds]; "
+              "* static-like.", ""]
+    shown = [a for a in agents if any(a in summary["worlds"][w]["summary"]["agents"] for w in worlds)]
+    lines += ["| world | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
+    for world in worlds:
+        entry = summary["worlds"][world]
+        cells = [_fmt(entry["summary"]["agents"].get(a, {}).get("metrics", {}).get("return"))
+                 for a in shown]
+        lines.append(f"| {world}{'*' if entry['static_like'] else ''} | " + " | ".join(cells) + " |")
+    lines += ["", _world_descriptions(out, worlds), ""]
+    return "\n".join(lines)
+
+
+def _where_section(summary: dict, agents: list[str]) -> list[str]:
+    """Per learning agent, the worlds where it is above, tied with and below oracle-myopic and
+    the best supervised model (paired, Student-t over seeds)."""
+    group = summary["aggregate"]["all"]
+    lines = ["## Where each agent works", ""]
+    for agent in agents:
+        e = group.get("agents", {}).get(agent)
+        if e is None or agent in ("random", "oracle_myopic"):
+            continue
+        parts = []
+        for ref, name in (("vs_oracle_myopic", "oracle-myopic"),
+                          ("vs_best_supervised", group.get("best_supervised"))):
+            vs = e.get(ref)
+            if not vs:
+                continue
+            by = {v: [w for w, row in vs["worlds"].items() if row["verdict"] == v]
+                  for v in ("above", "tie", "below")}
+            parts.append(f"vs {name}: above in {', '.join(by['above']) or 'none'}; tied in "
+                         f"{', '.join(by['tie']) or 'none'}; below in {', '.join(by['below']) or 'none'}")
+        if parts:
+            lines.append(f"- **{agent}**: " + "; ".join(parts) + ".")
+    return lines + [""]
+
+
+def _world_descriptions(out: Path, worlds: list[str]) -> str:
+    """The suite worlds' parameters, one line each."""
+    from recsim_gym.env.suite import sample_world
+
+    lines = ["Worlds:", ""]
+    for world in worlds:
+        if world.startswith("w") and world[1:].isdigit():
+            lines.append(f"- {sample_world(int(world[1:])).describe()}")
+        else:
+            lines.append(f"- {world}: the `{world}` preset")
     return "\n".join(lines)

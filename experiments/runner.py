@@ -37,7 +37,14 @@ from typing import Any
 import numpy as np
 
 from recsim_gym.env.seeds import EVAL_SEED_BASE, EVAL_SEED_STRIDE, TRAIN_SEED_BASE
-from recsim_gym.experiments.config import AgentConfig, ExperimentConfig, file_safe
+from recsim_gym.experiments.config import (
+    AgentConfig,
+    EnvConfig,
+    ExperimentConfig,
+    World,
+    config_worlds,
+    file_safe,
+)
 
 
 class ResumeError(ValueError):
@@ -57,10 +64,10 @@ RECORD_KEYS: dict[str, type | tuple[type, ...]] = {
 _RERUN = "remove it and run again with --resume to re-run just that job"
 
 
-def job_key(label: str, seed: int) -> str:
+def job_key(label: str, seed: int, world: str | None = None) -> str:
     """File-name-safe identifier of the job of agent ``label`` and ``seed`` (its job file is
-    ``jobs/<key>.json``)."""
-    return f"{file_safe(label)}__seed{seed}"
+    ``jobs/<key>.json``); in a suite, of the world it ran in too."""
+    return f"{file_safe(label)}__{file_safe(world) + '__' if world else ''}seed{seed}"
 
 
 def record_hash(record: dict[str, Any]) -> str:
@@ -95,7 +102,7 @@ def read_record(path: Path) -> dict[str, Any]:
     if not record["curve"] or not all(isinstance(row, dict) and isinstance(row.get("return"), int | float)
                                       for row in rows):
         raise JobFileError(f"job file {path}: the curve and final metrics need a 'return'; {_RERUN}")
-    if path.stem != job_key(record["agent"], record["seed"]):
+    if path.stem != job_key(record["agent"], record["seed"], record.get("world")):
         raise JobFileError(f"job file {path} holds agent {record['agent']!r} seed {record['seed']}, "
                            f"not the job its name says; {_RERUN}")
     if record.get("sha256") != record_hash(record):
@@ -106,26 +113,35 @@ def read_record(path: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Job:
-    """One (agent, seed) pair of an experiment."""
+    """One (agent, seed) pair of an experiment, in one of its worlds."""
 
     config: ExperimentConfig
     agent: AgentConfig
     seed: int
     run_dir: str | None = None  #: where the run writes (TensorBoard logs); not part of the spec
+    world: World | None = None  #: the world (default: the config's one world)
+
+    @property
+    def env(self) -> World:
+        """The world this job runs in."""
+        return self.world if self.world is not None else self.config.worlds[0]
 
     @property
     def key(self) -> str:
         """File-name-safe identifier of the job."""
-        return job_key(self.agent.display, self.seed)
+        return job_key(self.agent.display, self.seed, self.env.name if self.config.is_suite else None)
 
     @property
     def spec(self) -> dict[str, Any]:
         """What determines the job's result: world, agent and its parameters, seed, budget,
-        evaluation schedule. Stored in the job's record; ``--resume`` refuses a changed one."""
-        return json.loads(json.dumps({
-            "env": asdict(self.config.env), "agent": asdict(self.agent), "seed": self.seed,
-            "train_steps": self.config.train_steps, "num_envs": self.config.num_envs,
-            "eval": asdict(self.config.eval)}, default=str))
+        evaluation schedule, user-seed scheme. Stored in the job's record; ``--resume``
+        refuses a changed one."""
+        spec = {"env": self.env.spec, "agent": asdict(self.agent), "seed": self.seed,
+                "train_steps": self.config.train_steps, "num_envs": self.config.num_envs,
+                "eval": asdict(self.config.eval)}
+        if self.config.tuning:
+            spec["users"] = "tuning"
+        return json.loads(json.dumps(spec, default=str))
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -173,6 +189,8 @@ def run_job(job: Job, progress: bool = False) -> dict[str, Any]:
     record.update({"agent": job.agent.display, "agent_name": job.agent.name, "seed": job.seed,
                    "spec": job.spec, "wall_seconds": time.perf_counter() - start,
                    "git_commit": git_commit()})  # a resumed run may mix commits: the report says so
+    if job.config.is_suite:
+        record.update(world=job.env.name, world_split=job.env.split, static_like=job.env.static_like)
     return record
 
 
@@ -202,7 +220,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path | None = None, resume
     if out.exists() and any(jobs_dir.glob("*.json")) and not resume:
         raise FileExistsError(f"{out} already holds results; pass --resume to continue that run "
                               "or choose another output directory")
-    jobs = [Job(config, agent, seed, str(out)) for agent in config.agents for seed in config.seeds]
+    jobs = [Job(config, agent, seed, str(out), world) for world in config.worlds
+            for agent in config.agents for seed in config.seeds]
     _check_resumable(jobs, jobs_dir)
     write_atomic(out / "manifest.json", json.dumps(manifest(config), indent=2))
     todo = [job for job in jobs if not (jobs_dir / f"{job.key}.json").exists()]
@@ -308,7 +327,13 @@ def config_job_keys(out: Path) -> set[str] | None:
         return None
     config = json.loads(path.read_text())["config"]
     labels = [agent.get("label") or agent["name"] for agent in config["agents"]]
-    return {job_key(label, seed) for label in labels for seed in config["seeds"]}
+    worlds: list[str | None] = [None]
+    if config["env"].get("suite"):
+        env = EnvConfig(suite=config["env"]["suite"], worlds=tuple(config["env"]["worlds"]),
+                        presets=tuple(config["env"].get("presets", ())))
+        worlds = [w.name for w in config_worlds(env)]
+    return {job_key(label, seed, world) for label in labels for seed in config["seeds"]
+            for world in worlds}
 
 
 def load_records(out: Path, keys: set[str] | None = None) -> list[dict[str, Any]]:
@@ -325,7 +350,8 @@ def collect(out: Path, keys: set[str] | None = None) -> dict[str, Any]:
     from recsim_gym.experiments.statistics import summarize
 
     records = load_records(out, keys)
-    rows = [{"agent": r["agent"], "seed": r["seed"], **row} for r in records for row in r["curve"]]
+    rows = [{"agent": r["agent"], **({"world": r["world"]} if "world" in r else {}), "seed": r["seed"], **row}
+            for r in records for row in r["curve"]]
     if rows:
         columns = list(dict.fromkeys(k for row in rows for k in row))
         buffer = io.StringIO()
@@ -333,7 +359,12 @@ def collect(out: Path, keys: set[str] | None = None) -> dict[str, Any]:
         writer.writeheader()
         writer.writerows(rows)
         write_atomic(out / "evaluations.csv", buffer.getvalue())
-    summary = summarize(records)
+    if any("world" in r for r in records):
+        from recsim_gym.experiments.statistics import summarize_suite
+
+        summary = summarize_suite(records)
+    else:
+        summary = summarize(records)
     write_atomic(out / "summary.json", json.dumps(summary, indent=2, default=_json_default))
     return summary
 

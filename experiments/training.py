@@ -23,7 +23,8 @@ def train_and_evaluate(job: Any, progress: Any = None) -> dict[str, Any]:
     (:class:`~recsim_gym.experiments.tracking.JobTracker`).
 
     Agents with ``learn`` train for ``train_steps`` env steps on a (same-step autoreset) vector
-    env of ``num_envs`` training users (seeded by :func:`recsim_gym.env.seeds.train_seed`), and are
+    env of ``num_envs`` training users of the job's world (seeded by
+    :func:`recsim_gym.env.seeds.train_seed`, or the tuning users in a tuning suite), and are
     evaluated after every ``eval.every_steps`` on the same ``eval.users`` held-out users;
     agents without ``learn`` are evaluated once. The final evaluation uses ``eval.final_users``
     held-out users.
@@ -38,12 +39,15 @@ def train_and_evaluate(job: Any, progress: Any = None) -> dict[str, Any]:
 
 def _train_and_evaluate(job: Any, progress: Any, tracker: JobTracker) -> dict[str, Any]:
     cfg = job.config
-    sim = make_simulator(cfg.env.preset, **cfg.env.overrides)
+    preset, overrides = job.env.preset, job.env.overrides
+    sim = make_simulator(preset, **overrides)
     np.random.seed(job.seed)  # for agents that use numpy's global RNG
     _seed_torch(job.seed)
     agent = registry.make(job.agent.name, params=sim.params, seed=job.seed, **job.agent.params)
-    eval_seed = seeds.eval_seed(job.seed)
-    env_spec = (cfg.env.preset, cfg.env.overrides)
+    tuning = cfg.tuning  # a tuning suite: tuning users only (seeds.py)
+    eval_seed = seeds.tune_eval_seed(job.seed) if tuning else seeds.eval_seed(job.seed)
+    train_seed = seeds.tune_train_seed(job.seed) if tuning else seeds.train_seed(job.seed)
+    env_spec = (preset, overrides)
 
     def evaluate_now(steps: int, users: int) -> dict[str, Any]:
         result = evaluate(agent, env_spec[0], users, seed=eval_seed, **env_spec[1])
@@ -57,8 +61,7 @@ def _train_and_evaluate(job: Any, progress: Any, tracker: JobTracker) -> dict[st
     trained = callable(getattr(agent, "learn", None)) and cfg.train_steps > 0
     train_seconds = 0.0
     if trained:
-        env = make_train_env(agent, cfg.env.preset, cfg.num_envs, seeds.train_seed(job.seed),
-                             **cfg.env.overrides)
+        env = make_train_env(agent, preset, cfg.num_envs, train_seed, **overrides)
         every = cfg.eval.every_steps
         next_eval = every  # curves start at the first scheduled evaluation (some agents build
         # their model inside learn and cannot act before it)
@@ -81,7 +84,7 @@ def _train_and_evaluate(job: Any, progress: Any, tracker: JobTracker) -> dict[st
         if progress is not None:
             progress.update(max(cfg.train_steps - progress.n, 0))
         train_seconds = time.perf_counter() - start - eval_seconds
-    final = evaluate(agent, cfg.env.preset, cfg.eval.final_users, seed=eval_seed, **cfg.env.overrides)
+    final = evaluate(agent, preset, cfg.eval.final_users, seed=eval_seed, **overrides)
     final_means = final.means()
     curve.append({"env_steps": cfg.train_steps if trained else 0, **final_means})
     tracker.evaluation(curve[-1])

@@ -14,6 +14,12 @@ tuning training users        ``s * TUNE_STRIDE``, ``s >= FIRST_TUNING_SEED``  ``
 tuning evaluation users      ``TUNE_SEED_BASE + s * TUNE_STRIDE``          ``scripts/tune.py``
 ============================ ============================================= ===================
 
+Worlds are split the same way (:mod:`recsim_gym.env.suite`): world seeds below
+``FIRST_HELDOUT_WORLD`` are tuning worlds, those from it to ``LAST_WORLD`` held-out worlds.
+Tuning (``scripts/tune.py``, a config with ``env.suite: tuning``) refuses held-out worlds, and
+a tuning suite trains and evaluates on the tuning users above; a held-out suite is a harness
+run, on the harness's users.
+
 The agent's own training users are those of deep and tabular SlateQ, whose ``learn`` resets
 the env it is given with them. The click models log their own users from a logging policy
 (``learn`` refits every ``retrain_every`` steps on a fresh round r). Evaluation cohorts hold at
@@ -67,3 +73,25 @@ def tune_train_seed(seed: int) -> int:
 def tune_eval_seed(seed: int) -> int:
     """First evaluation user of tuning seed ``seed``."""
     return TUNE_SEED_BASE + check_tuning_seed(seed) * TUNE_STRIDE
+
+
+#: First held-out world seed: world seeds below it are tuning worlds.
+FIRST_HELDOUT_WORLD = 1_000
+#: Last world seed of the suite.
+LAST_WORLD = 1_999
+
+
+def world_split(seed: int) -> str:
+    """``"tuning"`` or ``"held_out"``: the split world seed ``seed`` belongs to."""
+    if not 0 <= seed <= LAST_WORLD:
+        raise ValueError(f"world seed must be in [0, {LAST_WORLD}], got {seed}")
+    return "tuning" if seed < FIRST_HELDOUT_WORLD else "held_out"
+
+
+def check_tuning_world(seed: int) -> int:
+    """``seed`` if it is a tuning world, else ``ValueError`` (held-out worlds are run once,
+    after tuning has ended)."""
+    if world_split(seed) != "tuning":
+        raise ValueError(f"world {seed} is a held-out world (seeds {FIRST_HELDOUT_WORLD}..{LAST_WORLD}); "
+                         f"tuning uses worlds 0..{FIRST_HELDOUT_WORLD - 1}")
+    return seed

@@ -14,6 +14,7 @@ from rliable import metrics
 from recsim_gym.experiments.statistics import (
     BOUNDS,
     MIN_BOOTSTRAP_SEEDS,
+    _iqm_matrix,
     _poi_matrix,
     iqm,
     probability_of_improvement,
@@ -104,6 +105,15 @@ def test_probability_of_improvement_counts_ties_as_half() -> None:
     for _ in range(20):
         x, y = rng.integers(0, 4, (2, 5)).astype(float)
         assert _poi_matrix(x[:, None], y[:, None]) == pytest.approx(probability_of_improvement(x, y))
+
+
+def test_the_resampled_iqm_is_rlables() -> None:
+    # each bootstrap resample computes rliable's aggregate_iqm without scipy's wrapper
+    rng = np.random.default_rng(1)
+    for shape in [(1, 1), (2, 1), (3, 1), (5, 1), (3, 4), (7, 12), (10, 3)]:
+        for _ in range(10):
+            m = rng.normal(size=shape) * rng.choice([1.0, 100.0])
+            assert _iqm_matrix(m) == pytest.approx(metrics.aggregate_iqm(m), rel=1e-12, abs=1e-12)
 
 
 @pytest.mark.parametrize(("seeds", "warned"), [(1, True), (3, True), (MIN_BOOTSTRAP_SEEDS, False)])
