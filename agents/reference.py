@@ -96,6 +96,34 @@ def item_terms(obs: dict[str, np.ndarray], params: Params) -> dict[str, np.ndarr
     return {"utility": utility, "p_convert": p_convert, "value": value, "quality": quality}
 
 
+def slate_outcomes(obs: dict[str, np.ndarray], params: Params, slates: np.ndarray
+                   ) -> dict[str, np.ndarray]:
+    """Exact expected outcomes of showing ``slates`` (B, k) under the true model (latent
+    observation): ``choice`` (B, k + 1) the click probability per position then no-click (the
+    env's ``info["choice_probs"]``), and per user the expected ``click``, ``conversion`` and
+    ``reward``. The ground truth of off-policy evaluation."""
+    terms = item_terms(obs, params)
+    k = slates.shape[1]
+    utility = np.take_along_axis(terms["utility"], slates, axis=1).astype(np.float64)
+    rho = params.position_decay ** np.arange(k)
+    if params.choice_model == "cascade":
+        attract = 1.0 / (1.0 + np.exp(params.no_click_utility - utility))
+        # examined with probability position_decay after each unattractive item
+        reach = np.concatenate([np.ones((len(slates), 1)), np.cumprod(
+            (1.0 - attract) * params.position_decay, axis=1)[:, :-1]], axis=1)
+        weights = attract * reach
+        none = np.maximum(0.0, 1.0 - weights.sum(1))
+    else:
+        weights = np.exp(utility - params.no_click_utility) * rho
+        none = np.ones(len(slates))
+    total = weights.sum(1) + none
+    choice = np.concatenate([weights, none[:, None]], axis=1) / total[:, None]
+    p_convert = np.take_along_axis(terms["p_convert"], slates, axis=1)
+    value = np.take_along_axis(np.broadcast_to(terms["value"], terms["utility"].shape), slates, axis=1)
+    return {"choice": choice, "click": choice[:, :k].sum(1),
+            "conversion": (choice[:, :k] * p_convert).sum(1), "reward": (choice[:, :k] * value).sum(1)}
+
+
 def highest_appeal(obs: dict[str, np.ndarray], params: Params) -> np.ndarray:
     """The k most appealing candidates (a click maximiser's first instinct; observable only)."""
     return top_k(obs["candidates"][..., params.num_topics], params.slate_size)

@@ -4,6 +4,7 @@
     recsim run CONFIG --resume                          # continue an interrupted run
     recsim plot runs/quick                              # plots + report.md for a run directory
     recsim evaluate --agents random linucb              # held-out users, no run directory
+    recsim ope --targets random logreg                  # off-policy estimators vs the true value
     recsim bench env                                    # env throughput (user-steps/s)
     recsim agents                                       # registered agents, incl. plug-ins
     recsim envs                                         # Gymnasium ids and presets
@@ -142,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="evaluate agents on held-out users, no run directory "
                               "(see `recsim evaluate --help`)", add_help=False)
     evaluate.add_argument("rest", nargs=argparse.REMAINDER)
+    ope = sub.add_parser("ope", help="off-policy estimators checked against the simulator's truth "
+                         "(see `recsim ope --help`)", add_help=False)
+    ope.add_argument("rest", nargs=argparse.REMAINDER)
     sub.add_parser("agents", help="list registered agents (built-ins and plug-ins)").set_defaults(
         func=_cmd_agents)
     sub.add_parser("envs", help="list Gymnasium ids and presets").set_defaults(func=_cmd_envs)
@@ -156,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
 
         bench_main(argv[1:] or ["--help"])
         return 0
+    if argv[:1] == ["ope"]:
+        from recsim_gym.experiments.ope_run import main as ope_main
+
+        return ope_main(argv[1:])
     if argv[:1] == ["evaluate"]:
         from recsim_gym.experiments.evaluate import main as evaluate_main
 

@@ -22,6 +22,16 @@ column             dtype, shape       meaning
 ``reward``         float32 (n,)       the env's reward
 =================  =================  ==========================================================
 
+Optional columns (schema version 2; a version-1 log has none), for off-policy evaluation of
+policies other than the logger (:mod:`recsim_gym.experiments.ope_run`):
+
+=================  =================  ==========================================================
+``candidates``     float16 (n,m,T+3)  every candidate's observed features (obs ``candidates``):
+                                      what a target policy needs to choose its own slate
+``marginal``       float32 (n, k)     P(logging policy puts the logged item at that position),
+                                      what independent IPS divides by
+=================  =================  ==========================================================
+
 Files are ``.npz`` (``numpy.savez_compressed``) plus a ``__meta__`` JSON entry naming the schema
 version, the logging policy and the sizes; :func:`load_logs` validates every column (names,
 dtypes, shapes, row counts) and its values (propensities, positions, clicks, conversions,
@@ -43,7 +53,9 @@ from recsim_gym.env import rng as recsim_rng
 from recsim_gym.env.simulator import make_simulator
 from recsim_gym.env.spaces import random_slates
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Schema versions load_logs reads (version 1: no optional columns).
+READABLE_VERSIONS = (1, 2)
 #: A logging policy: ``policy(obs, generator) -> (slates (B, k), propensities (B, k))``.
 LoggingPolicy = Callable[[dict[str, np.ndarray], np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
@@ -59,6 +71,11 @@ def _columns(k: int, t: int, h: int, u: int | None = None) -> dict[str, tuple[st
             "history": ("float16", (h, t + 6)), "user_features": ("float16", (t + 1 if u is None else u,)),
             "propensity": ("float32", (k,)), "click": ("bool", ()), "position": ("int8", ()),
             "conversion": ("bool", ()), "revenue": ("float32", ()), "reward": ("float32", ())}
+
+
+def _optional_columns(k: int, t: int, m: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Expected dtype and per-row shape of the optional columns."""
+    return {"candidates": ("float16", (m, t + 3)), "marginal": ("float32", (k,))}
 
 
 def uniform_policy(k: int) -> LoggingPolicy:
@@ -103,11 +120,14 @@ def epsilon_popularity_policy(k: int, epsilon: float = 0.3) -> LoggingPolicy:
 def generate_logs(preset: str = "static", n_steps: int = 10_000, batch_size: int = 500,
                   first_user: int = 0, policy: str | LoggingPolicy = "epsilon_popularity",
                   epsilon: float = 0.3, seed: int = 0, sim: Any = None,
-                  **overrides: Any) -> dict[str, np.ndarray]:
+                  full_observations: bool = False, **overrides: Any) -> dict[str, np.ndarray]:
     """Run a logging policy on ``batch_size`` users at a time until ``n_steps`` user-steps are
     logged; ended users are replaced by new ones (ids ``first_user``, ``first_user + 1``, ...).
 
-    :param policy: ``"epsilon_popularity"``, ``"uniform"`` or a :data:`LoggingPolicy`
+    :param policy: ``"epsilon_popularity"``, ``"uniform"``, ``"epsilon_slate"`` or a
+        :data:`LoggingPolicy` (one of :mod:`recsim_gym.env.logging_policies` also logs marginals)
+    :param full_observations: also log every candidate (``candidates``) and, for a policy that
+        knows them, the ``marginal`` probabilities: what off-policy evaluation needs
     :returns: the columns of the schema above (exactly ``n_steps`` rows)
     """
     sim = sim if sim is not None else make_simulator(preset, **overrides)
@@ -118,8 +138,13 @@ def generate_logs(preset: str = "static", n_steps: int = 10_000, batch_size: int
             policy = uniform_policy(k)
         elif policy == "epsilon_popularity":
             policy = epsilon_popularity_policy(k, epsilon)
+        elif policy == "epsilon_slate":
+            from recsim_gym.env.logging_policies import EpsilonSlateLogging
+
+            policy = EpsilonSlateLogging(k, epsilon)
         else:
-            raise ValueError(f"unknown logging policy {policy!r}: 'epsilon_popularity' or 'uniform'")
+            raise ValueError(f"unknown logging policy {policy!r}: 'epsilon_popularity', "
+                             "'epsilon_slate' or 'uniform'")
     gen = np.random.default_rng(seed)
     batch = max(1, min(batch_size, n_steps))
     users = np.arange(first_user, first_user + batch, dtype=np.int64)
@@ -127,6 +152,11 @@ def generate_logs(preset: str = "static", n_steps: int = 10_000, batch_size: int
     state = sim.reset(recsim_rng.seed_to_key(users))
     steps = np.zeros(batch, dtype=np.int32)
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in _columns(k, 1, 1)}
+    marginals = getattr(policy, "marginals", None)
+    if full_observations:
+        chunks["candidates"] = []
+        if marginals is not None:
+            chunks["marginal"] = []
     logged = 0
     while logged < n_steps:
         obs = sim.observe(state)
@@ -144,6 +174,10 @@ def generate_logs(preset: str = "static", n_steps: int = 10_000, batch_size: int
                "click": result.click.astype(bool), "position": result.position.astype(np.int8),
                "conversion": result.conversion.astype(bool),
                "revenue": result.revenue.astype(np.float32), "reward": result.reward.astype(np.float32)}
+        if full_observations:
+            row["candidates"] = obs["candidates"].astype(np.float16)
+            if marginals is not None:
+                row["marginal"] = marginals(obs, slates).astype(np.float32)
         for name, values in row.items():
             chunks[name].append(np.array(values[:take]))
         logged += take
@@ -176,9 +210,13 @@ def validate_logs(logs: dict[str, np.ndarray], source: str = "logs", num_candida
     missing = sorted(set(expected) - set(logs))
     if missing:
         raise LogFormatError(f"{source}: missing columns {missing}")
-    unknown = sorted(set(logs) - set(expected))
+    m = logs["candidates"].shape[1] if "candidates" in logs and logs["candidates"].ndim == 3 else 0
+    optional = _optional_columns(k, t3 - 3, m)
+    unknown = sorted(set(logs) - set(expected) - set(optional))
     if unknown:
-        raise LogFormatError(f"{source}: unknown columns {unknown}; a log has exactly {sorted(expected)}")
+        raise LogFormatError(f"{source}: unknown columns {unknown}; a log has {sorted(expected)} and "
+                             f"optionally {sorted(optional)}")
+    expected.update({name: spec for name, spec in optional.items() if name in logs})
     if u != t3 - 2:
         raise LogFormatError(f"{source}: column 'user_features' has width {u}, expected "
                              f"{t3 - 2} (T + 1 for T = {t3 - 3} topics, from slate_features)")
@@ -192,6 +230,20 @@ def validate_logs(logs: dict[str, np.ndarray], source: str = "logs", num_candida
             raise LogFormatError(f"{source}: column {name!r} has {len(column)} rows, 'user' has {n} "
                                  "(truncated file?)")
     _check_values(logs, source, k, num_candidates)
+    if "candidates" in logs:
+        if num_candidates is not None and m != num_candidates:
+            raise LogFormatError(f"{source}: column 'candidates' holds {m} candidates per row, the "
+                                 f"meta says num_candidates = {num_candidates}")
+        _first_bad(source, "candidates", ~np.isfinite(logs["candidates"]), "values must be finite")
+        _first_bad(source, "slate", logs["slate"].astype(np.int64) >= m,
+                   f"positions must be < the {m} logged candidates")
+        shown = np.take_along_axis(logs["candidates"], logs["slate"].astype(np.int64)[..., None], axis=1)
+        _first_bad(source, "slate_features", shown != logs["slate_features"],
+                   "must be the logged candidates at the slate's positions")
+    if "marginal" in logs:
+        marginal = logs["marginal"]
+        _first_bad(source, "marginal", ~np.isfinite(marginal) | (marginal <= 0) | (marginal > 1),
+                   "marginal probabilities must be in (0, 1]")
     return logs
 
 
@@ -262,9 +314,11 @@ def load_logs(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raise LogFormatError(f"{path}: the __meta__ entry is not JSON ({err})") from err
     if not isinstance(meta, dict):
         raise LogFormatError(f"{path}: the __meta__ entry is not a JSON object")
-    if meta.get("schema_version") != SCHEMA_VERSION:
+    if meta.get("schema_version") not in READABLE_VERSIONS:
         raise LogFormatError(f"{path}: schema version {meta.get('schema_version')}, "
-                             f"expected {SCHEMA_VERSION}")
+                             f"expected one of {list(READABLE_VERSIONS)}")
+    if meta["schema_version"] == 1 and {"candidates", "marginal"} & set(data):
+        raise LogFormatError(f"{path}: a schema version 1 log has no optional columns")
     validate_logs(data, str(path), meta.get("num_candidates"))
     if len(data["user"]) != meta.get("rows"):
         raise LogFormatError(f"{path}: {len(data['user'])} rows, meta says {meta.get('rows')} (truncated?)")

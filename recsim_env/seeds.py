@@ -12,6 +12,8 @@ harness evaluation users     ``EVAL_SEED_BASE + s * EVAL_SEED_STRIDE``     ``rec
 click models' logged users   ``10**7 + s * 10**6 + r * 500_000``, round r  click models
 tuning training users        ``s * TUNE_STRIDE``, ``s >= FIRST_TUNING_SEED``  ``scripts/tune.py``
 tuning evaluation users      ``TUNE_SEED_BASE + s * TUNE_STRIDE``          ``scripts/tune.py``
+off-policy evaluation logs   ``OPE_SEED_BASE + r * OPE_STRIDE``, repetition r  ``recsim ope``
+its reward model's log       ``OPE_SEED_BASE + r * OPE_STRIDE + OPE_MODEL``  ``recsim ope``
 ============================ ============================================= ===================
 
 Worlds are split the same way (:mod:`recsim_gym.env.suite`): world seeds below
@@ -35,6 +37,9 @@ EVAL_SEED_STRIDE = 1_000_000
 TUNE_SEED_BASE = 300_000_000
 TUNE_STRIDE = 1_000_000
 FIRST_TUNING_SEED = 100
+OPE_SEED_BASE = 600_000_000
+OPE_STRIDE = 10_000_000
+OPE_MODEL = 5_000_000
 
 
 def agent_train_seed(seed: int) -> int:
@@ -45,6 +50,12 @@ def agent_train_seed(seed: int) -> int:
 def click_log_seed(seed: int, round_index: int = 0) -> int:
     """First logged user of a click model seeded ``seed``, in refit round ``round_index``."""
     return 10**7 + seed * 10**6 + round_index * 500_000
+
+
+def ope_log_seed(repetition: int, model: bool = False) -> int:
+    """First user of repetition ``repetition``'s off-policy log (or of the separate log its
+    reward model is fit on, with ``model``); each log holds fewer than ``OPE_MODEL`` users."""
+    return OPE_SEED_BASE + repetition * OPE_STRIDE + (OPE_MODEL if model else 0)
 
 
 def train_seed(seed: int) -> int:
