@@ -5,6 +5,8 @@
     recsim plot runs/quick                              # plots + report.md for a run directory
     recsim evaluate --agents random linucb              # held-out users, no run directory
     recsim ope --targets random logreg                  # off-policy estimators vs the true value
+    recsim fit logs.npz --out fit/                      # fit a world to logs (fit/world.json)
+    recsim logs convert events.csv --items items.csv --out log.npz   # bring your own data
     recsim bench env                                    # env throughput (user-steps/s)
     recsim agents                                       # registered agents, incl. plug-ins
     recsim envs                                         # Gymnasium ids and presets
@@ -85,6 +87,22 @@ def _print_suite_summary(summary: dict, order: list[str]) -> None:
                   f"{diff:>24}")
 
 
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from recsim_gym.env.log_tables import from_tables
+    from recsim_gym.env.logs import LogFormatError, save_logs
+
+    try:
+        logs, meta = from_tables(args.events, args.items, history_length=args.history,
+                                 max_steps=args.max_steps)
+    except (FileNotFoundError, LogFormatError) as err:
+        print(f"recsim logs convert: {err}", file=sys.stderr)
+        return 2
+    path = save_logs(logs, args.out, **meta)
+    print(f"wrote {path}: {len(logs['user']):,} slates of {meta['users']:,} users; propensities "
+          f"{meta['propensities']}")
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from recsim_gym.experiments.report import make_report
     from recsim_gym.experiments.runner import JobFileError
@@ -146,6 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
     ope = sub.add_parser("ope", help="off-policy estimators checked against the simulator's truth "
                          "(see `recsim ope --help`)", add_help=False)
     ope.add_argument("rest", nargs=argparse.REMAINDER)
+    fit = sub.add_parser("fit", help="fit the default world family to interaction logs (see "
+                         "`recsim fit --help`)", add_help=False)
+    fit.add_argument("rest", nargs=argparse.REMAINDER)
+    logs = sub.add_parser("logs", help="interaction logs: convert plain tables (docs/logs.md)")
+    logs_sub = logs.add_subparsers(dest="logs_command", required=True)
+    convert = logs_sub.add_parser("convert", help="events and items CSV tables -> a recsim log (.npz)")
+    convert.add_argument("events", type=Path, help="events CSV: user, time, slate, clicked_item, converted")
+    convert.add_argument("--items", type=Path, required=True,
+                         help="items CSV: item, topic_0.. (or topic), appeal, price, popularity")
+    convert.add_argument("--out", type=Path, default=Path("log.npz"), help="output log (default log.npz)")
+    convert.add_argument("--history", type=int, default=8, help="history entries per row (default 8)")
+    convert.add_argument("--max-steps", type=int, default=200, help="session length scale (default 200)")
+    convert.set_defaults(func=_cmd_logs)
     sub.add_parser("agents", help="list registered agents (built-ins and plug-ins)").set_defaults(
         func=_cmd_agents)
     sub.add_parser("envs", help="list Gymnasium ids and presets").set_defaults(func=_cmd_envs)
@@ -160,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
 
         bench_main(argv[1:] or ["--help"])
         return 0
+    if argv[:1] == ["fit"]:
+        from recsim_gym.experiments.fit_report import main as fit_main
+
+        return fit_main(argv[1:] or ["--help"])
     if argv[:1] == ["ope"]:
         from recsim_gym.experiments.ope_run import main as ope_main
 

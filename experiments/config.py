@@ -23,6 +23,8 @@ agent, seed); it needs the ``random`` and ``oracle_myopic`` agents, which normal
     env: {suite: held_out, worlds: 12}         # the first 12 held-out worlds, or a list of seeds
     env: {suite: tuning, worlds: 8, presets: [default, static]}   # tuning: seeds >= 100
 
+A world fitted to logs by ``recsim fit`` (its Params and item table): ``env: {fitted: fit/world.json}``.
+
 Every problem of a config is reported at once, one line per key path.
 """
 
@@ -237,9 +239,11 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfi
 
 
 def _parse_env(env_raw: Any) -> EnvConfig:
-    env_raw = _keys(env_raw, {"preset", "overrides", "suite", "worlds", "presets"}, "env")
+    env_raw = _keys(env_raw, {"preset", "overrides", "suite", "worlds", "presets", "fitted"}, "env")
     if "suite" in env_raw or "worlds" in env_raw or "presets" in env_raw:
         return _parse_suite(env_raw)
+    if "fitted" in env_raw:
+        return _parse_fitted(env_raw)
     overrides = env_raw.get("overrides", {}) or {}
     _keys(overrides, set(overrides) if isinstance(overrides, dict) else set(), "env.overrides")
     for reserved in ("preset", "params"):
@@ -249,6 +253,24 @@ def _parse_env(env_raw: Any) -> EnvConfig:
                                  else "give Params fields directly under env.overrides"))
     return EnvConfig(preset=_str(env_raw.get("preset", "default"), "env.preset"),
                      overrides=dict(overrides))
+
+
+def _parse_fitted(env_raw: dict[str, Any]) -> EnvConfig:
+    """``env: {fitted: world.json, overrides: {...}}``: a world fitted by ``recsim fit`` (its
+    Params overrides and item table), optionally with overrides of its own on top."""
+    from recsim_gym.experiments.fit import load_fit
+
+    if "preset" in env_raw:
+        raise ConfigError("env.preset: a fitted world is the default family's; give env.fitted alone")
+    path = _str(env_raw.get("fitted"), "env.fitted")
+    try:
+        fitted = load_fit(path)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"env.fitted: {err}") from err
+    extra = env_raw.get("overrides", {}) or {}
+    if not isinstance(extra, dict):
+        raise ConfigError("env.overrides must be a mapping of Params fields")
+    return EnvConfig(preset="default", overrides={**fitted, **extra})
 
 
 def _parse_suite(env_raw: dict[str, Any]) -> EnvConfig:

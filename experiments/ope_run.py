@@ -390,9 +390,12 @@ def estimate_log(logs: dict[str, np.ndarray], target: Any, meta: dict[str, Any] 
             columns.setdefault(f"model_logged/{reward}", []).append(guess_logged[reward])
             columns.setdefault(f"model_target/{reward}", []).append(np.mean([g[reward] for g in guesses], 0))
     merged = {key: np.concatenate(value) for key, value in columns.items()}
+    if meta.get("propensities") == "unknown":
+        for name in ("IPS", "SNIPS", "DR", "IIPS", "RIPS", "PI"):
+            missing[name] = "the log's propensities are unknown (converted without a propensity column)"
     if "marginal" not in logs and policy is None:
-        missing["IIPS"] = "no 'marginal' column and no known logging policy in the meta"
-    if policy is None or not weights_ok:
+        missing.setdefault("IIPS", "no 'marginal' column and no known logging policy in the meta")
+    if (policy is None or not weights_ok) and "PI" not in missing:
         missing["PI"] = ("no known logging policy in the meta" if policy is None else
                          "the named logging policy does not give the logged propensities")
     clicked_at = np.zeros((n, k))

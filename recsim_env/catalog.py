@@ -73,7 +73,12 @@ class Catalog:
 
 
 def make_catalog(params: Params) -> Catalog:
-    """Draw the catalog for ``params`` (deterministic in ``params.catalog_seed``)."""
+    """Draw the catalog for ``params`` (deterministic in ``params.catalog_seed``), or load the
+    item table of ``params.catalog_file`` (a fitted world, :func:`load_item_table`)."""
+    if params.catalog_file:
+        items = load_item_table(params.catalog_file, params)
+        return _assemble(params, items["topics"], items["appeal"], items["price"], items["popularity"],
+                         items["quality"], np.zeros(len(items["appeal"]), dtype=bool), generations=1)
     rng = np.random.default_rng(params.catalog_seed)
     n, t = params.num_items, params.num_topics
     generations = 1
@@ -92,11 +97,20 @@ def make_catalog(params: Params) -> Catalog:
     quality = np.where(clickbait, rng.uniform(0.0, params.clickbait_quality_max, rows),
                        rng.beta(params.quality_alpha, params.quality_beta, rows))
     price = _truncated_lognormal(rng, params, rows)
-    price_feature = np.log(price / params.price_min) / np.log(params.price_max / params.price_min)
 
     log_pop = params.popularity_appeal_weight * appeal[:n] + params.popularity_spread * rng.normal(
         size=n)
     popularity = np.exp(log_pop - log_pop.max())  # slot prior, max 1
+    return _assemble(params, topics, appeal, price, popularity, quality, clickbait, generations)
+
+
+def _assemble(params: Params, topics: np.ndarray, appeal: np.ndarray, price: np.ndarray,
+              popularity: np.ndarray, quality: np.ndarray, clickbait: np.ndarray,
+              generations: int) -> Catalog:
+    """The catalog arrays of items (rows = slot * generations; ``popularity`` per slot)."""
+    n, t = len(popularity), params.num_topics
+    rows = n * generations
+    price_feature = np.log(price / params.price_min) / np.log(params.price_max / params.price_min)
     # One extra all-zero row (id ``rows``) pads empty history entries.
     features = np.zeros((rows + 1, t + 3), dtype=np.float32)
     features[:rows, :t] = topics
@@ -112,11 +126,68 @@ def make_catalog(params: Params) -> Catalog:
                        - params.conversion_price * price_feature)
     hidden = np.zeros((rows + 1, 3), dtype=np.float32)
     hidden[:rows] = np.stack([conversion_base, quality, price], axis=1)
+    clickbait = np.append(clickbait, False)
     for arr in (features, hidden, clickbait, retrieval_table, slot_phase):
         arr.setflags(write=False)
-    return Catalog(features=features, hidden=hidden, clickbait=np.append(clickbait, False),
+    return Catalog(features=features, hidden=hidden, clickbait=clickbait,
                    slot_phase=slot_phase, retrieval_table=retrieval_table,
                    num_items=n, num_topics=t, generations=generations)
+
+
+#: Columns of an item table file (:func:`save_item_table`): name -> (dtype, per-item shape).
+ITEM_TABLE_COLUMNS = {"topics": "float64", "appeal": "float64", "price": "float64",
+                      "popularity": "float64", "quality": "float64"}
+
+
+def save_item_table(path: str, topics: np.ndarray, appeal: np.ndarray, price: np.ndarray,
+                    popularity: np.ndarray, quality: np.ndarray) -> str:
+    """Write an item table (a fitted world's catalog) as ``.npz``: topic vectors (N, T) on the
+    simplex, appeal, quality in [0, 1], price > 0 and popularity prior in (0, 1]."""
+    np.savez_compressed(path, topics=np.asarray(topics, np.float64), appeal=np.asarray(appeal, np.float64),
+                        price=np.asarray(price, np.float64), popularity=np.asarray(popularity, np.float64),
+                        quality=np.asarray(quality, np.float64))
+    return str(path)
+
+
+def load_item_table(path: str, params: Params | None = None) -> dict[str, np.ndarray]:
+    """Read and check an item table (no pickles): every column present, N items, values in
+    range, and (with ``params``) ``num_items``, ``num_topics`` and the price range matching.
+    Raises ``ValueError`` naming the file and the column."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            items = {name: np.asarray(archive[name], np.float64) for name in archive.files}
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any other failure: not an item table
+        raise ValueError(f"catalog_file {path}: not an item table .npz ({type(err).__name__}: {err})"
+                         ) from err
+    missing = sorted(set(ITEM_TABLE_COLUMNS) - set(items))
+    if missing:
+        raise ValueError(f"catalog_file {path}: missing columns {missing}")
+    n = len(items["appeal"])
+    topics = items["topics"]
+    problems = []
+    if topics.ndim != 2 or topics.shape[0] != n:
+        problems.append(f"topics must be (N, T) with N = {n} items, got {topics.shape}")
+    for name in ("appeal", "price", "popularity", "quality"):
+        if items[name].shape != (n,) or not np.isfinite(items[name]).all():
+            problems.append(f"{name} must be {n} finite values")
+    if not problems:
+        if (topics < 0).any() or not np.allclose(topics.sum(1), 1.0, atol=1e-5):
+            problems.append("topics rows must be non-negative and sum to 1")
+        for name, low, high in (("appeal", 0.0, 1.0), ("quality", 0.0, 1.0), ("popularity", 1e-12, 1.0)):
+            if (items[name] < low).any() or (items[name] > high).any():
+                problems.append(f"{name} must lie in [{low}, {high}]")
+        if params is not None:
+            if n != params.num_items or topics.shape[1] != params.num_topics:
+                problems.append(f"holds {n} items of {topics.shape[1]} topics; the params say "
+                                f"num_items={params.num_items}, num_topics={params.num_topics}")
+            if (items["price"] < params.price_min).any() or (items["price"] > params.price_max).any():
+                problems.append(f"price must lie in [price_min, price_max] = [{params.price_min}, "
+                                f"{params.price_max}]")
+    if problems:
+        raise ValueError(f"catalog_file {path}: " + "; ".join(problems))
+    return items
 
 
 def _truncated_lognormal(rng: np.random.Generator, params: Params, size: int) -> np.ndarray:

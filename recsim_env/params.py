@@ -58,6 +58,9 @@ class Params(Config):
                               group="catalog")
     catalog_seed: int = option(0, "Seed of the catalog (the world): the same for every user and episode.",
                            0, 2**63 - 1, group="catalog")
+    catalog_file: str = option("", "An item table (.npz from recsim fit: topics, appeal, price, "
+                               "popularity, quality) used as the catalog instead of drawing one; "
+                               "its N items must equal num_items.", group="catalog")
 
     # --- retrieval, slate, observation ----------------------------------------------------
     num_candidates: int = option(20, "Candidates m retrieved per user per step.", 1, 10_000,
@@ -148,6 +151,10 @@ class Params(Config):
                f"must be > price_min ({self.price_min}), got {self.price_max}")
         self.require(self.churn_base + self.churn_scale <= 1.0, "churn_scale",
                f"churn_base + churn_scale must be <= 1, got {self.churn_base + self.churn_scale}")
+        if self.catalog_file:
+            self.require(self.item_lifetime == 0, "item_lifetime",
+                         f"must be 0 with a catalog_file (a fitted catalog has no churn), got "
+                         f"{self.item_lifetime}")
         generations = 1
         if self.item_lifetime > 0:
             generations = -(-self.max_steps // self.item_lifetime) + 1

@@ -13,6 +13,7 @@ click models' logged users   ``10**7 + s * 10**6 + r * 500_000``, round r  click
 tuning training users        ``s * TUNE_STRIDE``, ``s >= FIRST_TUNING_SEED``  ``scripts/tune.py``
 tuning evaluation users      ``TUNE_SEED_BASE + s * TUNE_STRIDE``          ``scripts/tune.py``
 off-policy evaluation logs   ``OPE_SEED_BASE + r * OPE_STRIDE``, repetition r  ``recsim ope``
+simulated logs of a fit      ``FIT_SIM_SEED`` on (the same users every time)  ``recsim fit``
 its reward model's log       ``OPE_SEED_BASE + r * OPE_STRIDE + OPE_MODEL``  ``recsim ope``
 ============================ ============================================= ===================
 
@@ -40,6 +41,7 @@ FIRST_TUNING_SEED = 100
 OPE_SEED_BASE = 600_000_000
 OPE_STRIDE = 10_000_000
 OPE_MODEL = 5_000_000
+FIT_SIM_SEED = 700_000_000
 
 
 def agent_train_seed(seed: int) -> int:

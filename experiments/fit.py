@@ -1,0 +1,536 @@
+"""Fit the simulator to a team's own logs: ``recsim fit LOGS`` (indirect inference).
+
+**Method, and why.** The likelihood of a log under the default world integrates over every
+user's latent interest path (drift, regime shifts), fatigue and satisfaction and over every
+item's hidden quality: a high-dimensional state-space model with no closed form. Indirect
+inference (Gourieroux, Monfort and Renault 1993; Smith 1993) needs only the simulator:
+
+1. fit cheap *auxiliary* models to the log (:func:`auxiliary_statistics`): a conditional logit
+   of the choice on the shown slate (interest, appeal, fatigue and position terms), a logistic
+   model of conversion after a click, a hazard model of session ends, and drift summaries;
+2. simulate logs under candidate Params with the log's logging policy, size and batch (the
+   same users every time: common random numbers) and fit the same auxiliary models;
+3. move the Params until the two agree: Levenberg-Marquardt Gauss-Newton on the weighted
+   distance, with a finite-difference Jacobian, inside the search bounds of :data:`FIT_FIELDS`.
+
+The simulator is the model (no second implementation of the dynamics), and the Jacobian also
+gives the uncertainty: the simulated-method-of-moments sandwich
+``(1 + 1/S) (J'WJ)^-1 J'W Sigma W J (J'WJ)^-1`` with ``Sigma`` the bootstrap covariance (over
+users) of the logged statistics and ``W`` the inverse of its diagonal; 95% intervals per field.
+The choice model (MNL or cascade) is picked by which auxiliary model, a conditional logit or a
+cascade of logits on the same features, explains the logged clicks better.
+
+**Catalog.** Items are known by their logged features (topic vector, appeal, price feature,
+observed popularity). Each item's hidden quality is its posterior mean given its clicks and
+conversions under the candidate conversion model, with a prior over quality learned across
+items (a grid, by EM, separately for high- and low-appeal items: clickbait is high-appeal and
+poor). The catalog is thus a function of the Params, imputed anew for every simulated world.
+
+**Fixed, not fitted.** The world's sizes (topics, candidates, slate, history, ``max_steps``),
+the fatigue gain and decay, interest reversion and regime shifts, the initial satisfaction, the
+reward weights and the price range come from the log's meta or the ``default`` preset.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+
+from recsim_gym.env import seeds
+from recsim_gym.env.catalog import load_item_table, save_item_table
+from recsim_gym.env.logs import generate_logs
+from recsim_gym.env.presets import make_params
+from recsim_gym.env.simulator import make_simulator
+
+#: The fitted Params fields and their search bounds.
+FIT_FIELDS: dict[str, tuple[float, float]] = {
+    "affinity_weight": (0.0, 15.0), "appeal_weight": (0.0, 15.0), "fatigue_weight": (0.0, 15.0),
+    "no_click_utility": (-5.0, 10.0), "position_decay": (0.05, 1.0),
+    "conversion_bias": (-8.0, 4.0), "conversion_affinity": (-4.0, 6.0),
+    "conversion_quality": (-4.0, 10.0), "conversion_price": (-4.0, 6.0),
+    "churn_base": (0.0, 0.05), "churn_scale": (0.0, 0.4), "satisfaction_rate": (0.0, 1.0),
+    "no_click_penalty": (0.0, 0.3), "interest_update_rate": (0.0, 0.4), "interest_noise": (0.0, 0.15),
+}
+#: Format tag of a fitted-world file.
+FIT_FORMAT = "recsim-fit/1"
+#: Logging policies a fit can simulate (the log's meta names one).
+SIMULATED_LOGGING = ("epsilon_popularity", "uniform", "epsilon_slate")
+_GRID = np.linspace(0.0, 1.0, 51)  # quality grid of the item posteriors
+
+
+# --------------------------------------------------------------------------------------------
+# Auxiliary statistics
+# --------------------------------------------------------------------------------------------
+
+def _slate_terms(logs: dict[str, np.ndarray], t: int) -> dict[str, np.ndarray]:
+    """Per shown item (n, k): declared-topic match, appeal, price, popularity, match with the
+    last two clicked items (fatigue) and with older clicked items (interest)."""
+    shown = logs["slate_features"].astype(np.float32)
+    topic = shown[..., :t]
+    declared = logs["user_features"][:, :t].astype(np.float32)
+    hist = logs["history"].astype(np.float32)
+    clicked = (hist[..., -3] * hist[..., -1])[..., None] * hist[..., :t]
+    recent, older = clicked[:, -2:].sum(1), clicked[:, :-2].sum(1)
+    return {"declared": np.einsum("nkt,nt->nk", topic, declared),
+            "recent": np.einsum("nkt,nt->nk", topic, recent), "older": np.einsum("nkt,nt->nk", topic, older),
+            "appeal": shown[..., t], "price": shown[..., t + 1], "popularity": shown[..., t + 2]}
+
+
+def _choice_features(terms: dict[str, np.ndarray]) -> np.ndarray:
+    """(n, k, 5) features of the auxiliary choice model: 1, declared-topic match, appeal,
+    match with the last two clicks, match with older clicks."""
+    return np.stack([np.ones_like(terms["appeal"]), terms["declared"], terms["appeal"], terms["recent"],
+                     terms["older"]], axis=2)
+
+
+def _fit_logit(nll, size: int, start: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Minimise a smooth negative log-likelihood with its gradient (L-BFGS from ``start``, by
+    default zeros: a fit of a similar log's model converges in a few steps from its answer)."""
+    result = minimize(nll, np.zeros(size) if start is None else start, jac=True, method="L-BFGS-B")
+    return result.x, float(result.fun)
+
+
+def choice_logit(x: np.ndarray, position: np.ndarray, cascade: bool = False,
+                 start: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Auxiliary choice model on shown slates: item utility ``x b + delta_j`` (x: (n, k, F),
+    ``delta_0 = 0``); conditional logit with no-click utility 0, or (``cascade``) a cascade of
+    attractions ``sigmoid(x b)`` examined with probability ``sigmoid(delta_j)``. Returns the
+    coefficients and the mean negative log-likelihood."""
+    n, k, f = x.shape
+    chosen = np.where(position >= 0, position, k)
+
+    def nll(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        b, delta = theta[:f], np.concatenate([[0.0], theta[f:]])
+        if not cascade:
+            u = x @ b + delta
+            top = np.maximum(u.max(1), 0.0)
+            e = np.exp(u - top[:, None])
+            total = e.sum(1) + np.exp(-top)
+            p = np.concatenate([e, np.exp(-top)[:, None]], 1) / total[:, None]
+            loss = -np.mean(np.log(np.maximum(p[np.arange(n), chosen], 1e-300)))
+            onehot = np.zeros((n, k + 1))
+            onehot[np.arange(n), chosen] = 1.0
+            diff = (p - onehot)[:, :k]  # d loss / d u_j per row
+            grad = np.concatenate([np.einsum("nk,nkf->f", diff, x), diff.sum(0)[1:]]) / n
+            return float(loss), grad
+        a = 1.0 / (1.0 + np.exp(-(x @ b)))
+        s = 1.0 / (1.0 + np.exp(-delta))
+        reach = np.concatenate([np.ones((n, 1)), np.cumprod(1.0 - a * s, axis=1)[:, :-1]], axis=1)
+        p_items = reach * a * s
+        p = np.concatenate([p_items, np.maximum(1.0 - p_items.sum(1), 1e-300)[:, None]], 1)
+        loss = -np.mean(np.log(np.maximum(p[np.arange(n), chosen], 1e-300)))
+        return float(loss), _numeric_grad(lambda th: _cascade_loss(th, x, chosen, f), theta)
+
+    theta, loss = _fit_logit(nll, f + k - 1, start)
+    return theta, loss
+
+
+def _cascade_loss(theta: np.ndarray, x: np.ndarray, chosen: np.ndarray, f: int) -> float:
+    n, k, _ = x.shape
+    b, delta = theta[:f], np.concatenate([[0.0], theta[f:]])
+    a = 1.0 / (1.0 + np.exp(-(x @ b)))
+    s = 1.0 / (1.0 + np.exp(-delta))
+    reach = np.concatenate([np.ones((n, 1)), np.cumprod(1.0 - a * s, axis=1)[:, :-1]], axis=1)
+    p_items = reach * a * s
+    p = np.concatenate([p_items, np.maximum(1.0 - p_items.sum(1), 1e-300)[:, None]], 1)
+    return float(-np.mean(np.log(np.maximum(p[np.arange(n), chosen], 1e-300))))
+
+
+def _numeric_grad(loss, theta: np.ndarray, h: float = 1e-5) -> np.ndarray:
+    grad = np.empty_like(theta)
+    for i in range(len(theta)):
+        step = np.zeros_like(theta)
+        step[i] = h
+        grad[i] = (loss(theta + step) - loss(theta - step)) / (2 * h)
+    return grad
+
+
+def _logistic(x: np.ndarray, y: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+    """Logistic regression coefficients (x: (n, F) with an intercept column)."""
+    n = len(y)
+
+    def nll(b: np.ndarray) -> tuple[float, np.ndarray]:
+        z = x @ b
+        loss = np.mean(np.logaddexp(0.0, z) - y * z)
+        p = 1.0 / (1.0 + np.exp(-z))
+        return float(loss), x.T @ (p - y) / n
+
+    return _fit_logit(nll, x.shape[1], start)[0]
+
+
+def auxiliary_statistics(logs: dict[str, np.ndarray], num_topics: int, start: np.ndarray | None = None
+                         ) -> tuple[np.ndarray, list[str]]:
+    """The auxiliary statistics of a log (values, names): the choice logit's coefficients,
+    the conversion logit's, the session-end hazard's, mean rows per user, CTR and drift
+    summaries. Computed the same way on the logs and on the simulated ones (the auxiliary
+    models need not be right, only informative: the conditional logit serves cascade worlds
+    too). ``start``: the statistics of a similar log, where the auxiliary fits start."""
+    t = num_topics
+    terms = _slate_terms(logs, t)
+    n, k = terms["appeal"].shape
+    x = _choice_features(terms)
+    position = logs["position"].astype(np.int64)
+    begin = (lambda a, b: None) if start is None else (lambda a, b: start[a:b])
+    choice, _ = choice_logit(x, position, start=begin(0, 4 + k))
+    names = ["choice/intercept", "choice/declared", "choice/appeal", "choice/recent_clicks",
+             "choice/older_clicks", *(f"choice/position_{j}" for j in range(1, k))]
+    clicked = position >= 0
+    rows = np.flatnonzero(clicked)
+    at = position[rows]
+    cx = np.stack([np.ones(len(rows)), terms["declared"][rows, at], terms["appeal"][rows, at],
+                   terms["price"][rows, at], terms["popularity"][rows, at]], axis=1)
+    conversion = _logistic(cx, logs["conversion"][rows].astype(float), begin(4 + k, 9 + k))
+    names += ["conversion/intercept", "conversion/declared", "conversion/appeal", "conversion/price",
+              "conversion/popularity"]
+    # session ends: the last logged row of each user (ended or cut by the end of logging,
+    # which the simulated logs repeat)
+    users = logs["user"]
+    order = np.lexsort((logs["step"], users))
+    last = np.zeros(n, dtype=bool)
+    sorted_users = users[order]
+    last[order[np.r_[sorted_users[1:] != sorted_users[:-1], True]]] = True
+    hist = logs["history"].astype(np.float32)
+    valid, hist_click = hist[..., -1], hist[..., -3]
+    no_clicks = (valid * (1 - hist_click)).sum(1) / hist.shape[1]
+    clicked_appeal = (hist[..., t] * hist_click * valid).sum(1) / np.maximum((hist_click * valid).sum(1), 1)
+    progress = logs["user_features"][:, -1].astype(np.float32)
+    hazard_x = np.stack([np.ones(n), no_clicks, clicked_appeal, progress], axis=1)
+    hazard = _logistic(hazard_x, last.astype(float), begin(9 + k, 13 + k))
+    names += ["session_end/intercept", "session_end/recent_no_clicks", "session_end/clicked_appeal",
+              "session_end/progress"]
+    step = logs["step"]
+    declared_click = (terms["declared"][rows, at] > 0.5).astype(float)
+    early, late = step[rows] < 20, step[rows] >= 40
+    last_entry = hist[:, -1]
+    follow = np.flatnonzero(clicked & (last_entry[:, t + 3] > 0) & (last_entry[:, -1] > 0))
+    previous = last_entry[follow, :t]
+    current = logs["slate_features"][follow, position[follow], :t].astype(np.float32)
+    cosine = (previous * current).sum(1) / np.maximum(
+        np.linalg.norm(previous, axis=1) * np.linalg.norm(current, axis=1), 1e-9)
+    extra = np.array([n / len(np.unique(users)), clicked.mean(),
+                      declared_click[early].mean() if early.any() else 0.0,
+                      declared_click[late].mean() if late.any() else 0.0,
+                      cosine.mean() if len(cosine) else 0.0])
+    names += ["rows_per_user", "ctr", "drift/declared_share_early", "drift/declared_share_late",
+              "drift/consecutive_click_topic_cosine"]
+    return np.concatenate([choice, conversion, hazard, extra]), names
+
+
+def choice_family(logs: dict[str, np.ndarray], num_topics: int) -> tuple[str, dict[str, float]]:
+    """``"mnl"`` or ``"cascade"``: the auxiliary choice model that explains the logged clicks
+    better (mean log-likelihood per slate on 20,000 logged slates), with both log-likelihoods."""
+    rows = np.random.default_rng(0).permutation(len(logs["user"]))[:20_000]  # enough to tell them apart
+    terms = _slate_terms({key: value[rows] for key, value in logs.items()}, num_topics)
+    n, k = terms["appeal"].shape
+    x = _choice_features(terms)
+    position = logs["position"][rows].astype(np.int64)
+    mnl = -choice_logit(x, position, cascade=False)[1]
+    cascade = -choice_logit(x, position, cascade=True)[1]
+    return ("cascade" if cascade > mnl else "mnl"), {"mnl": mnl, "cascade": cascade}
+
+
+# --------------------------------------------------------------------------------------------
+# The fitted catalog
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class ItemTable:
+    """The items of a log, known by their features: topic vector, appeal, price (from the
+    price feature), observed popularity, and per item its clicks, conversions and the mean
+    interest proxy of its clicks (for the quality posterior)."""
+
+    topics: np.ndarray
+    appeal: np.ndarray
+    price: np.ndarray
+    popularity: np.ndarray
+    clicks: np.ndarray
+    conversions: np.ndarray
+    declared_at_click: np.ndarray
+    index: np.ndarray = field(repr=False)  #: (n, k) item row of every shown slot
+
+
+def item_table(logs: dict[str, np.ndarray], num_topics: int, price_min: float, price_max: float) -> ItemTable:
+    """Distinct items of the log by their static features (topic, appeal, price feature)."""
+    from recsim_gym.agents.bandits import item_keys
+
+    shown = logs["slate_features"].astype(np.float32)
+    keys = item_keys(shown, num_topics)
+    flat_keys = keys.ravel()
+    unique, first, inverse = np.unique(flat_keys, return_index=True, return_inverse=True)
+    flat = shown.reshape(-1, shown.shape[-1])
+    t = num_topics
+    topics = flat[first, :t].astype(np.float64)
+    topics = np.maximum(topics, 0.0)
+    topics /= np.maximum(topics.sum(1, keepdims=True), 1e-12)
+    popularity = np.zeros(len(unique))
+    np.maximum.at(popularity, inverse, flat[:, t + 2].astype(np.float64))
+    index = inverse.reshape(keys.shape)
+    position = logs["position"].astype(np.int64)
+    rows = np.flatnonzero(position >= 0)
+    clicked_items = index[rows, position[rows]]
+    declared = logs["user_features"][rows, :t].astype(np.float32)
+    match = (flat[(rows * keys.shape[1] + position[rows]), :t] * declared).sum(1)
+    clicks = np.bincount(clicked_items, minlength=len(unique)).astype(float)
+    conversions = np.bincount(clicked_items, weights=logs["conversion"][rows].astype(float),
+                              minlength=len(unique))
+    declared_at_click = (np.bincount(clicked_items, weights=match, minlength=len(unique))
+                         / np.maximum(clicks, 1))
+    price_feature = np.clip(flat[first, t + 1].astype(np.float64), 0.0, 1.0)
+    return ItemTable(topics=topics, appeal=np.clip(flat[first, t].astype(np.float64), 0.0, 1.0),
+                     price=price_min * (price_max / price_min) ** price_feature,
+                     popularity=np.clip(popularity / max(popularity.max(), 1e-12), 1e-9, 1.0),
+                     clicks=clicks, conversions=conversions, declared_at_click=declared_at_click,
+                     index=index)
+
+
+def item_quality(items: ItemTable, params: Any, price_feature: np.ndarray) -> np.ndarray:
+    """Each item's posterior mean quality given its clicks and conversions under ``params``'
+    conversion model (interest at a click approximated by 0.75 x its declared-topic match:
+    favourite topics' interest averages 0.75, the others' 0), with a prior over quality on a
+    grid learned across items by EM, separately for appeal above and below 0.6."""
+    logit = (params.conversion_bias + params.conversion_affinity * 0.75 * items.declared_at_click[:, None]
+             + params.conversion_quality * _GRID[None, :] - params.conversion_price * price_feature[:, None])
+    p = 1.0 / (1.0 + np.exp(-logit))
+    log_like = (items.conversions[:, None] * np.log(np.maximum(p, 1e-12))
+                + (items.clicks - items.conversions)[:, None] * np.log(np.maximum(1 - p, 1e-12)))
+    quality = np.empty(len(items.appeal))
+    for group in (items.appeal >= 0.6, items.appeal < 0.6):
+        if not group.any():
+            continue
+        like = np.exp(log_like[group] - log_like[group].max(1, keepdims=True))
+        prior = np.full(len(_GRID), 1.0 / len(_GRID))
+        for _ in range(200):  # EM for the grid prior (nonparametric maximum likelihood)
+            post = like * prior
+            post /= post.sum(1, keepdims=True)
+            prior = post.mean(0)
+        post = like * prior
+        post /= post.sum(1, keepdims=True)
+        quality[group] = post @ _GRID
+    return quality
+
+
+# --------------------------------------------------------------------------------------------
+# The fit
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class FitResult:
+    """A fitted world: Params overrides (with the item table's file), 95% intervals per fitted
+    field, the logged and fitted auxiliary statistics, and what the fit took."""
+
+    overrides: dict[str, Any]
+    intervals: dict[str, dict[str, float]]
+    statistics: dict[str, dict[str, float]]
+    choice_loglik: dict[str, float]
+    seconds: float
+    iterations: int
+    rows: int
+
+    def params(self) -> Any:
+        """The fitted world's Params."""
+        return make_params("default", **self.overrides)
+
+
+def _vector(params: Any) -> np.ndarray:
+    return np.array([float(getattr(params, name)) for name in FIT_FIELDS])
+
+
+def _with(base: Any, theta: np.ndarray) -> Any:
+    values = {name: float(np.clip(v, *FIT_FIELDS[name])) for name, v in zip(FIT_FIELDS, theta, strict=True)}
+    if values["churn_base"] + values["churn_scale"] > 1.0:
+        values["churn_scale"] = 1.0 - values["churn_base"]
+    return base.replace(**values)
+
+
+def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, out: str | Path = "fit",
+              iterations: int = 12, bootstrap: int = 20, progress: Any = None) -> FitResult:
+    """Fit the default world family to ``logs`` (see the module docstring); writes the item
+    table to ``out/items.npz`` and returns the fit. ``meta`` gives the logging policy
+    (``logging_policy``, ``epsilon``), ``batch_size``, ``max_steps`` and ``num_candidates``
+    of the log, each with a default (epsilon-popularity logging, epsilon 0.3, batch 500)."""
+    start = time.perf_counter()
+    meta = dict(meta or {})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    n, k, f = logs["slate_features"].shape
+    t = f - 3
+    logging = meta.get("logging_policy", "epsilon_popularity")
+    if logging not in SIMULATED_LOGGING:
+        raise ValueError(f"logging_policy {logging!r}: a fit simulates the log's logging policy, one "
+                         f"of {list(SIMULATED_LOGGING)} (set it in the log's meta)")
+    epsilon = float(meta.get("epsilon", 0.3))
+    batch = int(meta.get("batch_size", 500))
+    max_steps = int(meta.get("max_steps", max(200, int(logs["step"].max()) + 1)))
+    m = int(meta.get("num_candidates", logs["candidates"].shape[1] if "candidates" in logs
+                     else max(int(logs["slate"].max()) + 1, k)))
+    declared = int(np.round(logs["user_features"][:, :t].astype(np.float32).sum(1).max()))
+    family, loglik = choice_family(logs, t)
+    base = make_params("default", num_topics=t, slate_size=k, num_candidates=m, max_steps=max_steps,
+                       history_length=logs["history"].shape[1], declared_topics=max(declared, 1),
+                       choice_model=family)
+    items = item_table(logs, t, base.price_min, base.price_max)
+    price_feature = np.log(items.price / base.price_min) / np.log(base.price_max / base.price_min)
+    observed, names = auxiliary_statistics(logs, t)
+    sigma = _bootstrap_covariance(logs, t, bootstrap, observed)
+    weight = 1.0 / np.maximum(np.diag(sigma), 1e-12)
+    tables: list[Path] = []
+
+    def world(theta: np.ndarray) -> Any:
+        """The world of ``theta``: its fields, and the item qualities imputed under its
+        conversion model (a file per world: catalogs are cached by Params, file name included)."""
+        params = _with(base, theta)
+        table = out / f".items_{len(tables)}.npz"
+        tables.append(table)
+        save_item_table(str(table), items.topics, items.appeal, items.price, items.popularity,
+                        item_quality(items, params, price_feature))
+        return params.replace(catalog_file=str(table.resolve()), num_items=len(items.appeal))
+
+    def simulate(theta: np.ndarray) -> np.ndarray:
+        logged = generate_logs(n_steps=n, batch_size=batch, sim=make_simulator(params=world(theta)),
+                               policy=logging, epsilon=epsilon, first_user=seeds.FIT_SIM_SEED, seed=0)
+        tables[-1].unlink()  # read into the cached catalog already
+        return auxiliary_statistics(logged, t, start=observed)[0]
+
+    def distance(statistics: np.ndarray) -> float:
+        residual = observed - statistics
+        return float(residual @ (weight * residual))
+
+    theta = _vector(base)
+    scale = np.array([high - low for low, high in FIT_FIELDS.values()])
+    simulated = simulate(theta)
+    jacobian = _jacobian(theta, simulated, scale, simulate)
+    damping, used, stalled = 1e-2, 0, 0
+    for used in range(1, iterations + 1):
+        objective = distance(simulated)
+        gram = jacobian.T @ (weight[:, None] * jacobian)
+        gradient = jacobian.T @ (weight * (observed - simulated))
+        step = np.linalg.solve(gram + damping * np.diag(np.diag(gram) + 1e-9), gradient)
+        candidate = _clip(theta + step)
+        trial = simulate(candidate)
+        moved = candidate - theta
+        if moved @ moved > 0:  # Broyden: the Jacobian learns from every simulated step
+            jacobian += np.outer(trial - simulated - jacobian @ moved, moved) / (moved @ moved)
+        if distance(trial) < objective:
+            theta, simulated, damping, stalled = candidate, trial, damping / 3, 0
+        else:
+            damping, stalled = damping * 4, stalled + 1
+        if progress is not None:
+            progress(used, distance(simulated))
+        if stalled >= 3 or np.all(np.abs(moved) < 1e-3 * scale):
+            break
+    jacobian = _jacobian(theta, simulated, scale, simulate)  # fresh, for the intervals
+    final = world(theta)
+    table = out / "items.npz"
+    Path(final.catalog_file).replace(table)
+    final = final.replace(catalog_file=str(table.resolve()))
+    covariance = _sandwich(jacobian, weight, sigma)
+    se = np.sqrt(np.maximum(np.diag(covariance), 0.0))
+    intervals = {name: {"value": float(v), "se": float(e), "low": float(v - 1.96 * e),
+                        "high": float(v + 1.96 * e)}
+                 for name, v, e in zip(FIT_FIELDS, theta, se, strict=True)}
+    overrides = {name: float(getattr(final, name)) for name in FIT_FIELDS}
+    overrides.update(num_topics=t, slate_size=k, num_candidates=m, max_steps=max_steps,
+                     history_length=base.history_length, declared_topics=base.declared_topics,
+                     choice_model=family, num_items=len(items.appeal), catalog_file=str(table.resolve()))
+    statistics = {name: {"logged": float(o), "fitted": float(s), "se": float(np.sqrt(v))}
+                  for name, o, s, v in zip(names, observed, simulated, np.diag(sigma), strict=True)}
+    return FitResult(overrides=overrides, intervals=intervals, statistics=statistics, choice_loglik=loglik,
+                     seconds=time.perf_counter() - start, iterations=used, rows=n)
+
+
+def _clip(theta: np.ndarray) -> np.ndarray:
+    low = np.array([b[0] for b in FIT_FIELDS.values()])
+    high = np.array([b[1] for b in FIT_FIELDS.values()])
+    return np.clip(theta, low, high)
+
+
+def _jacobian(theta: np.ndarray, at: np.ndarray, scale: np.ndarray, simulate) -> np.ndarray:
+    """Forward differences of the simulated statistics, 3% of each field's search range (away
+    from a bound)."""
+    columns = []
+    high = np.array([b[1] for b in FIT_FIELDS.values()])
+    for i in range(len(theta)):
+        h = 0.03 * scale[i]
+        if theta[i] + h > high[i]:
+            h = -h
+        moved = theta.copy()
+        moved[i] += h
+        columns.append((simulate(moved) - at) / h)
+    return np.stack(columns, axis=1)
+
+
+def _sandwich(jacobian: np.ndarray, weight: np.ndarray, sigma: np.ndarray, ratio: float = 1.0) -> np.ndarray:
+    """The simulated-method-of-moments covariance of the fitted fields (``ratio``: simulated
+    over logged rows)."""
+    gram = jacobian.T @ (weight[:, None] * jacobian)
+    bread = np.linalg.pinv(gram)
+    meat = jacobian.T @ (weight[:, None] * sigma * weight[None, :]) @ jacobian
+    return (1.0 + 1.0 / ratio) * bread @ meat @ bread
+
+
+def _bootstrap_covariance(logs: dict[str, np.ndarray], t: int, reps: int, start: np.ndarray) -> np.ndarray:
+    """Covariance of the auxiliary statistics over resamples of users."""
+    gen = np.random.default_rng(0)
+    users, inverse = np.unique(logs["user"], return_inverse=True)
+    rows_of = np.argsort(inverse, kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(inverse))]
+    draws = []
+    for _ in range(reps):
+        chosen = gen.integers(0, len(users), len(users))
+        rows = np.concatenate([rows_of[bounds[u]:bounds[u + 1]] for u in chosen])
+        resampled = {key: value[rows] for key, value in logs.items()}
+        # resampled users get fresh ids so a user drawn twice counts as two users
+        resampled["user"] = np.repeat(np.arange(len(chosen)), bounds[chosen + 1] - bounds[chosen])
+        draws.append(auxiliary_statistics(resampled, t, start=start)[0])
+    return np.cov(np.array(draws), rowvar=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+def save_fit(result: FitResult, out: str | Path) -> Path:
+    """Write ``out/world.json``: the format tag, the Params overrides (``catalog_file`` relative
+    to the file), the intervals, the statistics and the timing."""
+    out = Path(out)
+    path = out / "world.json"
+    overrides = {**result.overrides, "catalog_file": Path(result.overrides["catalog_file"]).name}
+    path.write_text(json.dumps({"format": FIT_FORMAT, "preset": "default", "overrides": overrides,
+                                "intervals": result.intervals, "statistics": result.statistics,
+                                "choice_loglik": result.choice_loglik, "seconds": result.seconds,
+                                "iterations": result.iterations, "rows": result.rows}, indent=1))
+    return path
+
+
+def load_fit(path: str | Path) -> dict[str, Any]:
+    """The Params overrides of a fitted world file (``world.json``), checked: JSON with the
+    format tag, only Params fields, valid values, and an item table that loads and matches
+    (``catalog_file`` is resolved against the file's folder). Runs no code from the files;
+    raises ``ValueError`` naming what is wrong."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a fitted-world file ({type(err).__name__}: {err})") from err
+    if not isinstance(data, dict) or data.get("format") != FIT_FORMAT:
+        raise ValueError(f"{path}: not a {FIT_FORMAT} file (format: "
+                         f"{data.get('format') if isinstance(data, dict) else type(data).__name__!r})")
+    overrides = data.get("overrides")
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{path}: 'overrides' must be a mapping of Params fields")
+    overrides = dict(overrides)
+    if overrides.get("catalog_file"):
+        overrides["catalog_file"] = str((path.parent / overrides["catalog_file"]).resolve())
+    try:
+        params = make_params("default", **overrides)
+        if params.catalog_file:
+            load_item_table(params.catalog_file, params)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+    return overrides
