@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from recsim_gym.agents.base import BaseAgent, Observation, Transition
 from recsim_gym.agents.slates import random_slates, top_k
@@ -32,14 +33,27 @@ from recsim_gym.env.fields import Config, option
 
 
 def item_keys(candidates: np.ndarray, num_topics: int) -> np.ndarray:
-    """64-bit keys identifying items by their static features (topic vector, appeal, price)."""
-    static = np.ascontiguousarray(candidates[..., : num_topics + 2]).view(np.uint32).astype(np.uint64)
-    weights = (np.arange(1, static.shape[-1] + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-               ) | np.uint64(1)
-    with np.errstate(over="ignore"):
-        mixed = static * weights
-        mixed ^= mixed >> np.uint64(29)
-        return (mixed * np.uint64(0xBF58476D1CE4E5B9)).sum(axis=-1)
+    """64-bit keys identifying items by their static features (topic vector, appeal, price):
+    ``sum_c mix(bits_c * w_c) * 0xBF58476D1CE4E5B9`` over the float32 bit patterns of the
+    first ``num_topics + 2`` columns, ``w_c = (c + 1) * golden | 1`` and ``mix(x) = x ^ x >> 29``
+    (mod 2^64; one compiled pass, :func:`_keys`)."""
+    static = np.ascontiguousarray(candidates[..., : num_topics + 2], dtype=np.float32)
+    flat = static.view(np.uint32).reshape(-1, static.shape[-1])
+    return _keys(flat).reshape(static.shape[:-1])
+
+
+@njit(cache=True, nogil=True)
+def _keys(bits: np.ndarray) -> np.ndarray:
+    out = np.empty(bits.shape[0], np.uint64)
+    golden, finish = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9)
+    for row in range(bits.shape[0]):
+        total = np.uint64(0)
+        for c in range(bits.shape[1]):
+            mixed = np.uint64(bits[row, c]) * ((np.uint64(c + 1) * golden) | np.uint64(1))
+            mixed ^= mixed >> np.uint64(29)
+            total += mixed * finish
+        out[row] = total
+    return out
 
 
 def _candidate_dim(params: Any) -> int:

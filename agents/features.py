@@ -35,24 +35,24 @@ def cross_feature_dim(num_topics: int, user_dim: int) -> int:
 
 def cross_features(candidates: torch.Tensor, history: torch.Tensor, user: torch.Tensor,
                    num_topics: int) -> torch.Tensor:
-    """(B, m, :func:`cross_feature_dim`) user x candidate features; see the module docstring."""
+    """(B, m, :func:`cross_feature_dim`) user x candidate features; see the module docstring.
+    Profiles and dot products are batched matrix products (one each)."""
     t = num_topics
     topic = candidates[..., :t]  # (B, m, T)
     h_topic = history[..., :t]  # (B, H, T)
     click, engaged, valid = history[..., -3], history[..., -2], history[..., -1]
-    h = history.shape[1]
-    clicked = torch.einsum("bh,bht->bt", click * valid, h_topic) / h
-    engaged_profile = torch.einsum("bh,bht->bt", engaged * valid, h_topic) / h
-    skipped = torch.einsum("bh,bht->bt", (1.0 - click) * valid, h_topic) / h
+    # clicked, engaged and shown-but-skipped profiles: history-weighted topic sums / H
+    weights = torch.stack([click * valid, engaged * valid, (1.0 - click) * valid], dim=1)
+    profiles = torch.bmm(weights / history.shape[1], h_topic)  # (B, 3, T)
     last = (click[:, -1] * valid[:, -1])[:, None] * h_topic[:, -1]
-    profiles = [clicked, engaged_profile, skipped, last]
-    products = [topic * clicked[:, None]]
+    every, scaled = [profiles, last[:, None]], [profiles[:, :1]]
     if user.shape[1] > t:
-        declared = user[:, :t]
-        products.append(topic * declared[:, None])
-        profiles.append(declared)
-    dots = torch.einsum("bmt,bpt->bmp", topic, torch.stack(profiles, dim=1))
-    return torch.cat([*products, dots], dim=2)
+        declared = user[:, None, :t]
+        every.append(declared)
+        scaled.append(declared)
+    products = (topic[:, :, None] * torch.cat(scaled, dim=1)[:, None]).flatten(2)
+    dots = torch.bmm(topic, torch.cat(every, dim=1).transpose(1, 2))
+    return torch.cat([products, dots], dim=2)
 
 
 def item_id_columns(sim: Any) -> int | None:

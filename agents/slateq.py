@@ -65,6 +65,8 @@ OBS_KEYS = ("candidates", "history", "user")
 SLOT_KEY = "slot"  # the env slot (user) a transition came from, carried through the n-step queue
 CROSS_KEY = "cross_features"  # cached user x candidate features in a batch (with_cross_features)
 IDS_KEY = "item_ids"  # cached hashed item ids of a batch's candidates (SlateQAgent._prepared)
+ITEMS_KEY = "item_inputs"  # cached [candidates, cross features] of a batch (SlateQAgent._prepared)
+CONTEXT_KEY = "context_inputs"  # cached [user, flattened history] of a batch (context_inputs)
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ class SlateQConfig(Config):
                                          "linearly.", 0.0, 1.0)
     optimiser: str = option("dinkelbach", "Slate optimiser for acting and targets.",
                             choices=OPTIMISERS)
-    hidden: int = option(128, "Width of the MLPs.", 1)
+    hidden: int = option(64, "Width of the MLPs.", 1)
     cross_features: bool = option(True, "Add user x candidate topic products to the candidate inputs.")
     item_buckets: int = option(65_536, "Buckets of the learned per-item offsets (items hashed by "
                                "their static features; 0: none; unused without a catalog).", 0)
@@ -119,8 +121,16 @@ class ContextEncoder(nn.Module):
         self.net = nn.Sequential(nn.Linear(user_dim + history_dim, hidden), nn.ReLU(),
                                  nn.Linear(hidden, hidden), nn.ReLU())
 
-    def forward(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([user, history.flatten(1)], dim=1))
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``inputs``: :func:`context_inputs` (B, user + H x history features)."""
+        return self.net(inputs)
+
+
+def context_inputs(obs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """User features and the flattened history (B, U + H F): every context encoder's input,
+    concatenated once per batch by :meth:`SlateQAgent._prepared` (``CONTEXT_KEY``)."""
+    cached = obs.get(CONTEXT_KEY)
+    return cached if cached is not None else torch.cat([obs["user"], obs["history"].flatten(1)], dim=1)
 
 
 class CandidateScorer(nn.Module):
@@ -153,14 +163,19 @@ class CandidateScorer(nn.Module):
     def trunk(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Pre-activation item hidden layer (B, m, hidden), context (B, hidden) and the per-item
         offsets (B, m), ``None`` without ``item_buckets``."""
-        ctx = self.context(obs["user"], obs["history"])
-        cand = obs["candidates"]
-        if self.num_topics is not None:
-            cross = obs.get(CROSS_KEY)  # computed once per observation batch by with_cross_features
-            if cross is None:
-                cross = cross_features(cand, obs["history"], obs["user"], self.num_topics)
-            cand = torch.cat([cand, cross], 2)
-        joint = self.item_in(cand) + self.context_in(ctx)[:, None]
+        ctx = self.context(context_inputs(obs))
+        cand = obs.get(ITEMS_KEY)  # candidates and cross features, joined once per batch
+        if cand is None:
+            cand = obs["candidates"]
+            if self.num_topics is not None:
+                cross = obs.get(CROSS_KEY)  # computed once per observation batch
+                if cross is None:
+                    cross = cross_features(cand, obs["history"], obs["user"], self.num_topics)
+                cand = torch.cat([cand, cross], 2)
+        # item_in(cand) + context_in(ctx) as one GEMM whose bias rows carry each user's context
+        b, m = cand.shape[:2]
+        rows = (self.item_in.bias + self.context_in(ctx)).repeat_interleave(m, dim=0)
+        joint = torch.addmm(rows, cand.reshape(b * m, -1), self.item_in.weight.t()).view(b, m, -1)
         offset = None
         if self.item_bias is not None:
             ids = obs.get(IDS_KEY)  # hashed once per observation batch by SlateQAgent._prepared
@@ -190,7 +205,7 @@ class ContinuationMember(CandidateScorer):
         """``C`` per candidate (B, m) and for no click (B,)."""
         joint, ctx, _ = self.trunk(obs)
         if offset is not None:
-            joint = joint + self.offset_in(offset.detach()[..., None])
+            joint = torch.addcmul(joint, offset.detach()[..., None], self.offset_in.weight[:, 0])
         return self.item_out(joint).squeeze(2), self.none(ctx).squeeze(1)
 
 
@@ -240,7 +255,8 @@ class ItemQNetwork(CandidateScorer):
         else:
             continuation_joint = joint
             if offset is not None:
-                continuation_joint = joint + self.offset_in(offset.detach()[..., None])
+                continuation_joint = torch.addcmul(joint, offset.detach()[..., None],
+                                                   self.offset_in.weight[:, 0])
             continuations = [(self.continuation_out(continuation_joint).squeeze(2),
                               self.continuation_none(ctx).squeeze(1))]
         return reward, self.none(ctx).squeeze(1), continuations
@@ -400,6 +416,22 @@ def with_cross_features(obs: dict[str, torch.Tensor], num_topics: int | None) ->
     return {**obs, CROSS_KEY: cross}
 
 
+def select_candidates(obs: dict[str, torch.Tensor], items: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``obs`` with its candidates (and their cached cross features and item ids) narrowed to
+    ``items`` (B, j) in that order; user and history unchanged. Every network scores each
+    candidate from its own features and the user's context, so scoring the narrowed
+    observation gives the same per-item values as scoring all m and gathering (ensemble
+    centring aside, :meth:`ItemQNetwork.combine`), at j/m of the item cost."""
+    out = dict(obs)
+    for key in ("candidates", CROSS_KEY, ITEMS_KEY):
+        if key in obs:
+            value = obs[key]
+            out[key] = value.gather(1, items[..., None].expand(-1, -1, value.shape[2]))
+    if IDS_KEY in obs:
+        out[IDS_KEY] = obs[IDS_KEY].gather(1, items)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 class SlateQAgent(BaseAgent):
     """Deep SlateQ agent (:mod:`recsim_gym.agents.base` protocol): ``act(obs) -> slates (B, k)``,
@@ -433,22 +465,30 @@ class SlateQAgent(BaseAgent):
         self.q_target = ItemQNetwork(self.shapes, cfg.hidden, topics, **ids, **nets)
         self.q_target.load_state_dict(self.q.state_dict())
         self.choice = ChoiceNetwork(self.shapes, cfg.hidden, self.slate_size, topics, **ids)
+        # fused: one kernel for every parameter instead of a Python loop over them
         self.optimizer = torch.optim.Adam([*self.q.parameters(), *self.choice.parameters()],
-                                          lr=cfg.learning_rate)
+                                          lr=cfg.learning_rate, fused=True)
         self.averaged: dict[str, nn.Module] = {}  # filled once exploration ends (average_tau > 0)
         self.averaged_updates = 0
         self.exploring = True
         self.rng = np.random.default_rng(cfg.seed)
         self.epsilon = 0.0
         self.env_steps = 0
+        self._param_lists: dict[str, Any] = {}  # parameter lists of the fused updates (_pairs)
 
     def _prepared(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``obs`` with what every network reading it shares, computed once: the cross features
-        and the candidates' hashed item ids (the Q, target and choice networks hash alike)."""
+        """``obs`` with what every network reading it shares, computed once: the cross features,
+        the candidates' hashed item ids (the Q, target and choice networks hash alike) and the
+        joined item and context inputs of the trunks."""
         obs = with_cross_features(obs, self.num_topics)
         if self.q.item_bias is not None and IDS_KEY not in obs:
             obs = {**obs, IDS_KEY: hashed_item_ids(obs["candidates"], self.q.id_columns,
                                                    self.q.item_bias.num_embeddings)}
+        if ITEMS_KEY not in obs:  # what every network's trunk reads, joined once
+            items = obs["candidates"]
+            if CROSS_KEY in obs:
+                items = torch.cat([items, obs[CROSS_KEY]], 2)
+            obs = {**obs, ITEMS_KEY: items, CONTEXT_KEY: context_inputs(obs)}
         return obs
 
     def _online_networks(self) -> dict[str, nn.Module]:
@@ -481,31 +521,51 @@ class SlateQAgent(BaseAgent):
 
 
     # ------------------------------------------------------------------ learning
-    @torch.no_grad()
     def td_target(self, batch: dict[str, Any], per_member: bool = False) -> torch.Tensor:
         """``r + discount (1 - done) Q_target(s', A*(s'))`` (``discount`` = gamma^n, default gamma):
         reads only reward, done, discount and the NEXT obs. ``per_member`` (with a continuation
         ensemble): one target per member (K, B), each valuing ``A*`` with ``R`` plus that
         member's own ``C`` (as in bootstrapped DQN, so errors do not travel between members)."""
+        return self._td_target(batch, per_member)[0]
+
+    @torch.no_grad()
+    def _td_target(self, batch: dict[str, Any], per_member: bool
+                   ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """:meth:`td_target` and the online network's continuations over all of ``s'``'s
+        candidates (what :meth:`ItemQNetwork.record_agreement` folds in).
+
+        ``A*`` needs the online networks on every candidate; the target network values only
+        the k items of ``A*``, so it runs on those alone (:func:`select_candidates`), except
+        for a shared target of an ensemble, whose item deviations are centred over all m."""
         cfg, k = self.config, self.slate_size
-        if per_member:
-            reward, reward_none, continuations = self.q_target.member_parts(batch["next_obs"])
-            c_items, c_none = self.q_target.combine(continuations)
-            next_q_target, next_none_target = reward + c_items, reward_none + c_none
-            values = [(reward + c, reward_none + n) for c, n in continuations]
+        next_obs = self._prepared(batch["next_obs"])
+        next_utility, _ = self.choice(next_obs)
+        continuations: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if self.q.split:  # double Q: A* by the online network
+            reward, reward_none, continuations = self.q.member_parts(next_obs)
+            c_items, c_none = self.q.combine(continuations)
+            next_q_online, next_none_online = reward + c_items, reward_none + c_none
         else:
-            next_q_target, next_none_target = self.q_target(batch["next_obs"])
-            values = [(next_q_target, next_none_target)]
-        next_utility, _ = self.choice(batch["next_obs"])
-        next_q_online, next_none_online = self.q(batch["next_obs"])  # double Q: A* by the online
-        best = self._best_slates(next_q_online, next_none_online, next_utility)  # network
-        best = torch.from_numpy(best)
+            next_q_online, next_none_online = self.q(next_obs)
+        best = torch.from_numpy(self._best_slates(next_q_online, next_none_online, next_utility))
         probs = self.choice.slate_logits(next_utility, best).softmax(1)
-        next_value = torch.stack([(probs[:, :k] * items.gather(1, best)).sum(1) + probs[:, k] * none
+        if per_member or len(self.q_target.members) < 2:
+            shown = select_candidates(next_obs, best)
+            if self.q_target.split:
+                reward, reward_none, members = self.q_target.member_parts(shown)
+                values = [(reward + c, reward_none + n) for c, n in members]
+                if not per_member:
+                    values = values[:1]  # one network: the combined C is its own
+            else:
+                values = [self.q_target(shown)]
+        else:
+            items, none = self.q_target(next_obs)
+            values = [(items.gather(1, best), none)]
+        next_value = torch.stack([(probs[:, :k] * items).sum(1) + probs[:, k] * none
                                   for items, none in values])
         discount = batch.get("discount", torch.full_like(batch["reward"], cfg.gamma))
         targets = batch["reward"] + discount * (1.0 - batch["done"]) * next_value
-        return targets if per_member else targets[0]
+        return (targets if per_member else targets[0]), continuations
 
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
         """One gradient step on the TD loss of the consumed item plus the choice log-loss (with
@@ -514,17 +574,19 @@ class SlateQAgent(BaseAgent):
         for key in ("obs", "next_obs"):
             batch[key] = self._prepared(batch[key])
         member_targets = len(self.q.members) >= 2
-        target = self.td_target(batch, per_member=member_targets)  # (K, B) with member_targets
+        target, next_continuations = self._td_target(batch, member_targets)  # (K, B) if members
+        # the losses read only the shown slate: the networks run on its k candidates, not all m
+        shown = select_candidates(batch["obs"], batch["slate"])
         clicked = batch["position"] < k
-        item = batch["slate"].gather(1, batch["position"].clamp(max=k - 1)[:, None]).squeeze(1)
+        item = batch["position"].clamp(max=k - 1)[:, None]
 
         def consumed(items: torch.Tensor, none: torch.Tensor) -> torch.Tensor:
-            return torch.where(clicked, items.gather(1, item[:, None]).squeeze(1), none)
+            return torch.where(clicked, items.gather(1, item).squeeze(1), none)
 
         loss_fn = nn.functional.mse_loss
         logs = {}
         if self.q.split:
-            reward, reward_none, continuations = self.q.member_parts(batch["obs"])
+            reward, reward_none, continuations = self.q.member_parts(shown)
             immediate = batch["immediate"]
             reward_loss = loss_fn(consumed(reward, reward_none), immediate)
             if len(continuations) == 1:
@@ -535,23 +597,25 @@ class SlateQAgent(BaseAgent):
                 weights = members * own.float()
                 td_loss = sum((w * loss_fn(consumed(*c), t - immediate, reduction="none")).mean()
                               for w, c, t in zip(weights, continuations, target, strict=True))
-                self.q.record_agreement(continuations)
+                # agreement over all m candidates: the online pass over s' in the target has them
+                self.q.record_agreement(next_continuations)
                 logs["continuation_shrinkage"] = self.q.shrinkage
             logs["reward_loss"] = reward_loss.item()
             td_loss = td_loss + reward_loss
         else:
-            q_items, q_none = self.q(batch["obs"])
+            q_items, q_none = self.q(shown)
             td_loss = loss_fn(consumed(q_items, q_none), target)
-        utility, _ = self.choice(batch["obs"])
+        utility, _ = self.choice(shown)
+        positions = torch.arange(k).expand(len(utility), k)
         choice_loss = nn.functional.cross_entropy(
-            self.choice.slate_logits(utility, batch["slate"]), batch["position"])
+            self.choice.slate_logits(utility, positions), batch["position"])
         self.optimizer.zero_grad()
         (td_loss + choice_loss).backward()
-        nn.utils.clip_grad_norm_([*self.q.parameters(), *self.choice.parameters()], cfg.max_grad_norm)
+        trained = self._trained_parameters()
+        nn.utils.clip_grad_norm_(trained, cfg.max_grad_norm, foreach=True)
         self.optimizer.step()
         with torch.no_grad():
-            for p, tp in zip(self.q.parameters(), self.q_target.parameters(), strict=True):
-                tp.mul_(1.0 - cfg.target_tau).add_(p, alpha=cfg.target_tau)
+            torch._foreach_lerp_(self._pairs("q_target")[1], self._pairs("q_target")[0], cfg.target_tau)
             for b, tb in zip(self.q.buffers(), self.q_target.buffers(), strict=True):
                 tb.copy_(b)  # the shrinkage statistics are the online network's
             if cfg.average_tau > 0 and not self.exploring:
@@ -560,11 +624,28 @@ class SlateQAgent(BaseAgent):
                 for name, online in self._online_networks().items():
                     if name not in self.averaged:  # the first rate is 1: any copy will do
                         self.averaged[name] = copy.deepcopy(online)
-                    for p, ap in zip(online.parameters(), self.averaged[name].parameters(), strict=True):
-                        ap.mul_(1.0 - rate).add_(p, alpha=rate)
+                    online_params, averaged_params = self._pairs(name)
+                    torch._foreach_lerp_(averaged_params, online_params, rate)
                     for b, ab in zip(online.buffers(), self.averaged[name].buffers(), strict=True):
                         ab.copy_(b)
         return {"td_loss": td_loss.item(), "choice_loss": choice_loss.item(), **logs}
+
+    def _trained_parameters(self) -> list[nn.Parameter]:
+        """The Q and choice networks' parameters (what Adam steps), listed once."""
+        if "trained" not in self._param_lists:
+            self._param_lists["trained"] = [*self.q.parameters(), *self.choice.parameters()]
+        return self._param_lists["trained"]
+
+    def _pairs(self, name: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(online parameters, their copy's) for the target network (``"q_target"``) or an
+        averaged network (``"q"``, ``"choice"``), listed once: the Polyak and averaging
+        updates then run as one fused ``torch._foreach_lerp_`` each."""
+        if name not in self._param_lists:
+            online = self.q if name == "q_target" else self._online_networks()[name]
+            copy_ = self.q_target if name == "q_target" else self.averaged[name]
+            self._param_lists[name] = ([p.data for p in online.parameters()],
+                                       [p.data for p in copy_.parameters()])
+        return self._param_lists[name]
 
     def check_train_env(self, num_envs: int) -> None:
         """Raise ``ValueError`` if ``learn`` cannot train on ``num_envs`` users: user-split

@@ -37,6 +37,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+from numba import njit
 from scipy.optimize import linprog
 
 from recsim_gym.env.spaces import random_slates
@@ -63,10 +64,9 @@ def _place(items_best_first: np.ndarray, rho: np.ndarray) -> np.ndarray:
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the k largest scores per row, best first (ties: lower index first)."""
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
+    """Column indices of the k largest scores per row, best first (ties: lower index first,
+    by a stable sort; ``argpartition`` would break ties arbitrarily)."""
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
 
 
 def top_k_slate(weight: np.ndarray, value: np.ndarray, rho: np.ndarray) -> np.ndarray:
@@ -98,16 +98,66 @@ def dinkelbach_slate(weight: np.ndarray, value: np.ndarray, rho: np.ndarray, ite
                      ) -> np.ndarray:
     """Exact maximiser of ``R``: for ratio ``lam`` the best slate takes the k largest
     ``w (v - lam)`` (at positions by decreasing ``rho``); ``lam`` becomes that slate's ratio,
-    which never decreases; stop when no row changes (finite: at most C(m, k) slates)."""
-    k = len(rho)
-    slates = top_k_slate(weight, value, rho)
-    for _ in range(iterations):
-        lam = slate_value(weight, value, rho, slates)[:, None]
-        new = _place(top_k(weight * (value - lam), k), rho)
-        better = slate_value(weight, value, rho, new) > lam[:, 0] + 1e-12
-        if not better.any():
-            break
-        slates[better] = new[better]
+    which never decreases; stop when no row's ratio rises by more than 1e-12 (finite: at most
+    C(m, k) slates). One compiled pass over rows (:func:`_dinkelbach_rows`)."""
+    rho = np.asarray(rho, dtype=np.float64)
+    return _dinkelbach_rows(np.ascontiguousarray(weight, dtype=np.float64),
+                            np.ascontiguousarray(value, dtype=np.float64), rho,
+                            np.argsort(-rho, kind="stable"), iterations)
+
+
+@njit(cache=True, nogil=True)
+def _top_k_into(scores, k, chosen, taken):
+    """The k largest ``scores`` into ``chosen``, best first (ties: lower index first)."""
+    m = scores.shape[0]
+    for j in range(m):
+        taken[j] = False
+    for r in range(k):
+        best = -1
+        for j in range(m):
+            if not taken[j] and (best < 0 or scores[j] > scores[best]):
+                best = j
+        chosen[r] = best
+        taken[best] = True
+
+
+@njit(cache=True, nogil=True)
+def _ratio(weight, value, rho, order, chosen):
+    """``R`` of the slate that puts ``chosen[r]`` at position ``order[r]``."""
+    num = 0.0
+    den = 0.0
+    for r in range(chosen.shape[0]):
+        w = weight[chosen[r]] * rho[order[r]]
+        num += w * value[chosen[r]]
+        den += w
+    return num / (1.0 + den)
+
+
+@njit(cache=True, nogil=True)
+def _dinkelbach_rows(weight, value, rho, order, iterations):
+    b, m = weight.shape
+    k = rho.shape[0]
+    slates = np.empty((b, k), np.int64)
+    scores = np.empty(m)
+    taken = np.empty(m, np.bool_)
+    current = np.empty(k, np.int64)
+    trial = np.empty(k, np.int64)
+    for row in range(b):
+        for j in range(m):
+            scores[j] = weight[row, j] * value[row, j]
+        _top_k_into(scores, k, current, taken)
+        lam = _ratio(weight[row], value[row], rho, order, current)
+        for _ in range(iterations):
+            for j in range(m):
+                scores[j] = weight[row, j] * (value[row, j] - lam)
+            _top_k_into(scores, k, trial, taken)
+            ratio = _ratio(weight[row], value[row], rho, order, trial)
+            if not ratio > lam + 1e-12:
+                break
+            current[:] = trial
+            lam = ratio
+        for r in range(k):
+            slates[row, order[r]] = current[r]
     return slates
 
 

@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 
 from recsim_gym.agents import slates as slate_optim
 from recsim_gym.agents.slate_q_tabular import FullSlateQAgent, TabularSlateQAgent, TinySlateMDP
-from recsim_gym.agents.slateq import CROSS_KEY, OBS_KEYS, SlateQAgent, with_cross_features
+from recsim_gym.agents.slateq import (
+    CROSS_KEY,
+    OBS_KEYS,
+    SlateQAgent,
+    select_candidates,
+    with_cross_features,
+)
 from recsim_gym.env import rng
 from recsim_gym.env.simulator import make_simulator
 
@@ -142,6 +148,8 @@ def test_td_target_reads_the_next_observation_only() -> None:
     assert not torch.equal(agent.td_target({**batch, "next_obs": to_t(obs)}), target)
     done = agent.td_target({**batch, "done": torch.ones(8)})
     assert torch.equal(done, torch.ones(8))
+    # the target is a constant of the update: no gradient reaches any network through it
+    assert not target.requires_grad and not agent._td_target(batch, True)[0].requires_grad
 
 
 @pytest.mark.parametrize("members", [1, 2])
@@ -157,6 +165,27 @@ def test_cached_cross_features_give_the_same_values_and_are_read(members: int) -
             assert torch.equal(plain, fast)
     wrong = {**cached, CROSS_KEY: torch.zeros_like(cached[CROSS_KEY])}
     assert not torch.equal(agent.q(wrong)[0], agent.q(x)[0])  # the networks use the cache
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_networks_on_the_shown_candidates_give_the_gathered_full_values(members: int) -> None:
+    # the update and the target score only the slate's k candidates (select_candidates); that is
+    # exact because every candidate's score depends on its own features and the user alone
+    agent = _small_deep_agent(continuation_members=members)
+    x = agent._prepared({key: torch.from_numpy(np.asarray(o, np.float32))
+                         for key, o in _recsim_obs(users=8).items() if key in OBS_KEYS})
+    slates = torch.from_numpy(np.stack([np.random.default_rng(i).permutation(20)[:5] for i in range(8)]))
+    shown = select_candidates(x, slates)
+    assert shown["candidates"].shape == (8, 5, x["candidates"].shape[2])
+    with torch.no_grad():
+        full_r, full_rn, full_c = agent.q.member_parts(x)
+        r, rn, c = agent.q.member_parts(shown)
+        torch.testing.assert_close(r, full_r.gather(1, slates))
+        torch.testing.assert_close(rn, full_rn)
+        for (ci, cn), (fi, fn) in zip(c, full_c, strict=True):
+            torch.testing.assert_close(ci, fi.gather(1, slates))
+            torch.testing.assert_close(cn, fn)
+        torch.testing.assert_close(agent.choice(shown)[0], agent.choice(x)[0].gather(1, slates))
 
 
 def test_member_targets_bootstrap_each_member_from_its_own_continuation() -> None:
