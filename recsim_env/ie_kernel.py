@@ -225,11 +225,11 @@ def _documents(s, codes, first, means, quality_std, topic_out, quality_out):
 
 
 @njit(cache=True, nogil=True)
-def step_kernel(codes, means, quality_std, stream, t, interest, budget, watched, no_clicks,
-                cand_topic, cand_quality, history, response, slate, c, flags, new_stream, new_t,
-                new_interest, new_budget, new_watched, new_no_clicks, new_topic, new_quality,
-                new_history, new_response, reward, click, position, item, probs, terminated,
-                truncated, end_reason):
+def step_kernel(codes, means, quality_std, stream, t, interest, budget, watched, topic_minutes,
+                no_clicks, cand_topic, cand_quality, history, response, slate, c, flags, new_stream,
+                new_t, new_interest, new_budget, new_watched, new_topic_minutes, new_no_clicks,
+                new_topic, new_quality, new_history, new_response, reward, click, position, item,
+                probs, terminated, truncated, end_reason):
     """One step for every user: reads the state arrays and ``slate``, writes the new state and
     the per-user outcome into the ``new_*`` and outcome arrays (never the inputs)."""
     b_size, n_topics = interest.shape
@@ -245,6 +245,7 @@ def step_kernel(codes, means, quality_std, stream, t, interest, budget, watched,
         new_stream[b] = stream[b] + np.uint32(0x9E3779B9)  # rng.WEYL32: the next step's counter
         for d in range(n_topics):
             new_interest[b, d] = interest[b, d]
+            new_topic_minutes[b, d] = topic_minutes[b, d]
         for i in range(k):
             scores[i] = interest[b, cand_topic[b, slate[b, i]]]
         choice_probs(scores, choice, c, p)
@@ -277,6 +278,8 @@ def step_kernel(codes, means, quality_std, stream, t, interest, budget, watched,
             new_interest[b, topic] = min(max(moved, -1.0), 1.0)
         new_t[b] = t[b] + 1
         new_watched[b] = watched[b] + watch
+        if did_click:
+            new_topic_minutes[b, topic] += watch
         new_no_clicks[b] = no_clicks[b] + (0 if did_click else 1)
         terminated[b] = new_budget[b] <= 0.0
         truncated[b] = not terminated[b] and new_t[b] >= flags[I_MAX_STEPS]
@@ -312,7 +315,8 @@ def step_kernel(codes, means, quality_std, stream, t, interest, budget, watched,
 
 @njit(cache=True, nogil=True)
 def reset_kernel(rows, streams, codes, means, quality_std, time_budget, stream, t, interest,
-                 budget, watched, no_clicks, cand_topic, cand_quality, history, response):
+                 budget, watched, topic_minutes, no_clicks, cand_topic, cand_quality, history,
+                 response):
     """Start new episodes IN PLACE in ``rows`` of the state arrays (``streams``: their new
     counters): interest ``2u - 1`` per topic from columns ``0..T``, then the first documents."""
     n_topics = interest.shape[1]
@@ -323,6 +327,7 @@ def reset_kernel(rows, streams, codes, means, quality_std, time_budget, stream, 
         t[b] = 0
         for d in range(n_topics):
             interest[b, d] = np.float64(np.float32(_uniform(s, codes[d]))) * 2.0 - 1.0
+            topic_minutes[b, d] = 0.0
         budget[b] = time_budget
         watched[b] = 0.0
         no_clicks[b] = 0

@@ -192,6 +192,7 @@ class IEState(UserBatch):
     interest: np.ndarray  #: (B, T) float64 in [-1, 1]
     budget: np.ndarray  #: (B,) float64 remaining time budget (minutes)
     watched: np.ndarray  #: (B,) float64 minutes watched so far
+    topic_minutes: np.ndarray  #: (B, T) float64 minutes watched so far per topic
     no_clicks: np.ndarray  #: (B,) int64 steps without a click so far
     cand_topic: np.ndarray  #: (B, m) int64 candidates' topics
     cand_quality: np.ndarray  #: (B, m) float64 candidates' qualities
@@ -229,8 +230,8 @@ class InterestEvolutionWorld(WorldModel):
         return IEState(
             key=np.empty(b, np.uint64), stream=np.empty(b, np.uint32), t=np.empty(b, np.int64),
             interest=np.empty((b, t)), budget=np.empty(b), watched=np.empty(b),
-            no_clicks=np.empty(b, np.int64), cand_topic=np.empty((b, m), np.int64),
-            cand_quality=np.empty((b, m)),
+            topic_minutes=np.empty((b, t)), no_clicks=np.empty(b, np.int64),
+            cand_topic=np.empty((b, m), np.int64), cand_quality=np.empty((b, m)),
             history=np.empty((b, p.history_length, t + len(HISTORY_FLAGS)), np.float32),
             response=np.empty((b, k, t + len(RESPONSE_FIELDS)), np.float32))
 
@@ -241,8 +242,8 @@ class InterestEvolutionWorld(WorldModel):
         ie_kernel.reset_kernel(
             np.asarray(index, dtype=np.int64), rng.stream_start(keys), self._reset_codes, self._means,
             self.params.quality_std, self.params.time_budget, state.stream, state.t, state.interest,
-            state.budget, state.watched, state.no_clicks, state.cand_topic, state.cand_quality,
-            state.history, state.response)
+            state.budget, state.watched, state.topic_minutes, state.no_clicks, state.cand_topic,
+            state.cand_quality, state.history, state.response)
 
     # ------------------------------------------------------------------ choice
     def choice_probs(self, scores: np.ndarray) -> np.ndarray:
@@ -268,10 +269,11 @@ class InterestEvolutionWorld(WorldModel):
         result.revenue[:] = 0.0
         ie_kernel.step_kernel(
             self._step_codes, self._means, self.params.quality_std, state.stream, state.t,
-            state.interest, state.budget, state.watched, state.no_clicks, state.cand_topic,
-            state.cand_quality, state.history, state.response, slates, self._constants, self._flags,
-            new_state.stream, new_state.t, new_state.interest, new_state.budget, new_state.watched,
-            new_state.no_clicks, new_state.cand_topic, new_state.cand_quality, new_state.history,
+            state.interest, state.budget, state.watched, state.topic_minutes, state.no_clicks,
+            state.cand_topic, state.cand_quality, state.history, state.response, slates,
+            self._constants, self._flags, new_state.stream, new_state.t, new_state.interest,
+            new_state.budget, new_state.watched, new_state.topic_minutes, new_state.no_clicks,
+            new_state.cand_topic, new_state.cand_quality, new_state.history,
             new_state.response, result.reward, result.click, result.position, result.item,
             result.choice_probs, result.terminated, result.truncated, result.end_reason)
         return new_state, result
@@ -295,7 +297,7 @@ class InterestEvolutionWorld(WorldModel):
         shapes: dict[str, tuple[tuple[int, ...], float, float]] = {
             "candidates": ((m, t), 0.0, 1.0),
             "history": ((h, t + len(HISTORY_FLAGS)), 0.0, 1.0),
-            "user": ((2,), 0.0, float(user_high)),
+            "user": ((t + 2,), 0.0, float(user_high)),
         }
         if p.exposure == "recsim" or p.observe_latent:
             shapes["interest"] = ((t,), -1.0, 1.0)
@@ -314,8 +316,10 @@ class InterestEvolutionWorld(WorldModel):
         * ``candidates`` (m, T): topic one-hot of each candidate (RecSim's document observation).
         * ``history`` (H, T+3): last H steps, oldest first: topic of the clicked item (of the
           first shown item on a no-click step), click, watch time / video length, valid.
-        * ``user`` (2,): minutes watched so far and ``step_penalty`` x no-click steps so far, both
-          over the initial time budget (what a service can log; the budget itself is hidden).
+        * ``user`` (T+2,): minutes watched so far per topic, in all, and ``step_penalty`` x
+          no-click steps so far, each over the initial time budget (what a service logs; the
+          budget itself is hidden, and it moves with the quality of what was watched, which the
+          per-topic minutes let an agent track: ``docs/interest_evolution.md``).
         * ``exposure='recsim'``: ``interest`` (T,) (RecSim's user observation) and ``response``
           (k, T+4): per shown position of the last step, topic, click, watch time, quality, valid.
         * ``observe_latent``: ``interest``, ``time_budget`` (1,), ``candidate_quality`` (m,).
@@ -325,8 +329,9 @@ class InterestEvolutionWorld(WorldModel):
             out = {key: np.empty((state.batch_size, *shape), np.float32)
                    for key, (shape, _, _) in self.observation_shapes().items()}
         user = out["user"]
-        np.divide(state.watched, p.time_budget, out=user[:, 0], casting="unsafe")
-        np.multiply(state.no_clicks, p.step_penalty / p.time_budget, out=user[:, 1], casting="unsafe")
+        np.divide(state.topic_minutes, p.time_budget, out=user[:, :-2], casting="unsafe")
+        np.divide(state.watched, p.time_budget, out=user[:, -2], casting="unsafe")
+        np.multiply(state.no_clicks, p.step_penalty / p.time_budget, out=user[:, -1], casting="unsafe")
         np.take(self._eye, state.cand_topic, axis=0, out=out["candidates"], mode="clip")  # no temp copy
         np.copyto(out["history"], state.history)
         if "interest" in out:
