@@ -21,14 +21,16 @@ The choice model (MNL or cascade) is picked by which auxiliary model, a conditio
 cascade of logits on the same features, explains the logged clicks better.
 
 **Catalog.** Items are known by their logged features (topic vector, appeal, price feature,
-observed popularity). Each item's hidden quality is its posterior mean given its clicks and
-conversions under the candidate conversion model, with a prior over quality learned across
-items (a grid, by EM, separately for high- and low-appeal items: clickbait is high-appeal and
-poor). The catalog is thus a function of the Params, imputed anew for every simulated world.
+observed popularity). Each item's hidden quality is drawn from its posterior given its clicks
+and conversions under the candidate conversion model, with the default family's prior given
+its appeal (clickbait: high appeal, low quality); a draw, not the posterior mean, keeps the
+spread of quality that policies seeking quality depend on. The catalog is thus a function of the Params,
+imputed anew for every simulated world.
 
 **Fixed, not fitted.** The world's sizes (topics, candidates, slate, history, ``max_steps``),
 the fatigue gain and decay, interest reversion and regime shifts, the initial satisfaction, the
-reward weights and the price range come from the log's meta or the ``default`` preset.
+reward weights, the price range and the catalog's quality and appeal distributions come from
+the log's meta or the ``default`` preset.
 """
 
 from __future__ import annotations
@@ -213,11 +215,14 @@ def auxiliary_statistics(logs: dict[str, np.ndarray], num_topics: int, start: np
     current = logs["slate_features"][follow, position[follow], :t].astype(np.float32)
     cosine = (previous * current).sum(1) / np.maximum(
         np.linalg.norm(previous, axis=1) * np.linalg.norm(current, axis=1), 1e-9)
-    extra = np.array([n / len(np.unique(users)), clicked.mean(),
+    _, per_user = np.unique(users, return_counts=True)
+    extra = np.array([n / len(per_user), np.log(per_user).mean(), (per_user >= 10).mean(),
+                      (per_user >= 40).mean(), (per_user >= 100).mean(), clicked.mean(),
                       declared_click[early].mean() if early.any() else 0.0,
                       declared_click[late].mean() if late.any() else 0.0,
                       cosine.mean() if len(cosine) else 0.0])
-    names += ["rows_per_user", "ctr", "drift/declared_share_early", "drift/declared_share_late",
+    names += ["rows_per_user", "log_rows_per_user", "users_with_10_rows", "users_with_40_rows",
+              "users_with_100_rows", "ctr", "drift/declared_share_early", "drift/declared_share_late",
               "drift/consecutive_click_topic_cosine"]
     return np.concatenate([choice, conversion, hazard, extra]), names
 
@@ -290,29 +295,37 @@ def item_table(logs: dict[str, np.ndarray], num_topics: int, price_min: float, p
 
 
 def item_quality(items: ItemTable, params: Any, price_feature: np.ndarray) -> np.ndarray:
-    """Each item's posterior mean quality given its clicks and conversions under ``params``'
-    conversion model (interest at a click approximated by 0.75 x its declared-topic match:
-    favourite topics' interest averages 0.75, the others' 0), with a prior over quality on a
-    grid learned across items by EM, separately for appeal above and below 0.6."""
+    """A draw of each item's quality from its posterior given its clicks and conversions under
+    ``params``' conversion model (interest at a click approximated by 0.75 x its declared-topic match:
+    favourite topics' interest averages 0.75, the others' 0), with the default family's prior
+    given the item's appeal: an item at or above ``clickbait_appeal_min`` is clickbait, quality
+    uniform on [0, ``clickbait_quality_max``], the others ``Beta(quality_alpha, quality_beta)``
+    (the prior is the generator's, not learned: a learned prior would let the imputed qualities
+    absorb any conversion weights)."""
+    from scipy.stats import beta
+
     logit = (params.conversion_bias + params.conversion_affinity * 0.75 * items.declared_at_click[:, None]
              + params.conversion_quality * _GRID[None, :] - params.conversion_price * price_feature[:, None])
     p = 1.0 / (1.0 + np.exp(-logit))
     log_like = (items.conversions[:, None] * np.log(np.maximum(p, 1e-12))
                 + (items.clicks - items.conversions)[:, None] * np.log(np.maximum(1 - p, 1e-12)))
-    quality = np.empty(len(items.appeal))
-    for group in (items.appeal >= 0.6, items.appeal < 0.6):
-        if not group.any():
-            continue
-        like = np.exp(log_like[group] - log_like[group].max(1, keepdims=True))
-        prior = np.full(len(_GRID), 1.0 / len(_GRID))
-        for _ in range(200):  # EM for the grid prior (nonparametric maximum likelihood)
-            post = like * prior
-            post /= post.sum(1, keepdims=True)
-            prior = post.mean(0)
-        post = like * prior
-        post /= post.sum(1, keepdims=True)
-        quality[group] = post @ _GRID
-    return quality
+    regular = beta.pdf(np.clip(_GRID, 1e-6, 1 - 1e-6), params.quality_alpha, params.quality_beta)
+    clickbait = (_GRID <= params.clickbait_quality_max).astype(float)
+    prior = np.where((items.appeal >= params.clickbait_appeal_min)[:, None], clickbait / clickbait.sum(),
+                     regular / regular.sum())
+    post = np.exp(log_like - log_like.max(1, keepdims=True)) * prior
+    cdf = np.cumsum(post, axis=1)
+    cdf /= cdf[:, -1:]
+    # a draw from each item's posterior (inverse CDF at a fixed uniform per item, so the
+    # catalog moves smoothly with the Params): posterior means would narrow the spread of
+    # quality, and a policy that seeks quality would find less of it than in the logged world
+    u = np.random.default_rng(0).random(len(items.appeal))
+    index = np.minimum((cdf < u[:, None]).sum(1), len(_GRID) - 1)
+    low = np.where(index > 0, np.take_along_axis(cdf, np.maximum(index - 1, 0)[:, None], 1)[:, 0], 0.0)
+    high = np.take_along_axis(cdf, index[:, None], 1)[:, 0]
+    within = np.clip((u - low) / np.maximum(high - low, 1e-12), 0.0, 1.0)
+    step = _GRID[1] - _GRID[0]
+    return np.clip(_GRID[index] + (within - 0.5) * step, 0.0, 1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,8 +350,23 @@ class FitResult:
         return make_params("default", **self.overrides)
 
 
+_LOW = np.array([b[0] for b in FIT_FIELDS.values()])
+_HIGH = np.array([b[1] for b in FIT_FIELDS.values()])
+
+
 def _vector(params: Any) -> np.ndarray:
     return np.array([float(getattr(params, name)) for name in FIT_FIELDS])
+
+
+def _to_free(theta: np.ndarray) -> np.ndarray:
+    """The search coordinates of field values: ``logit`` of their place in the bounds, so that
+    Gauss-Newton steps never stick at a bound."""
+    unit = np.clip((theta - _LOW) / (_HIGH - _LOW), 1e-4, 1 - 1e-4)
+    return np.log(unit / (1 - unit))
+
+
+def _from_free(z: np.ndarray) -> np.ndarray:
+    return _LOW + (_HIGH - _LOW) / (1.0 + np.exp(-z))
 
 
 def _with(base: Any, theta: np.ndarray) -> Any:
@@ -401,30 +429,32 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
         residual = observed - statistics
         return float(residual @ (weight * residual))
 
-    theta = _vector(base)
-    scale = np.array([high - low for low, high in FIT_FIELDS.values()])
-    simulated = simulate(theta)
-    jacobian = _jacobian(theta, simulated, scale, simulate)
-    damping, used, stalled = 1e-2, 0, 0
+    free = _to_free(_vector(base))  # Gauss-Newton runs in the free coordinates
+    simulated = simulate(_from_free(free))
+    jacobian = _jacobian_free(free, simulated, lambda z: simulate(_from_free(z)))
+    damping, used, stalled, refreshed = 1e-2, 0, 0, False
     for used in range(1, iterations + 1):
         objective = distance(simulated)
         gram = jacobian.T @ (weight[:, None] * jacobian)
         gradient = jacobian.T @ (weight * (observed - simulated))
-        step = np.linalg.solve(gram + damping * np.diag(np.diag(gram) + 1e-9), gradient)
-        candidate = _clip(theta + step)
-        trial = simulate(candidate)
-        moved = candidate - theta
-        if moved @ moved > 0:  # Broyden: the Jacobian learns from every simulated step
-            jacobian += np.outer(trial - simulated - jacobian @ moved, moved) / (moved @ moved)
+        step = np.clip(np.linalg.solve(gram + damping * np.diag(np.diag(gram) + 1e-9), gradient), -2.0, 2.0)
+        candidate = free + step
+        trial = simulate(_from_free(candidate))
+        jacobian += np.outer(trial - simulated - jacobian @ step, step) / max(step @ step, 1e-12)  # Broyden
         if distance(trial) < objective:
-            theta, simulated, damping, stalled = candidate, trial, damping / 3, 0
+            free, simulated, damping, stalled = candidate, trial, damping / 3, 0
         else:
             damping, stalled = damping * 4, stalled + 1
         if progress is not None:
             progress(used, distance(simulated))
-        if stalled >= 3 or np.all(np.abs(moved) < 1e-3 * scale):
-            break
-    jacobian = _jacobian(theta, simulated, scale, simulate)  # fresh, for the intervals
+        if stalled >= 3:  # a fresh Jacobian once before giving up: Broyden's can drift
+            if refreshed:
+                break
+            jacobian = _jacobian_free(free, simulated, lambda z: simulate(_from_free(z)))
+            damping, stalled, refreshed = 1e-2, 0, True
+    theta = _from_free(free)
+    scale = _HIGH - _LOW
+    jacobian = _jacobian(theta, simulated, scale, simulate)  # in field units, for the intervals
     final = world(theta)
     table = out / "items.npz"
     Path(final.catalog_file).replace(table)
@@ -444,10 +474,14 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
                      seconds=time.perf_counter() - start, iterations=used, rows=n)
 
 
-def _clip(theta: np.ndarray) -> np.ndarray:
-    low = np.array([b[0] for b in FIT_FIELDS.values()])
-    high = np.array([b[1] for b in FIT_FIELDS.values()])
-    return np.clip(theta, low, high)
+def _jacobian_free(z: np.ndarray, at: np.ndarray, simulate) -> np.ndarray:
+    """Forward differences of the simulated statistics in the free coordinates (step 0.2)."""
+    columns = []
+    for i in range(len(z)):
+        moved = z.copy()
+        moved[i] += 0.2
+        columns.append((simulate(moved) - at) / 0.2)
+    return np.stack(columns, axis=1)
 
 
 def _jacobian(theta: np.ndarray, at: np.ndarray, scale: np.ndarray, simulate) -> np.ndarray:

@@ -103,14 +103,17 @@ def compare(heldout: dict[str, np.ndarray], fitted: dict[str, np.ndarray], t: in
     return rows
 
 
-def simulate_fitted(result: FitResult, meta: dict[str, Any], rows: int) -> dict[str, np.ndarray]:
-    """A log of ``rows`` interactions of the fitted world under the log's logging policy, on
-    users of its own."""
-    return generate_logs(n_steps=rows, batch_size=int(meta.get("batch_size", 500)),
-                         sim=make_simulator(params=result.params()),
-                         policy=meta.get("logging_policy", "epsilon_popularity"),
-                         epsilon=float(meta.get("epsilon", 0.3)), first_user=seeds.FIT_SIM_SEED + 50_000_000,
-                         seed=1)
+def simulate_fitted(result: FitResult, meta: dict[str, Any], rows: int, holdout: float
+                    ) -> dict[str, np.ndarray]:
+    """The fitted world's counterpart of the held-out users: a log as large as the original
+    (``rows`` interactions, the log's logging policy and batch, users of its own), split by
+    users in the same way, so that the users cut short by the end of logging are as few in both."""
+    logged = generate_logs(n_steps=rows, batch_size=int(meta.get("batch_size", 500)),
+                           sim=make_simulator(params=result.params()),
+                           policy=meta.get("logging_policy", "epsilon_popularity"),
+                           epsilon=float(meta.get("epsilon", 0.3)),
+                           first_user=seeds.FIT_SIM_SEED + 50_000_000, seed=1)
+    return split_users(logged, holdout, seed=1)[1]
 
 
 def write_report(out: Path, result: FitResult, checks: list[dict[str, Any]], source: str) -> Path:
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recsim fit: {err}", file=sys.stderr)
         return 2
     world = save_fit(result, args.out)
-    checks = compare(heldout, simulate_fitted(result, meta, len(heldout["user"])), t)
+    checks = compare(heldout, simulate_fitted(result, meta, len(logs["user"]), args.holdout), t)
     (args.out / "checks.json").write_text(json.dumps(checks, indent=1))
     report = write_report(args.out, result, checks, str(args.logs))
     print(f"wrote {world} and {report} ({sum(c['within_sampling_error'] for c in checks)} of {len(checks)} "

@@ -1,0 +1,128 @@
+"""How well ``recsim fit`` recovers hidden worlds: fields, held-out statistics, policy returns.
+
+For each hidden world (:func:`hidden_world`: every fitted field drawn uniformly in a
+range around the default, a random choice model and catalog), log ``--rows`` interactions with
+epsilon-popularity logging, hold out 20% of the users, fit, and report
+
+* each fitted field against the truth: inside its 95% interval, or within 10%;
+* the held-out statistics within sampling error;
+* the lifetime return of random, oracle-myopic and logreg (trained ``--train-steps`` on each
+  world) on the true and on the fitted world, ``--users`` held-out users each.
+
+``python scripts/fit_recovery.py --worlds 0 1 2 --rows 100000`` (docs/fit.md has its output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from recsim_gym.agents import registry
+from recsim_gym.env import seeds
+from recsim_gym.env.logs import generate_logs
+from recsim_gym.env.simulator import make_simulator
+from recsim_gym.experiments.evaluate import evaluate, make_train_env
+from recsim_gym.experiments.fit import FIT_FIELDS, fit_world
+from recsim_gym.experiments.fit_report import compare, simulate_fitted, split_users
+
+POLICIES = ("random", "oracle_myopic", "logreg")
+
+#: Where the hidden worlds' fitted fields are drawn (uniformly), inside the fit's search bounds.
+HIDDEN_RANGES = {
+    "affinity_weight": (2.0, 6.0), "appeal_weight": (2.0, 6.0), "fatigue_weight": (1.0, 5.0),
+    "no_click_utility": (2.0, 4.0), "position_decay": (0.7, 0.95), "conversion_bias": (-3.0, -1.0),
+    "conversion_affinity": (0.5, 1.5), "conversion_quality": (2.0, 4.0), "conversion_price": (0.5, 1.5),
+    "churn_base": (0.001, 0.005), "churn_scale": (0.02, 0.08), "satisfaction_rate": (0.1, 0.3),
+    "no_click_penalty": (0.01, 0.05), "interest_update_rate": (0.02, 0.1), "interest_noise": (0.005, 0.02),
+}
+
+
+def hidden_world(seed: int) -> dict:
+    """A randomly drawn world: every fitted field uniform in :data:`HIDDEN_RANGES`, a choice
+    model and a catalog of its own."""
+    gen = np.random.default_rng([seed, 27])
+    world = {name: float(gen.uniform(*HIDDEN_RANGES[name])) for name in FIT_FIELDS}
+    world.update(choice_model="mnl" if gen.random() < 0.5 else "cascade",
+                 catalog_seed=int(gen.integers(1, 10**6)))
+    return world
+
+
+
+
+def policy_returns(params, users: int, train_steps: int) -> dict[str, float]:
+    """Mean lifetime return of each of :data:`POLICIES` on ``users`` evaluation users."""
+    import torch
+
+    torch.set_num_threads(1)
+    out = {}
+    for name in POLICIES:
+        torch.manual_seed(0)
+        agent = registry.make(name, params=params, seed=0)
+        if callable(getattr(agent, "learn", None)):
+            agent.learn(make_train_env(agent, params, 64, seeds.train_seed(0)), train_steps)
+        out[name] = float(evaluate(agent, params, users, seed=seeds.eval_seed(0)).means()["return"])
+    return out
+
+
+def main() -> None:
+    """Run every world and print one line per field and a summary per world."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worlds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--train-steps", type=int, default=20_000)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    meta = {"logging_policy": "epsilon_popularity", "epsilon": 0.3, "batch_size": 500, "max_steps": 200,
+            "num_candidates": 20}
+    report = []
+    for seed in args.worlds:
+        hidden = hidden_world(seed)
+        true = make_simulator("default", **hidden).params
+        logs = generate_logs(n_steps=args.rows, batch_size=500, sim=make_simulator(params=true), seed=seed,
+                             first_user=20_000_000 + seed * 1_000_000)
+        train, heldout = split_users(logs, 0.2)
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            result = fit_world(train, meta, tmp)
+            seconds = time.perf_counter() - start
+            checks = compare(heldout, simulate_fitted(result, meta, len(logs["user"]), 0.2), 16)
+            fitted_params = result.params()
+            returns_true = policy_returns(true, args.users, args.train_steps)
+            returns_fit = policy_returns(fitted_params, args.users, args.train_steps)
+        fields = []
+        for name in FIT_FIELDS:
+            iv, value = result.intervals[name], float(getattr(true, name))
+            fields.append({"field": name, "true": value, "fit": iv["value"], "low": iv["low"],
+                           "high": iv["high"], "inside": iv["low"] <= value <= iv["high"],
+                           "within_10pct": abs(iv["value"] - value) <= 0.1 * abs(value)})
+        row = {"world": seed, "choice_model": hidden["choice_model"],
+               "fitted_choice": result.overrides["choice_model"],
+               "fit_seconds": seconds, "train_rows": len(train["user"]), "fields": fields,
+               "checks_within": sum(c["within_sampling_error"] for c in checks), "checks": len(checks),
+               "checks_outside": [c["statistic"] for c in checks if not c["within_sampling_error"]],
+               "returns_true": returns_true, "returns_fitted": returns_fit}
+        report.append(row)
+        print(f"\nworld {seed} ({hidden['choice_model']}; fitted {row['fitted_choice']}), "
+              f"fit {seconds:.0f} s "
+              f"on {len(train['user']):,} rows")
+        for f in fields:
+            mark = "inside" if f["inside"] else ("within 10%" if f["within_10pct"] else "MISS")
+            print(f"  {f['field']:22s} true {f['true']:9.4g}  fit {f['fit']:9.4g} [{f['low']:9.4g}, "
+                  f"{f['high']:9.4g}]  {mark}")
+        print(f"  held-out checks within sampling error: {row['checks_within']}/{row['checks']} "
+              f"(outside: {row['checks_outside']})")
+        for name in POLICIES:
+            a, b = returns_true[name], returns_fit[name]
+            print(f"  {name:14s} return true {a:7.1f}  fitted {b:7.1f}  ({100 * (b - a) / a:+.1f}%)")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
