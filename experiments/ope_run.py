@@ -299,12 +299,23 @@ def estimate_repetition(config: OPEConfig, log: dict[str, Any], truths: dict[str
     return out
 
 
+#: Trained targets of this process, by config: every repetition evaluates the same frozen
+#: targets (same seed), so a worker trains them once.
+_TRAINED: dict[str, dict[str, Any]] = {}
+
+
 def run_repetition(config: OPEConfig, repetition: int) -> list[dict[str, Any]]:
-    """Train the targets, log, compute the truth and estimate: one repetition's rows."""
+    """Train the targets (once per process), log, compute the truth and estimate: one
+    repetition's rows."""
     sim = make_simulator(config.preset, observe_latent=True, **config.env_overrides)
     params = sim.params.replace(observe_latent=False)
     policy = _policy(config, params)
-    targets = train_targets(config, params)
+    key = json.dumps([config.preset, config.env_overrides, list(config.targets), config.target_steps,
+                      config.seed], sort_keys=True)  # what the trained targets depend on
+    if key not in _TRAINED:
+        _TRAINED.clear()
+        _TRAINED[key] = train_targets(config, params)
+    targets = _TRAINED[key]
     log = log_repetition(config, sim, policy, targets, repetition)
     gen = np.random.default_rng([config.seed, repetition, 1])
     truths = {name: lifetime_truth(agent, params, log["first_user"], log["users"], config.horizon, gen)
