@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -64,8 +65,9 @@ def _print_summary(out: Path) -> None:
         vs = entry.get("vs_reference", {}).get("return_difference")
         diff = f"{vs['mean']:+.1f} [{vs['ci_low']:+.1f}, {vs['ci_high']:+.1f}]" if vs else "-"
         coverage = entry["metrics"].get("coverage", {}).get("mean", float("nan"))
+        shown = "n/a" if math.isnan(coverage) else f"{coverage:.3f}"  # no fixed catalog: no coverage
         print(f"{agent:<22} {m['mean']:>10.1f} [{m['ci_low']:>7.1f}, {m['ci_high']:>7.1f}] "
-              f"{diff:>28} {coverage:>9.3f}")
+              f"{diff:>28} {shown:>9}")
 
 
 def _print_suite_summary(summary: dict, order: list[str]) -> None:
