@@ -376,6 +376,68 @@ def _with(base: Any, theta: np.ndarray) -> Any:
     return base.replace(**values)
 
 
+class FitProblem:
+    """The fit's objective: the log's auxiliary statistics, their bootstrap covariance, and the
+    statistics of the log simulated under any candidate field vector ``theta`` (in
+    :data:`FIT_FIELDS` order). ``fit_world`` minimises :meth:`distance`; scripts evaluate it at
+    known worlds (``scripts/fit_recovery.py --diagnose``)."""
+
+    def __init__(self, logs: dict[str, np.ndarray], meta: dict[str, Any] | None, out: str | Path,
+                 bootstrap: int = 20) -> None:
+        meta = dict(meta or {})
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        n, k, f = logs["slate_features"].shape
+        t = f - 3
+        logging = meta.get("logging_policy", "epsilon_popularity")
+        if logging not in SIMULATED_LOGGING:
+            raise ValueError(f"logging_policy {logging!r}: a fit simulates the log's logging policy, one "
+                             f"of {list(SIMULATED_LOGGING)} (set it in the log's meta)")
+        self.logging, self.epsilon = logging, float(meta.get("epsilon", 0.3))
+        self.batch = int(meta.get("batch_size", 500))
+        max_steps = int(meta.get("max_steps", max(200, int(logs["step"].max()) + 1)))
+        m = int(meta.get("num_candidates", logs["candidates"].shape[1] if "candidates" in logs
+                         else max(int(logs["slate"].max()) + 1, k)))
+        declared = int(np.round(logs["user_features"][:, :t].astype(np.float32).sum(1).max()))
+        self.family, self.choice_loglik = choice_family(logs, t)
+        self.base = make_params("default", num_topics=t, slate_size=k, num_candidates=m, max_steps=max_steps,
+                                history_length=logs["history"].shape[1], declared_topics=max(declared, 1),
+                                choice_model=self.family)
+        self.rows, self.slate_size, self.num_topics, self.num_candidates = n, k, t, m
+        self.items = item_table(logs, t, self.base.price_min, self.base.price_max)
+        self.price_feature = (np.log(self.items.price / self.base.price_min)
+                              / np.log(self.base.price_max / self.base.price_min))
+        self.observed, self.names = auxiliary_statistics(logs, t)
+        self.sigma = _bootstrap_covariance(logs, t, bootstrap, self.observed)
+        self.weight = 1.0 / np.maximum(np.diag(self.sigma), 1e-12)
+        self._tables = 0
+
+    def world(self, theta: np.ndarray) -> Any:
+        """The world of ``theta``: its fields, and the item qualities imputed under its
+        conversion model (a file per world: catalogs are cached by Params, file name included)."""
+        params = _with(self.base, theta)
+        table = self.out / f".items_{self._tables}.npz"
+        self._tables += 1
+        items = self.items
+        save_item_table(str(table), items.topics, items.appeal, items.price, items.popularity,
+                        item_quality(items, params, self.price_feature))
+        return params.replace(catalog_file=str(table.resolve()), num_items=len(items.appeal))
+
+    def simulate(self, theta: np.ndarray) -> np.ndarray:
+        """The auxiliary statistics of the log simulated under ``theta`` (same users every time)."""
+        params = self.world(theta)
+        logged = generate_logs(n_steps=self.rows, batch_size=self.batch, sim=make_simulator(params=params),
+                               policy=self.logging, epsilon=self.epsilon, first_user=seeds.FIT_SIM_SEED,
+                               seed=0)
+        Path(params.catalog_file).unlink()  # read into the cached catalog already
+        return auxiliary_statistics(logged, self.num_topics, start=self.observed)[0]
+
+    def distance(self, statistics: np.ndarray) -> float:
+        """The weighted squared distance of ``statistics`` from the logged ones."""
+        residual = self.observed - statistics
+        return float(residual @ (self.weight * residual))
+
+
 def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, out: str | Path = "fit",
               iterations: int = 12, bootstrap: int = 20, progress: Any = None) -> FitResult:
     """Fit the default world family to ``logs`` (see the module docstring); writes the item
@@ -383,52 +445,10 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     (``logging_policy``, ``epsilon``), ``batch_size``, ``max_steps`` and ``num_candidates``
     of the log, each with a default (epsilon-popularity logging, epsilon 0.3, batch 500)."""
     start = time.perf_counter()
-    meta = dict(meta or {})
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    n, k, f = logs["slate_features"].shape
-    t = f - 3
-    logging = meta.get("logging_policy", "epsilon_popularity")
-    if logging not in SIMULATED_LOGGING:
-        raise ValueError(f"logging_policy {logging!r}: a fit simulates the log's logging policy, one "
-                         f"of {list(SIMULATED_LOGGING)} (set it in the log's meta)")
-    epsilon = float(meta.get("epsilon", 0.3))
-    batch = int(meta.get("batch_size", 500))
-    max_steps = int(meta.get("max_steps", max(200, int(logs["step"].max()) + 1)))
-    m = int(meta.get("num_candidates", logs["candidates"].shape[1] if "candidates" in logs
-                     else max(int(logs["slate"].max()) + 1, k)))
-    declared = int(np.round(logs["user_features"][:, :t].astype(np.float32).sum(1).max()))
-    family, loglik = choice_family(logs, t)
-    base = make_params("default", num_topics=t, slate_size=k, num_candidates=m, max_steps=max_steps,
-                       history_length=logs["history"].shape[1], declared_topics=max(declared, 1),
-                       choice_model=family)
-    items = item_table(logs, t, base.price_min, base.price_max)
-    price_feature = np.log(items.price / base.price_min) / np.log(base.price_max / base.price_min)
-    observed, names = auxiliary_statistics(logs, t)
-    sigma = _bootstrap_covariance(logs, t, bootstrap, observed)
-    weight = 1.0 / np.maximum(np.diag(sigma), 1e-12)
-    tables: list[Path] = []
-
-    def world(theta: np.ndarray) -> Any:
-        """The world of ``theta``: its fields, and the item qualities imputed under its
-        conversion model (a file per world: catalogs are cached by Params, file name included)."""
-        params = _with(base, theta)
-        table = out / f".items_{len(tables)}.npz"
-        tables.append(table)
-        save_item_table(str(table), items.topics, items.appeal, items.price, items.popularity,
-                        item_quality(items, params, price_feature))
-        return params.replace(catalog_file=str(table.resolve()), num_items=len(items.appeal))
-
-    def simulate(theta: np.ndarray) -> np.ndarray:
-        logged = generate_logs(n_steps=n, batch_size=batch, sim=make_simulator(params=world(theta)),
-                               policy=logging, epsilon=epsilon, first_user=seeds.FIT_SIM_SEED, seed=0)
-        tables[-1].unlink()  # read into the cached catalog already
-        return auxiliary_statistics(logged, t, start=observed)[0]
-
-    def distance(statistics: np.ndarray) -> float:
-        residual = observed - statistics
-        return float(residual @ (weight * residual))
-
+    problem = FitProblem(logs, meta, out, bootstrap)
+    observed, names, sigma, base = problem.observed, problem.names, problem.sigma, problem.base
+    simulate, distance, world, weight = problem.simulate, problem.distance, problem.world, problem.weight
+    items, out = problem.items, problem.out
     free = _to_free(_vector(base))  # Gauss-Newton runs in the free coordinates
     simulated = simulate(_from_free(free))
     jacobian = _jacobian_free(free, simulated, lambda z: simulate(_from_free(z)))
@@ -465,13 +485,14 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
                         "high": float(v + 1.96 * e)}
                  for name, v, e in zip(FIT_FIELDS, theta, se, strict=True)}
     overrides = {name: float(getattr(final, name)) for name in FIT_FIELDS}
-    overrides.update(num_topics=t, slate_size=k, num_candidates=m, max_steps=max_steps,
-                     history_length=base.history_length, declared_topics=base.declared_topics,
-                     choice_model=family, num_items=len(items.appeal), catalog_file=str(table.resolve()))
+    overrides.update({name: getattr(base, name) for name in (
+        "num_topics", "slate_size", "num_candidates", "max_steps", "history_length", "declared_topics",
+        "choice_model")}, num_items=len(items.appeal), catalog_file=str(table.resolve()))
     statistics = {name: {"logged": float(o), "fitted": float(s), "se": float(np.sqrt(v))}
                   for name, o, s, v in zip(names, observed, simulated, np.diag(sigma), strict=True)}
-    return FitResult(overrides=overrides, intervals=intervals, statistics=statistics, choice_loglik=loglik,
-                     seconds=time.perf_counter() - start, iterations=used, rows=n)
+    return FitResult(overrides=overrides, intervals=intervals, statistics=statistics,
+                     choice_loglik=problem.choice_loglik, seconds=time.perf_counter() - start,
+                     iterations=used, rows=problem.rows)
 
 
 def _jacobian_free(z: np.ndarray, at: np.ndarray, simulate) -> np.ndarray:
