@@ -473,8 +473,7 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
             jacobian = _jacobian_free(free, simulated, lambda z: simulate(_from_free(z)))
             damping, stalled, refreshed = 1e-2, 0, True
     theta = _from_free(free)
-    scale = _HIGH - _LOW
-    jacobian = _jacobian(theta, simulated, scale, simulate)  # in field units, for the intervals
+    jacobian = _jacobian(theta, simulate)  # in field units, for the intervals
     final = world(theta)
     table = out / "items.npz"
     Path(final.catalog_file).replace(table)
@@ -505,18 +504,18 @@ def _jacobian_free(z: np.ndarray, at: np.ndarray, simulate) -> np.ndarray:
     return np.stack(columns, axis=1)
 
 
-def _jacobian(theta: np.ndarray, at: np.ndarray, scale: np.ndarray, simulate) -> np.ndarray:
-    """Forward differences of the simulated statistics, 3% of each field's search range (away
-    from a bound)."""
+def _jacobian(theta: np.ndarray, simulate, step: float = 0.1) -> np.ndarray:
+    """Central differences of the simulated statistics, +-``step`` of each field's search range
+    (one-sided where a bound is nearer). A wide step: with one simulated log the statistics move
+    by discrete events (a click, a churn), and small steps' noise inflates the Jacobian, which
+    narrows the intervals (on three recovery worlds with 60,000-row logs a 3% forward step put
+    14 of 45 fields outside their intervals, a 10% central step 6)."""
     columns = []
-    high = np.array([b[1] for b in FIT_FIELDS.values()])
     for i in range(len(theta)):
-        h = 0.03 * scale[i]
-        if theta[i] + h > high[i]:
-            h = -h
-        moved = theta.copy()
-        moved[i] += h
-        columns.append((simulate(moved) - at) / h)
+        h = step * (_HIGH[i] - _LOW[i])
+        low, high = theta.copy(), theta.copy()
+        low[i], high[i] = max(theta[i] - h, _LOW[i]), min(theta[i] + h, _HIGH[i])
+        columns.append((simulate(high) - simulate(low)) / (high[i] - low[i]))
     return np.stack(columns, axis=1)
 
 
