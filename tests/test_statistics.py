@@ -22,7 +22,12 @@ from recsim_gym.experiments.statistics import (
     summarize,
 )
 
-RESULTS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "results").glob("*/summary.json"))
+# Single-world runs (a suite's summary.json holds per-world summaries and aggregates instead).
+RESULTS = [path for path in sorted(
+    (Path(__file__).resolve().parents[1] / "experiments" / "results").glob("*/summary.json"))
+    if "suite" not in json.loads(path.read_text())]
+SUITES = sorted(set((Path(__file__).resolve().parents[1] / "experiments" / "results").glob("*/summary.json"))
+                - set(RESULTS))
 
 
 @functools.cache
@@ -43,6 +48,17 @@ def _records(summary: dict) -> list[dict]:
 
 def test_there_are_committed_runs() -> None:
     assert len(RESULTS) >= 3
+
+
+@pytest.mark.parametrize("path", SUITES, ids=lambda p: p.parent.name)
+def test_a_committed_suite_summary_is_normalised(path: Path) -> None:
+    # each world's returns are normalised by its own random and oracle-myopic means, so over
+    # any set of worlds those two agents' mean normalised scores are exactly 0 and 1
+    aggregate = json.loads(path.read_text())["aggregate"]
+    assert aggregate, path
+    for group in aggregate.values():
+        assert group["agents"]["random"]["mean"] == pytest.approx(0.0, abs=1e-9)
+        assert group["agents"]["oracle_myopic"]["mean"] == pytest.approx(1.0, abs=1e-9)
 
 
 @pytest.mark.parametrize("path", RESULTS, ids=lambda p: p.parent.name)
