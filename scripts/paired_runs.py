@@ -11,7 +11,7 @@ interval over seeds, and how many seeds improved.
 from __future__ import annotations
 
 import argparse
-import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,24 +20,18 @@ from recsim_gym.experiments.statistics import t_interval
 
 
 def final_returns(run: Path, agent: str) -> dict[int, float]:
-    """The final evaluation's return per seed of ``agent`` in ``run/evaluations.csv``."""
-    best: dict[int, tuple[int, float]] = {}
-    with open(run / "evaluations.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["agent"] != agent:
-                continue
-            seed, steps = int(row["seed"]), int(row["env_steps"])
-            if seed not in best or steps > best[seed][0]:
-                best[seed] = (steps, float(row["return"]))
-    if not best:
+    """The final return per seed of ``agent``, as the run's ``summary.json`` holds it."""
+    agents = json.loads((run / "summary.json").read_text())["agents"]
+    if agent not in agents:
         raise SystemExit(f"{run}: no evaluations of agent {agent!r}")
-    return {seed: value for seed, (_, value) in best.items()}
+    entry = agents[agent]
+    return dict(zip(entry["seeds"], entry["metrics"]["return"]["per_seed"], strict=True))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("first", type=Path, help="run directory (its evaluations.csv)")
+    parser.add_argument("first", type=Path, help="run directory (its summary.json)")
     parser.add_argument("second", type=Path, help="run directory to compare against")
     parser.add_argument("--agent", required=True, help="agent label in both runs")
     args = parser.parse_args(argv)

@@ -23,11 +23,10 @@ from recsim_gym.experiments.statistics import (
 )
 
 # Single-world runs (a suite's summary.json holds per-world summaries and aggregates instead).
-RESULTS = [path for path in sorted(
-    (Path(__file__).resolve().parents[1] / "experiments" / "results").glob("*/summary.json"))
-    if "suite" not in json.loads(path.read_text())]
-SUITES = sorted(set((Path(__file__).resolve().parents[1] / "experiments" / "results").glob("*/summary.json"))
-                - set(RESULTS))
+_SUMMARIES = {path: "suite" in json.loads(path.read_text()) for path in sorted(
+    (Path(__file__).resolve().parents[1] / "experiments" / "results").glob("*/summary.json"))}
+RESULTS = [path for path, suite in _SUMMARIES.items() if not suite]
+SUITES = [path for path, suite in _SUMMARIES.items() if suite]
 
 
 @functools.cache
