@@ -73,6 +73,16 @@ def _user_width(user: np.ndarray, t: int) -> np.ndarray:
     return out
 
 
+def _half_rounded(x: np.ndarray) -> np.ndarray:
+    """``x`` rounded to float16 precision, as float32: what a log stores (features are float16
+    there), so the model sees the same inputs when it is fit and when it serves. torch converts
+    float32 several times faster than numpy, with the same (round-to-nearest-even) result;
+    float64 goes through numpy, which rounds it once, not twice."""
+    if x.dtype == np.float64:
+        return x.astype(np.float16).astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x)).to(torch.float16).to(torch.float32).numpy()
+
+
 class ClickNet(nn.Module):
     """Base: ``forward`` returns click and conversion logits (N,) for candidate rows."""
 
@@ -244,7 +254,7 @@ class ClickModelAgent(BaseAgent):
     # ---- item ids ---------------------------------------------------------------------------
     def _keys(self, features: np.ndarray) -> np.ndarray:
         t = features.shape[-1] - 3
-        return item_keys(features.astype(np.float16).astype(np.float32), t)
+        return item_keys(_half_rounded(features), t)
 
     def _build_vocab(self, logs: dict[str, np.ndarray]) -> None:
         keys = self._keys(logs["slate_features"]).ravel()
@@ -332,20 +342,38 @@ class ClickModelAgent(BaseAgent):
         probabilities within the logged slate, the other items competing)."""
         if self.net is None:
             raise RuntimeError("the click model is not fitted: call learn(env, steps) or fit(logs)")
+        return self.proba_from_logits(*self.candidate_logits(candidates, history, user),
+                                      at_logged_positions=at_logged_positions)
+
+    @torch.no_grad()
+    def candidate_logits(self, candidates: np.ndarray, history: np.ndarray, user: np.ndarray
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(click logit without position bias, conversion logit), each (B, m): what
+        :meth:`predict_proba` turns into probabilities. An item's logits do not depend on the
+        other items shown with it, so callers that score several slates from the same
+        candidates compute them once and gather (:meth:`proba_from_logits`)."""
+        if self.net is None:
+            raise RuntimeError("the click model is not fitted: call learn(env, steps) or fit(logs)")
         b, m, f = candidates.shape
-        cand = torch.from_numpy(candidates.astype(np.float16).astype(np.float32)).reshape(b * m, f)
+        cand = torch.from_numpy(_half_rounded(candidates)).reshape(b * m, f)
         item = torch.from_numpy(self._item_index(candidates)).reshape(b * m)
-        hist = torch.from_numpy(history.astype(np.float16).astype(np.float32)).repeat_interleave(m, 0)
-        user = _user_width(user.astype(np.float16).astype(np.float32), f - 3)
-        usr = torch.from_numpy(user).repeat_interleave(m, 0)
+        hist = torch.from_numpy(_half_rounded(history)).repeat_interleave(m, 0)
+        usr = torch.from_numpy(_user_width(_half_rounded(user), f - 3)).repeat_interleave(m, 0)
         click, conv = self.net.logits(cand, item, hist, usr)
-        bias = self.net.position_bias.repeat(b) if at_logged_positions else self.net.position_bias[0]
+        return click.reshape(b, m), conv.reshape(b, m)
+
+    @torch.no_grad()
+    def proba_from_logits(self, click: torch.Tensor, conv: torch.Tensor,
+                          at_logged_positions: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict_proba` from :meth:`candidate_logits` (B, m); with
+        ``at_logged_positions`` the m columns are the slate's positions (m = k)."""
+        b, m = click.shape
         if at_logged_positions:
-            choice = torch.cat([(click + bias).reshape(b, m), torch.zeros(b, 1)], dim=1)
+            choice = torch.cat([click + self.net.position_bias[None, :], torch.zeros(b, 1)], dim=1)
             p_click = torch.softmax(choice, dim=1)[:, :m].numpy()
         else:
-            p_click = torch.sigmoid(click + bias).reshape(b, m).numpy()
-        return p_click, torch.sigmoid(conv).reshape(b, m).numpy()
+            p_click = torch.sigmoid(click + self.net.position_bias[0]).numpy()
+        return p_click, torch.sigmoid(conv).numpy()
 
     def scores(self, obs: Observation) -> np.ndarray:
         """Predicted immediate reward of every candidate (B, m)."""

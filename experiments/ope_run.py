@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from recsim_gym.agents import registry
 from recsim_gym.agents.click_models import ClickModelAgent
@@ -142,11 +143,13 @@ def _reward_model(config: OPEConfig, sim: Any, policy: Any, repetition: int) -> 
     return ClickModelAgent("logreg", params=sim.params, seed=config.seed).fit(logs)
 
 
-def _model_outcomes(model: ClickModelAgent, obs: dict[str, np.ndarray], slates: np.ndarray,
+def _model_outcomes(model: ClickModelAgent, logits: tuple[Any, Any], slates: np.ndarray,
                     params: Any) -> dict[str, np.ndarray]:
-    """The reward model's expected click, conversion and reward of ``slates``."""
-    shown = np.take_along_axis(obs["candidates"], slates[..., None], axis=1)
-    p_click, p_conv = model.predict_proba(shown, obs["history"], obs["user"], at_logged_positions=True)
+    """The reward model's expected click, conversion and reward of ``slates``, from its
+    per-candidate ``logits`` (:meth:`ClickModelAgent.candidate_logits`, computed once a step)."""
+    index = torch.from_numpy(slates)
+    shown = tuple(logit.gather(1, index) for logit in logits)
+    p_click, p_conv = model.proba_from_logits(*shown, at_logged_positions=True)
     return {"click": p_click.sum(1), "conversion": (p_click * p_conv).sum(1),
             "reward": (p_click * (params.click_weight + params.conversion_weight * p_conv)).sum(1)}
 
@@ -204,7 +207,8 @@ def log_repetition(config: OPEConfig, sim: Any, policy: Any, targets: dict[str, 
             row = {"user": cohort[live], "step": np.full(live.size, step),
                    "click": result.click.astype(float), "conversion": result.conversion.astype(float),
                    "reward": result.reward.astype(float), "clicked_position": position}
-            model_logged = _model_outcomes(model, seen, logged, params)
+            logits = model.candidate_logits(seen["candidates"], seen["history"], seen["user"])
+            model_logged = _model_outcomes(model, logits, logged, params)
             for reward in ONE_STEP_REWARDS + ("reward",):
                 row[f"model_logged/{reward}"] = model_logged[reward]
             for name, agent in targets.items():
@@ -217,7 +221,7 @@ def log_repetition(config: OPEConfig, sim: Any, policy: Any, targets: dict[str, 
                 else:
                     samples = [target]
                 truth = [slate_outcomes(obs, params, s) for s in samples]
-                guess = [_model_outcomes(model, seen, s, params) for s in samples]
+                guess = [_model_outcomes(model, logits, s, params) for s in samples]
                 for reward in ONE_STEP_REWARDS + ("reward",):
                     row[f"{name}/truth/{reward}"] = np.mean([t[reward] for t in truth], axis=0)
                     row[f"{name}/model_target/{reward}"] = np.mean([g[reward] for g in guess], axis=0)
@@ -389,11 +393,12 @@ def estimate_log(logs: dict[str, np.ndarray], target: Any, meta: dict[str, Any] 
             labels = policy.canonical_order(obs)
         chosen = None if target is None else np.asarray(target.act(obs), dtype=np.int64)
         w = _weights(obs, logged, chosen, p0, gram_pinv, labels)
-        guess_logged = _model_outcomes(model, obs, logged, params_like)
+        logits = model.candidate_logits(obs["candidates"], obs["history"], obs["user"])
+        guess_logged = _model_outcomes(model, logits, logged, params_like)
         samples = ([chosen] if chosen is not None else
                    [random_slates(np.random.default_rng([start, i]), len(logged), obs["candidates"].shape[1],
                                   k) for i in range(RANDOM_SAMPLES)])
-        guesses = [_model_outcomes(model, obs, s, params_like) for s in samples]
+        guesses = [_model_outcomes(model, logits, s, params_like) for s in samples]
         for key, value in w.items():
             if value is not None:
                 columns.setdefault(key, []).append(value)
