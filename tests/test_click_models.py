@@ -113,3 +113,36 @@ def test_mnl_serving_maximises_the_models_predicted_slate_reward(static_logs):
     agent.config = agent.config.replace(serving="topk")
     top = agent.act(obs)
     assert np.all(slate_value(weight, value, rho, served) >= slate_value(weight, value, rho, top) - 1e-9)
+
+
+def test_half_rounding_matches_numpy_bit_for_bit() -> None:
+    from recsim_gym.agents.click_models import _half_rounded
+
+    gen = np.random.default_rng(0)
+    x = np.concatenate([gen.normal(0, 3, 100_000), gen.uniform(-7e4, 7e4, 1000), gen.normal(0, 1e-5, 1000),
+                        [65504.0, 65519.99, 6e-8, 3e-8, -0.0]]).astype(np.float32)
+    with np.errstate(over="ignore"):
+        expected = x.astype(np.float16).astype(np.float32)
+    assert np.array_equal(_half_rounded(x).view(np.uint32), expected.view(np.uint32))
+
+
+def test_slate_probabilities_from_candidate_logits_match_predict_proba(static_logs) -> None:
+    """OPE scores several slates per state from one pass over the candidates: gathering the
+    candidates' logits gives what predict_proba gives on the shown items."""
+    train, _ = static_logs
+    params = make_simulator("static").params
+    agent = ClickModelAgent("din", params=params, epochs=1).fit(train)
+    sim = make_simulator("static")
+    obs = sim.observe(sim.reset(np.arange(64, dtype=np.uint64)))
+    slates = np.stack([np.random.default_rng(i).permutation(params.num_candidates)[:params.slate_size]
+                       for i in range(64)])
+    shown = np.take_along_axis(obs["candidates"], slates[..., None], axis=1)
+    direct = agent.predict_proba(shown, obs["history"], obs["user"], at_logged_positions=True)
+    logits = agent.candidate_logits(obs["candidates"], obs["history"], obs["user"])
+    index = torch.from_numpy(slates)
+    gathered = agent.proba_from_logits(*(logit.gather(1, index) for logit in logits),
+                                       at_logged_positions=True)
+    for a, b in zip(direct, gathered, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    alone = agent.predict_proba(obs["candidates"], obs["history"], obs["user"])
+    np.testing.assert_allclose(alone[0], agent.proba_from_logits(*logits)[0], rtol=1e-6)
