@@ -11,7 +11,10 @@ harness (random agent, 10,000 users to the end of their lifetimes).
 ``python -m recsim_gym.experiments.bench train`` times training: env-steps per second of ``learn`` for each
 given agent (and keyword variant) on the same preset and budget, one after another in this
 process, so their ratios are measured in one run. The rate counts the steps actually trained
-(PPO trains whole rollouts). ``--compare REF`` (``env`` and ``train``) runs the same
+(PPO trains whole rollouts). The variant ``sb3_cartpole`` is the floor a PPO user knows:
+stable-baselines3's own PPO with its MLP policy on ``CartPole-v1``, on PPO-attention's schedule
+(users as envs, rollout, minibatch, epochs); ``ppo_attention sb3_cartpole`` prints their ratio.
+``--compare REF`` (``env`` and ``train``) runs the same
 measurements at git commit REF too, alternated with this checkout, and prints this/REF ratios.
 
 Figures are only comparable within one run (shared, noisy machines): compare ratios.
@@ -34,6 +37,37 @@ import numpy as np
 from recsim_gym.env.spaces import random_slates
 
 DEFAULT_BATCH_SIZES = (1, 64, 1024, 4096)
+#: ``bench train`` variant: SB3's PPO-MLP on CartPole on PPO-attention's default schedule.
+SB3_CARTPOLE = "sb3_cartpole"
+
+
+class _SB3CartPole:
+    """SB3's ``PPO("MlpPolicy")`` on ``CartPole-v1`` with PPO-attention's schedule (envs,
+    ``n_steps``, ``batch_size``, ``n_epochs``; keyword overrides replace them), so that
+    ``bench train ppo_attention sb3_cartpole`` measures PPO-attention against SB3's floor."""
+
+    def __init__(self, seed: int = 0, **overrides: Any):
+        from recsim_gym.agents.ppo_attention import PPOSlateConfig
+
+        config = PPOSlateConfig()
+        self.schedule = {"num_envs": config.num_envs, "n_steps": config.n_steps,
+                         "batch_size": config.batch_size, "n_epochs": config.n_epochs}
+        unknown = sorted(set(overrides) - set(self.schedule))
+        if unknown:
+            raise SystemExit(f"{SB3_CARTPOLE} takes only {sorted(self.schedule)}, got {unknown}")
+        self.schedule.update(overrides)
+        self.seed, self.model = seed, None
+
+    def learn(self, env: Any, steps: int) -> None:
+        """Train for ``steps`` env-steps (``env`` is ignored: CartPole's own)."""
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.env_util import make_vec_env
+
+        s = self.schedule
+        vec = make_vec_env("CartPole-v1", n_envs=s["num_envs"], seed=self.seed)
+        self.model = PPO("MlpPolicy", vec, n_steps=s["n_steps"], batch_size=s["batch_size"],
+                         n_epochs=s["n_epochs"], seed=self.seed, device="cpu", verbose=0)
+        self.model.learn(total_timesteps=steps)
 
 
 def _slate_pool(rng: np.random.Generator, m: int, k: int, batch: int | None, n: int) -> list:
@@ -188,7 +222,8 @@ def bench_train(preset: str, variants: list[tuple[str, dict[str, Any]]], steps: 
 
     torch.set_num_threads(threads)  # process-wide, as the CLI wants
     params = make_simulator(preset).params
-    agents = [registry.make(name, params=params, seed=seed, **kwargs) for name, kwargs in variants]
+    agents = [_SB3CartPole(seed, **kwargs) if name == SB3_CARTPOLE
+              else registry.make(name, params=params, seed=seed, **kwargs) for name, kwargs in variants]
     for (name, _), agent in zip(variants, agents, strict=True):  # check all before timing any
         if not callable(getattr(agent, "learn", None)):
             raise SystemExit(f"agent {name!r} has no learn(): it trains online or from logs, "
@@ -201,7 +236,7 @@ def bench_train(preset: str, variants: list[tuple[str, dict[str, Any]]], steps: 
     for (name, kwargs), agent in zip(variants, agents, strict=True):
         # as the runner trains, on the same users for every variant (agents that step their own
         # number of users, as PPO does, take the env's params)
-        env = make_train_env(agent, preset, 64, seed)
+        env = None if name == SB3_CARTPOLE else make_train_env(agent, preset, 64, seed)
         start = time.perf_counter()
         agent.learn(env, steps)
         seconds = time.perf_counter() - start
@@ -369,7 +404,8 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--out", type=Path, default=Path("bench_results/eval.json"))
     tr = sub.add_parser("train", help="training throughput (env-steps/s of learn) per agent variant")
     tr.add_argument("variants", nargs="+", type=_variant, metavar="AGENT[:JSON]",
-                    help='agents to time, e.g. ppo_attention \'ppo_attention:{"item_stats_buckets": 0}\'')
+                    help='agents to time, e.g. ppo_attention \'ppo_attention:{"item_stats_buckets": 0}\' '
+                         f'(and {SB3_CARTPOLE}: SB3\'s PPO-MLP on CartPole on PPO-attention\'s schedule)')
     tr.add_argument("--preset", default="default", choices=all_preset_names())
     tr.add_argument("--steps", type=int, default=100_000, help="env-steps per variant (default: 100000)")
     tr.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
@@ -383,7 +419,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.what == "train":
         from recsim_gym.agents import registry
 
-        unknown = [name for name, _ in args.variants if name not in registry.list_agents()]
+        unknown = [name for name, _ in args.variants
+                   if name not in registry.list_agents() and name != SB3_CARTPOLE]
         if unknown:
             parser.error(f"unknown agent(s) {unknown}; registered: {sorted(registry.list_agents())}")
         if args.steps < 1 or args.threads < 1 or args.rounds < 1:

@@ -34,6 +34,19 @@ def test_the_rate_counts_the_steps_actually_trained(tmp_path, capsys) -> None:
     assert "128 env-steps (asked for 100" in capsys.readouterr().out
 
 
+def test_sb3_cartpole_runs_sb3_ppo_on_the_given_schedule(tmp_path) -> None:
+    out = tmp_path / "train.json"
+    tiny = '{"num_envs": 4, "n_steps": 16, "batch_size": 32, "n_epochs": 1}'
+    bench.main(["train", f"sb3_cartpole:{tiny}", "--steps", "100", "--out", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["agent"] == "sb3_cartpole" and row["steps_trained"] == 128  # two rollouts of 64
+    from recsim_gym.agents.ppo_attention import PPOSlateConfig
+
+    c = PPOSlateConfig()  # PPO-attention's schedule unless overridden
+    assert bench._SB3CartPole().schedule == {"num_envs": c.num_envs, "n_steps": c.n_steps,
+                                             "batch_size": c.batch_size, "n_epochs": c.n_epochs}
+
+
 @pytest.mark.slow  # four fresh processes
 def test_compare_alternates_this_checkout_and_a_commit(tmp_path, capsys) -> None:
     import subprocess
@@ -67,6 +80,7 @@ def test_without_options_drops_options_and_their_values() -> None:
     (["train", "ppo_attention:{bad"], "bad JSON"),
     (["train", "random", "--steps", "0"], "--steps"),
     (["train", "random"], "has no learn()"),
+    (["train", 'sb3_cartpole:{"gamma": 0.9}'], "takes only"),
 ])
 def test_train_benchmark_rejects_bad_arguments(argv: list[str], message: str, capsys) -> None:
     with pytest.raises(SystemExit) as raised:
