@@ -475,7 +475,9 @@ def _suite_markdown(out: Path, summary: dict, records: list[dict], agents: list[
              "stratified-bootstrap CI. Paired differences of normalised scores (same world, seed "
              "and users): mean over worlds of the per-world mean over seeds, with a 95% "
              "hierarchical bootstrap (worlds, then seeds), and how many worlds the difference is "
-             "above / tied with / below the reference in (Student-t over seeds).", ""]
+             "above / tied with / below the reference in (Student-t over seeds). Coverage (share "
+             "of the catalog shown) and intra-slate topic diversity: mean over worlds of the "
+             "per-world means.", ""]
     lines += [f"> **Note.** {w}" for w in summary.get("warnings", [])]
     lines.append("")
     for key, label in _GROUPS:
@@ -485,8 +487,8 @@ def _suite_markdown(out: Path, summary: dict, records: list[dict], agents: list[
         best = group.get("best_supervised")
         lines += [f"## {label[0].upper() + label[1:]} ({len(group['worlds'])})", "",
                   f"| agent | normalised IQM | mean | vs oracle-myopic | worlds above/tie/below | "
-                  f"vs best supervised ({best or '-'}) | worlds above/tie/below |",
-                  "|---|---|---|---|---|---|---|"]
+                  f"vs best supervised ({best or '-'}) | worlds above/tie/below | coverage | diversity |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for agent in agents:
             e = group["agents"].get(agent)
             if e is None:
@@ -500,6 +502,8 @@ def _suite_markdown(out: Path, summary: dict, records: list[dict], agents: list[
                 vs = e.get(ref)
                 cells += [_interval(vs), "/".join(str(vs["verdicts"][v]) for v in ("above", "tie", "below"))
                           if vs else "-"]
+            cells += [_world_mean(summary, group["worlds"], agent, metric)
+                      for metric in ("coverage", "diversity")]
             lines.append(f"| {agent} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["![normalised IQM](suite_iqm.png)", "", "![normalised score per world](suite_scores.png)",
@@ -517,6 +521,15 @@ def _suite_markdown(out: Path, summary: dict, records: list[dict], agents: list[
         lines.append(f"| {world}{'*' if entry['static_like'] else ''} | " + " | ".join(cells) + " |")
     lines += ["", _world_descriptions(out, worlds), ""]
     return "\n".join(lines)
+
+
+def _world_mean(summary: dict, worlds: list[str], agent: str, metric: str) -> str:
+    """``metric``'s mean over ``worlds`` of the agent's per-world means ("-" where a world has
+    none, e.g. coverage without a catalog), three decimals."""
+    values = [summary["worlds"][w]["summary"]["agents"].get(agent, {}).get("metrics", {}).get(metric)
+              for w in worlds]
+    values = [v["mean"] for v in values if v and np.isfinite(v["mean"])]
+    return f"{np.mean(values):.3f}" if values else "-"
 
 
 def _where_section(summary: dict, agents: list[str]) -> list[str]:

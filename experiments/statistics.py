@@ -140,11 +140,19 @@ def rliable_interval(func, *runs: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: 
     if any(len(m) < 2 for m in matrices):
         return float(func(*matrices)), float("nan"), float("nan")
     scores = {"x": matrices[0] if len(matrices) == 1 else matrices}
-    with warnings.catch_warnings():  # rliable hands arch a RandomState, which arch deprecates
-        warnings.simplefilter("ignore", FutureWarning)
-        point, interval = library.get_interval_estimates(
-            scores, lambda *m: np.array([func(*m)]), method="percentile", reps=reps,
-            random_state=np.random.RandomState(seed))
+    # rliable's StratifiedBootstrap draws its resamples from numpy's global generator and
+    # ignores the RandomState it is given, so the global state is seeded (and restored) here:
+    # otherwise a report regenerated from the same job files gets other interval bounds
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # rliable hands arch a RandomState, which arch deprecates
+            warnings.simplefilter("ignore", FutureWarning)
+            point, interval = library.get_interval_estimates(
+                scores, lambda *m: np.array([func(*m)]), method="percentile", reps=reps,
+                random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(saved)
     return float(point["x"][0]), float(interval["x"][0, 0]), float(interval["x"][1, 0])
 
 

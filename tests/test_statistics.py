@@ -111,6 +111,20 @@ def test_bootstrap_intervals_stay_within_the_runs() -> None:
     assert np.isnan(rliable_interval(lambda m: metrics.aggregate_iqm(m), runs[:1])[1])
 
 
+def test_bootstrap_intervals_repeat_under_their_seed_and_leave_numpys_global_state_alone() -> None:
+    # rliable resamples from numpy's global generator whatever random_state it is given
+    runs = np.random.default_rng(0).normal(size=(2, 8))
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    first = rliable_interval(_iqm_matrix, runs[0], reps=300)
+    assert np.array_equal(np.random.get_state()[1], before)
+    np.random.random(10)  # another global state: same interval
+    assert rliable_interval(_iqm_matrix, runs[0], reps=300) == first
+    assert rliable_interval(_iqm_matrix, runs[0], reps=300, seed=1) != first
+    assert rliable_interval(_poi_matrix, runs[0], runs[1], reps=300) == rliable_interval(
+        _poi_matrix, runs[0], runs[1], reps=300)
+
+
 def test_probability_of_improvement_counts_ties_as_half() -> None:
     assert probability_of_improvement([1, 2], [1, 2]) == 0.5
     assert probability_of_improvement([3, 4], [1, 2]) == 1.0

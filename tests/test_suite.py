@@ -88,6 +88,13 @@ def test_a_suite_run_names_worlds_normalises_and_reports(tmp_path: Path) -> None
     report = make_report(out)
     text = report.read_text()
     assert "## Where each agent works" in text and "| w2 |" in text
+    # coverage and diversity beside the normalised scores: the mean over worlds of each world's
+    coverage = np.mean([summary["worlds"][w]["summary"]["agents"]["popularity"]["metrics"]["coverage"]["mean"]
+                        for w in ("w2", "static")])
+    row = next(line for line in text.splitlines() if line.startswith("| popularity |"))
+    assert "coverage | diversity |" in text and row.split(" | ")[-2] == f"{coverage:.3f}"
+    # the report regenerates from the job files to the digit (rliable's bootstrap is seeded)
+    assert make_report(out).read_text() == text
     for plot in ("suite_scores.png", "suite_iqm.png", "suite_curves.png"):
         assert (out / plot).stat().st_size > 1000
     # tuning users: the same job on a held-out-style (harness) run would evaluate other users
