@@ -5,7 +5,8 @@ The policy (:class:`SlatePolicy`, an SB3 ``ActorCriticPolicy``) reads the observ
 * one **user** token (declared topics, episode progress),
 * H **history** tokens (item features + click/conversion flags, with a learned recency
   embedding; empty slots at the start of an episode carry ``valid = 0``),
-* m **candidate** tokens (topic vector, appeal, price, popularity; *no* positional embedding).
+* m **candidate** tokens (topic vector, appeal, price, popularity, and the user x candidate topic
+  products of :func:`recsim_gym.agents.features.cross_features`; *no* positional embedding).
 
 **Why joint self-attention** (one transformer encoder over all 1 + H + m tokens) rather than
 cross-attention from candidates to history only: a candidate's value here depends on the user
@@ -386,8 +387,8 @@ class PPOSlateConfig(Config):
     num_layers: int = option(1, "Transformer layers.", 1)
     ff_dim: int = option(32, "Transformer feed-forward width.", 1)
     mlp_hidden: tuple[int, ...] = option((256, 256), "Hidden sizes of the MLP encoder.")
-    cross_features: bool = option(False, "Candidate inputs also carry user x candidate topic "
-                                  "products (on in experiments/configs/static.yaml).")
+    cross_features: bool = option(True, "Candidate inputs also carry user x candidate topic "
+                                  "products (unused when the env does not give its topics).")
     item_stats_buckets: int = option(65_536, "Hashed buckets of the per-item click/conversion "
                                      "counters on candidate tokens (0: off; unused without a catalog).", 0)
     deterministic: bool = option(True, "act() shows the most likely slate (False: samples).")
@@ -470,8 +471,6 @@ class PPOSlateAgent(BaseAgent):
         c = self.config
         params = getattr(vec_env.unwrapped, "params", None)
         num_topics = getattr(params, "num_topics", None)
-        if c.cross_features and num_topics is None:
-            raise ValueError("PPOSlateConfig.cross_features needs a recsim env (its params give the topics)")
         id_columns = None if params is None else item_id_columns(vec_env.unwrapped.env.sim)
         self.model = PPO(SlatePolicy, vec_env, learning_rate=c.learning_rate, n_steps=c.n_steps,
                          batch_size=c.batch_size, n_epochs=c.n_epochs, gamma=c.gamma,
