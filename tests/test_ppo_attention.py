@@ -116,6 +116,23 @@ def test_agent_variants_learn_act_and_round_trip(tmp_path, encoder: str) -> None
     loaded.learn("default", 64)  # a loaded model keeps training on a fresh env
 
 
+def test_cross_features_are_on_for_recsim_worlds_and_unused_without_topics() -> None:
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    import recsim_gym.env  # noqa: F401  (registers the ids)
+
+    agent = PPOSlateAgent(seed=0, num_envs=8, n_steps=8, batch_size=32, n_epochs=1, env_overrides=SMALL)
+    assert agent.config.cross_features  # the default, chosen on tuning worlds (docs/agents.md)
+    agent.learn("default", 64)
+    assert agent.model.policy.network.cross_topics == make_simulator("default", **SMALL).params.num_topics
+    # a VecEnv that does not give its world's params has no topics to cross with
+    foreign = DummyVecEnv([lambda: gym.make("recsim/default-v0", **SMALL)] * 2)
+    other = PPOSlateAgent(seed=0, n_steps=8, batch_size=16, n_epochs=1)
+    other.learn(foreign, 16)
+    assert other.model.policy.network.cross_topics is None
+
+
 def test_item_stats_count_clicks_and_conversions_only_once_committed() -> None:
     candidates = np.random.default_rng(0).random((2, 4, 6)).astype(np.float32)
     stats = ItemStats(buckets=1 << 16, columns=6)
