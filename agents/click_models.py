@@ -340,8 +340,6 @@ class ClickModelAgent(BaseAgent):
         click probability of the item shown alone there), or with ``at_logged_positions`` at the
         column's slate position (for logged slates; the softmax model then gives the choice
         probabilities within the logged slate, the other items competing)."""
-        if self.net is None:
-            raise RuntimeError("the click model is not fitted: call learn(env, steps) or fit(logs)")
         return self.proba_from_logits(*self.candidate_logits(candidates, history, user),
                                       at_logged_positions=at_logged_positions)
 

@@ -89,6 +89,7 @@ def test_a_suite_run_names_worlds_normalises_and_reports(tmp_path: Path) -> None
     text = report.read_text()
     assert "## Where each agent works" in text and "| w2 |" in text
     # coverage and diversity beside the normalised scores: the mean over worlds of each world's
+    # mean over seeds
     coverage = np.mean([summary["worlds"][w]["summary"]["agents"]["popularity"]["metrics"]["coverage"]["mean"]
                         for w in ("w2", "static")])
     row = next(line for line in text.splitlines() if line.startswith("| popularity |"))
