@@ -475,7 +475,10 @@ def _suite_markdown(out: Path, summary: dict, records: list[dict], agents: list[
              "stratified-bootstrap CI. Paired differences of normalised scores (same world, seed "
              "and users): mean over worlds of the per-world mean over seeds, with a 95% "
              "hierarchical bootstrap (worlds, then seeds), and how many worlds the difference is "
-             "above / tied with / below the reference in (Student-t over seeds). Coverage (share "
+             "above / tied with / below the reference in (Student-t over seeds). Return vs "
+             "oracle-myopic: R / R_oracle - 1 paired by world and seed, the same mean and "
+             "bootstrap (it stays readable where oracle-myopic is close to random, as in "
+             "static-like worlds). Coverage (share "
              "of the catalog shown) and intra-slate topic diversity: mean over worlds of the "
              "per-world means.", ""]
     lines += [f"> **Note.** {w}" for w in summary.get("warnings", [])]
@@ -487,8 +490,9 @@ def _suite_markdown(out: Path, summary: dict, records: list[dict], agents: list[
         best = group.get("best_supervised")
         lines += [f"## {label[0].upper() + label[1:]} ({len(group['worlds'])})", "",
                   f"| agent | normalised IQM | mean | vs oracle-myopic | worlds above/tie/below | "
-                  f"vs best supervised ({best or '-'}) | worlds above/tie/below | coverage | diversity |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  f"vs best supervised ({best or '-'}) | worlds above/tie/below | return vs "
+                  "oracle-myopic | coverage | diversity |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for agent in agents:
             e = group["agents"].get(agent)
             if e is None:
@@ -502,6 +506,8 @@ def _suite_markdown(out: Path, summary: dict, records: list[dict], agents: list[
                 vs = e.get(ref)
                 cells += [_interval(vs), "/".join(str(vs["verdicts"][v]) for v in ("above", "tie", "below"))
                           if vs else "-"]
+            relative = e.get("return_vs_oracle_myopic")
+            cells.append(_percent(relative) if relative else "-")
             cells += [_world_mean(summary, group["worlds"], agent, metric)
                       for metric in ("coverage", "diversity")]
             lines.append(f"| {agent} | " + " | ".join(cells) + " |")
@@ -510,8 +516,8 @@ def _suite_markdown(out: Path, summary: dict, records: list[dict], agents: list[
               "", "![learning curves](suite_curves.png)", ""]
     lines += _where_section(summary, agents)
     lines += ["## Per world", "",
-              "Final lifetime return on held-out users, mean [95% Student-t CI over seeds]; "
-              "* static-like.", ""]
+              "Final lifetime return on held-out users, mean [95% Student-t CI over seeds, kept "
+              "at or above 0: returns are non-negative]; * static-like.", ""]
     shown = [a for a in agents if any(a in summary["worlds"][w]["summary"]["agents"] for w in worlds)]
     lines += ["| world | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
     for world in worlds:
@@ -521,6 +527,14 @@ def _suite_markdown(out: Path, summary: dict, records: list[dict], agents: list[
         lines.append(f"| {world}{'*' if entry['static_like'] else ''} | " + " | ".join(cells) + " |")
     lines += ["", _world_descriptions(out, worlds), ""]
     return "\n".join(lines)
+
+
+def _percent(value: dict) -> str:
+    """A relative difference with its interval, in percent: ``+4.1% [+1.0, +7.3]``."""
+    text = f"{100 * value['mean']:+.1f}%"
+    if np.isfinite(value["ci_low"]):
+        text += f" [{100 * value['ci_low']:+.1f}, {100 * value['ci_high']:+.1f}]"
+    return text
 
 
 def _world_mean(summary: dict, worlds: list[str], agent: str, metric: str) -> str:

@@ -134,22 +134,29 @@ def rliable_interval(func, *runs: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: 
     """rliable's point estimate of ``func`` and its 95% stratified-bootstrap percentile interval
     (runs resampled independently per sample; percentile intervals stay inside the range of
     the data). NaN bounds when a sample has fewer than 2 runs."""
-    from rliable import library
-
     matrices = [np.asarray(r, dtype=float).reshape(-1, 1) for r in runs]
     if any(len(m) < 2 for m in matrices):
         return float(func(*matrices)), float("nan"), float("nan")
-    scores = {"x": matrices[0] if len(matrices) == 1 else matrices}
-    # rliable's StratifiedBootstrap draws its resamples from numpy's global generator and
-    # ignores the RandomState it is given, so the global state is seeded (and restored) here:
-    # otherwise a report regenerated from the same job files gets other interval bounds
+    return _seeded_estimate(matrices[0] if len(matrices) == 1 else matrices,
+                            lambda *m: np.array([func(*m)]), reps, seed)
+
+
+def _seeded_estimate(score: np.ndarray | list[np.ndarray], func, reps: int, seed: int
+                     ) -> tuple[float, float, float]:
+    """rliable's ``get_interval_estimates`` (percentile) for one score matrix (or list of
+    them), made repeatable: rliable's StratifiedBootstrap draws its resamples from numpy's
+    global generator and ignores the RandomState it is given, so the global state is seeded
+    (and restored) here; otherwise a report regenerated from the same job files gets other
+    interval bounds."""
+    from rliable import library
+
     saved = np.random.get_state()
     np.random.seed(seed)
     try:
         with warnings.catch_warnings():  # rliable hands arch a RandomState, which arch deprecates
             warnings.simplefilter("ignore", FutureWarning)
             point, interval = library.get_interval_estimates(
-                scores, lambda *m: np.array([func(*m)]), method="percentile", reps=reps,
+                {"x": score}, func, method="percentile", reps=reps,
                 random_state=np.random.RandomState(seed))
     finally:
         np.random.set_state(saved)
@@ -306,9 +313,30 @@ def _paired(scores: dict[str, dict[str, dict[int, float]]], agent: str, referenc
                                          for v in ("above", "tie", "below")}}
 
 
-def _aggregate(scores: dict[str, dict[str, dict[int, float]]], worlds: list[str]) -> dict[str, Any]:
-    """Normalised IQM (rliable, stratified over worlds), mean, and paired differences to
-    oracle-myopic and to the best supervised model, over ``worlds``."""
+def _relative_to_oracle(returns: dict[str, dict[str, dict[int, float]]], agent: str,
+                        worlds: list[str]) -> dict[str, float] | None:
+    """The agent's final return relative to oracle-myopic's, ``R / R_oracle - 1``, paired by
+    world and seed (same users): mean over worlds of the per-world mean over seeds, with the
+    95% hierarchical bootstrap. Unlike the normalised score it does not blow up where
+    oracle-myopic is close to random (static-like worlds), so "within 5%" reads off it."""
+    oracle = returns.get("oracle_myopic", {})
+    per_world = []
+    for world in worlds:
+        mine, theirs = returns[agent].get(world, {}), oracle.get(world, {})
+        shared = [s for s in sorted(set(mine) & set(theirs)) if theirs[s] > 0]
+        if shared:
+            per_world.append(np.array([mine[s] / theirs[s] - 1.0 for s in shared]))
+    if not per_world:
+        return None
+    mean, low, high = hierarchical_bootstrap(per_world)
+    return {"mean": mean, "ci_low": low, "ci_high": high}
+
+
+def _aggregate(scores: dict[str, dict[str, dict[int, float]]], worlds: list[str],
+               returns: dict[str, dict[str, dict[int, float]]] | None = None) -> dict[str, Any]:
+    """Normalised IQM (rliable, stratified over worlds), mean, paired differences to
+    oracle-myopic and to the best supervised model, and (given raw ``returns``) the return
+    relative to oracle-myopic's, over ``worlds``."""
     if not worlds:
         return {}
     agents: dict[str, Any] = {}
@@ -329,22 +357,19 @@ def _aggregate(scores: dict[str, dict[str, dict[int, float]]], worlds: list[str]
                 paired = _paired(scores, agent, reference, worlds)
                 if paired is not None:
                     agents[agent][key] = paired
+        if returns is not None and agent != "oracle_myopic":
+            relative = _relative_to_oracle(returns, agent, worlds)
+            if relative is not None:
+                agents[agent]["return_vs_oracle_myopic"] = relative
     return {"worlds": worlds, "best_supervised": best, "agents": agents}
 
 
 def _rliable_matrix(matrix: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = 0
                     ) -> tuple[float, float, float]:
     """rliable's IQM of a (runs x tasks) score matrix with its stratified-bootstrap interval."""
-    from rliable import library
-
     if matrix.shape[0] < 2:
         return _iqm_matrix(matrix), float("nan"), float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        point, interval = library.get_interval_estimates(
-            {"x": matrix}, lambda m: np.array([_iqm_matrix(m)]), method="percentile",
-            reps=reps, random_state=np.random.RandomState(seed))
-    return float(point["x"][0]), float(interval["x"][0, 0]), float(interval["x"][1, 0])
+    return _seeded_estimate(matrix, lambda m: np.array([_iqm_matrix(m)]), reps, seed)
 
 
 def summarize_suite(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -359,6 +384,9 @@ def summarize_suite(records: list[dict[str, Any]]) -> dict[str, Any]:
     scores = normalised_scores([r for r in records if r["world"] not in incomplete]) if (
         len(incomplete) < len(worlds)) else {}
     complete = [w for w in worlds if w not in incomplete]
+    returns: dict[str, dict[str, dict[int, float]]] = {}
+    for r in records:
+        returns.setdefault(r["agent"], {}).setdefault(r["world"], {})[r["seed"]] = r["final"]["return"]
     warnings_ = seed_warnings({a: sorted({r["seed"] for r in records if r["agent"] == a})
                                for a in dict.fromkeys(r["agent"] for r in records)})
     if incomplete:
@@ -372,13 +400,14 @@ def summarize_suite(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "suite": True, "worlds": {w: {"static_like": w in static, "normalisers": norm[w],
                                       "summary": per_world[w]} for w in worlds},
-        "aggregate": {"all": _aggregate(scores, complete),
-                      "dynamic": _aggregate(scores, [w for w in complete if w not in static]),
-                      "static_like": _aggregate(scores, [w for w in complete if w in static])},
+        "aggregate": {"all": _aggregate(scores, complete, returns),
+                      "dynamic": _aggregate(scores, [w for w in complete if w not in static], returns),
+                      "static_like": _aggregate(scores, [w for w in complete if w in static], returns)},
         "warnings": warnings_,
         "confidence": "normalised score = (R - R_random) / (R_oracle_myopic - R_random) per world "
                       "(means over seeds); IQM: rliable, stratified bootstrap over seeds within "
                       "worlds; paired differences: mean over worlds of the per-world mean over "
-                      "seeds, 95% hierarchical bootstrap (worlds, then seeds); per-world verdicts "
+                      "seeds, 95% hierarchical bootstrap (worlds, then seeds), as is the return relative "
+                      "to oracle-myopic's (R / R_oracle - 1); per-world verdicts "
                       "from Student-t intervals over seeds",
     }

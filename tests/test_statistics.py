@@ -16,6 +16,7 @@ from recsim_gym.experiments.statistics import (
     MIN_BOOTSTRAP_SEEDS,
     _iqm_matrix,
     _poi_matrix,
+    _rliable_matrix,
     iqm,
     probability_of_improvement,
     rliable_interval,
@@ -125,6 +126,11 @@ def test_bootstrap_intervals_repeat_under_their_seed_and_leave_numpys_global_sta
     assert rliable_interval(_iqm_matrix, runs[0], reps=300, seed=1) != first
     assert rliable_interval(_poi_matrix, runs[0], runs[1], reps=300) == rliable_interval(
         _poi_matrix, runs[0], runs[1], reps=300)
+    # the suite's IQM over a (seeds x worlds) matrix goes through the same seeding
+    matrix = np.random.default_rng(1).normal(size=(3, 6))
+    first = _rliable_matrix(matrix, reps=300)
+    np.random.random(10)
+    assert _rliable_matrix(matrix, reps=300) == first != _rliable_matrix(matrix, reps=300, seed=1)
 
 
 def test_probability_of_improvement_counts_ties_as_half() -> None:

@@ -13,7 +13,7 @@ from recsim_gym.env import seeds
 from recsim_gym.env.suite import STATIC_SHARE, sample_world, suite_worlds
 from recsim_gym.experiments.config import ConfigError, parse_config
 from recsim_gym.experiments.report import make_report
-from recsim_gym.experiments.runner import config_job_keys, run_experiment
+from recsim_gym.experiments.runner import config_job_keys, load_records, run_experiment
 from recsim_gym.experiments.statistics import hierarchical_bootstrap
 
 
@@ -94,6 +94,15 @@ def test_a_suite_run_names_worlds_normalises_and_reports(tmp_path: Path) -> None
                         for w in ("w2", "static")])
     row = next(line for line in text.splitlines() if line.startswith("| popularity |"))
     assert "coverage | diversity |" in text and row.split(" | ")[-2] == f"{coverage:.3f}"
+    # the return relative to oracle-myopic's, paired by world and seed
+    returns = {(r["agent"], r["world"], r["seed"]): r["final"]["return"] for r in load_records(out)}
+    ratios = [np.mean([returns["popularity", w, s] / returns["oracle_myopic", w, s] - 1 for s in (100, 101)])
+              for w in ("w2", "static")]
+    relative = everything["popularity"]["return_vs_oracle_myopic"]
+    assert relative["mean"] == pytest.approx(np.mean(ratios))
+    assert relative["ci_low"] <= relative["mean"] <= relative["ci_high"]
+    assert row.split(" | ")[-3].startswith(f"{100 * relative['mean']:+.1f}%")
+    assert "return_vs_oracle_myopic" not in everything["oracle_myopic"]
     # the report regenerates from the job files to the digit (rliable's bootstrap is seeded)
     assert make_report(out).read_text() == text
     for plot in ("suite_scores.png", "suite_iqm.png", "suite_curves.png"):
