@@ -398,7 +398,8 @@ def _plot_suite_iqm(out: Path, summary: dict, agents: list[str], colors: dict) -
         ax.set_xlabel("normalised IQM (0 = random, 1 = oracle-myopic)", fontsize=9)
         ax.set_title(f"{label} ({len(summary['aggregate'][key]['worlds'])})", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle("IQM of the normalised final return (rliable, 95% stratified-bootstrap CI)", fontsize=10)
+    fig.suptitle("IQM of the normalised final return (rliable, 95% bootstrap CI over worlds and seeds)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "suite_iqm.png", dpi=120)
     plt.close(fig)
@@ -472,15 +473,15 @@ def _suite_markdown(out: Path, summary: dict, records: list[dict], agents: list[
              f" Job time: {wall / 60:.1f} min in all.", "",
              "Each world's final returns are normalised as (R - random) / (oracle-myopic - random), "
              "with that world's random and oracle-myopic means over seeds. IQM: rliable, 95% "
-             "stratified-bootstrap CI. Paired differences of normalised scores (same world, seed "
-             "and users): mean over worlds of the per-world mean over seeds, with a 95% "
-             "hierarchical bootstrap (worlds, then seeds), and how many worlds the difference is "
-             "above / tied with / below the reference in (Student-t over seeds). Return vs "
-             "oracle-myopic: R / R_oracle - 1 paired by world and seed, the same mean and "
-             "bootstrap (it stays readable where oracle-myopic is close to random, as in "
-             "static-like worlds). Coverage (share "
-             "of the catalog shown) and intra-slate topic diversity: mean over worlds of the "
-             "per-world means.", ""]
+             "bootstrap CI over worlds and over seeds within them (rliable's task bootstrap: "
+             "what another sample of worlds would give). Paired differences of normalised "
+             "scores (same world, seed and users): mean over worlds of the per-world mean over "
+             "seeds, with a 95% hierarchical bootstrap (worlds, then seeds), and how many worlds "
+             "the difference is above / tied with / below the reference in (Student-t over "
+             "seeds). Return vs oracle-myopic: R / R_oracle - 1 paired by world and seed, the "
+             "same mean and bootstrap (it stays readable where oracle-myopic is close to random, "
+             "as in static-like worlds). Coverage (share of the catalog shown) and intra-slate "
+             "topic diversity: mean over worlds of the per-world means.", ""]
     lines += [f"> **Note.** {w}" for w in summary.get("warnings", [])]
     lines.append("")
     for key, label in _GROUPS:
@@ -504,8 +505,7 @@ def _suite_markdown(out: Path, summary: dict, records: list[dict], agents: list[
             cells = [iqm_text, f"{e['mean']:.2f}"]
             for ref in ("vs_oracle_myopic", "vs_best_supervised"):
                 vs = e.get(ref)
-                cells += [_interval(vs), "/".join(str(vs["verdicts"][v]) for v in ("above", "tie", "below"))
-                          if vs else "-"]
+                cells += [_interval(vs), _verdicts(vs)]
             relative = e.get("return_vs_oracle_myopic")
             cells.append(_percent(relative) if relative else "-")
             cells += [_world_mean(summary, group["worlds"], agent, metric)
@@ -529,6 +529,14 @@ def _suite_markdown(out: Path, summary: dict, records: list[dict], agents: list[
     return "\n".join(lines)
 
 
+def _verdicts(vs: dict | None) -> str:
+    """Worlds above/tied/below a reference, ``n/a`` where no world has an interval (one seed)."""
+    if not vs:
+        return "-"
+    counts = [vs["verdicts"][v] for v in ("above", "tie", "below")]
+    return "/".join(map(str, counts)) if sum(counts) else "n/a (1 seed)"
+
+
 def _percent(value: dict) -> str:
     """A relative difference with its interval, in percent: ``+4.1% [+1.0, +7.3]``."""
     text = f"{100 * value['mean']:+.1f}%"
@@ -548,7 +556,8 @@ def _world_mean(summary: dict, worlds: list[str], agent: str, metric: str) -> st
 
 def _where_section(summary: dict, agents: list[str]) -> list[str]:
     """Per learning agent, the worlds where it is above, tied with and below oracle-myopic and
-    the best supervised model (paired, Student-t over seeds)."""
+    the best supervised model (paired, Student-t over seeds; with one seed, the sign of the
+    normalised difference)."""
     group = summary["aggregate"]["all"]
     lines = ["## Where each agent works", ""]
     for agent in agents:
@@ -561,8 +570,15 @@ def _where_section(summary: dict, agents: list[str]) -> list[str]:
             vs = e.get(ref)
             if not vs:
                 continue
-            by = {v: [w for w, row in vs["worlds"].items() if row["verdict"] == v]
-                  for v in ("above", "tie", "below")}
+            rows = vs["worlds"]
+            if rows and all(row["verdict"] == "n/a" for row in rows.values()):
+                # one seed per world: no per-world interval, so the sign of the difference
+                higher = [f"{w} ({row['mean']:+.2f})" for w, row in rows.items() if row["mean"] > 0]
+                lower = [f"{w} ({row['mean']:+.2f})" for w, row in rows.items() if row["mean"] <= 0]
+                parts.append(f"vs {name}: higher in {', '.join(higher) or 'none'}; lower or equal in "
+                             f"{', '.join(lower) or 'none'} (one seed: point estimates)")
+                continue
+            by = {v: [w for w, row in rows.items() if row["verdict"] == v] for v in ("above", "tie", "below")}
             parts.append(f"vs {name}: above in {', '.join(by['above']) or 'none'}; tied in "
                          f"{', '.join(by['tie']) or 'none'}; below in {', '.join(by['below']) or 'none'}")
         if parts:

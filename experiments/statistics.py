@@ -141,8 +141,8 @@ def rliable_interval(func, *runs: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: 
                             lambda *m: np.array([func(*m)]), reps, seed)
 
 
-def _seeded_estimate(score: np.ndarray | list[np.ndarray], func, reps: int, seed: int
-                     ) -> tuple[float, float, float]:
+def _seeded_estimate(score: np.ndarray | list[np.ndarray], func, reps: int, seed: int,
+                     task_bootstrap: bool = False) -> tuple[float, float, float]:
     """rliable's ``get_interval_estimates`` (percentile) for one score matrix (or list of
     them), made repeatable: rliable's StratifiedBootstrap draws its resamples from numpy's
     global generator and ignores the RandomState it is given, so the global state is seeded
@@ -156,7 +156,7 @@ def _seeded_estimate(score: np.ndarray | list[np.ndarray], func, reps: int, seed
         with warnings.catch_warnings():  # rliable hands arch a RandomState, which arch deprecates
             warnings.simplefilter("ignore", FutureWarning)
             point, interval = library.get_interval_estimates(
-                {"x": score}, func, method="percentile", reps=reps,
+                {"x": score}, func, method="percentile", task_bootstrap=task_bootstrap, reps=reps,
                 random_state=np.random.RandomState(seed))
     finally:
         np.random.set_state(saved)
@@ -192,6 +192,20 @@ def seed_warnings(seeds_by_agent: dict[str, list[int]]) -> list[str]:
             f"narrow below {MIN_BOOTSTRAP_SEEDS} seeds (read them as the spread of the runs, not as "
             "95% intervals); the Student-t intervals of means are wide for the same reason.")
     return notes
+
+
+def suite_seed_warnings(seeds_by_agent: dict[str, list[int]]) -> list[str]:
+    """Sentences for a suite report about what its seeds per world allow (its across-world
+    intervals resample worlds, so they exist with one seed per world)."""
+    counts = sorted({len(s) for s in seeds_by_agent.values()})
+    if not counts or counts[0] >= MIN_BOOTSTRAP_SEEDS:
+        return []
+    if counts[0] < 2:
+        return ["One seed per world: the across-world intervals resample worlds; per-world "
+                "intervals and verdicts need 2 or more seeds, so the per-world comparisons are "
+                "point estimates."]
+    return [f"Few seeds per world ({counts[0]}): the per-world Student-t intervals and verdicts "
+            "are wide; the across-world intervals resample worlds and then these seeds."]
 
 
 def summarize(records: list[dict[str, Any]], bootstrap: bool = True) -> dict[str, Any]:
@@ -334,7 +348,7 @@ def _relative_to_oracle(returns: dict[str, dict[str, dict[int, float]]], agent: 
 
 def _aggregate(scores: dict[str, dict[str, dict[int, float]]], worlds: list[str],
                returns: dict[str, dict[str, dict[int, float]]] | None = None) -> dict[str, Any]:
-    """Normalised IQM (rliable, stratified over worlds), mean, paired differences to
+    """Normalised IQM (rliable, bootstrap over worlds and seeds), mean, paired differences to
     oracle-myopic and to the best supervised model, and (given raw ``returns``) the return
     relative to oracle-myopic's, over ``worlds``."""
     if not worlds:
@@ -366,10 +380,13 @@ def _aggregate(scores: dict[str, dict[str, dict[int, float]]], worlds: list[str]
 
 def _rliable_matrix(matrix: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = 0
                     ) -> tuple[float, float, float]:
-    """rliable's IQM of a (runs x tasks) score matrix with its stratified-bootstrap interval."""
-    if matrix.shape[0] < 2:
+    """rliable's IQM of a (runs x tasks) score matrix with its bootstrap interval over tasks
+    and runs within them (rliable's ``task_bootstrap``): the worlds of a suite are a sample of
+    the worlds a user may have, so the interval says what another sample of worlds would
+    give, and it exists with one run per world."""
+    if matrix.size < 2:
         return _iqm_matrix(matrix), float("nan"), float("nan")
-    return _seeded_estimate(matrix, lambda m: np.array([_iqm_matrix(m)]), reps, seed)
+    return _seeded_estimate(matrix, lambda m: np.array([_iqm_matrix(m)]), reps, seed, task_bootstrap=True)
 
 
 def summarize_suite(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -387,8 +404,8 @@ def summarize_suite(records: list[dict[str, Any]]) -> dict[str, Any]:
     returns: dict[str, dict[str, dict[int, float]]] = {}
     for r in records:
         returns.setdefault(r["agent"], {}).setdefault(r["world"], {})[r["seed"]] = r["final"]["return"]
-    warnings_ = seed_warnings({a: sorted({r["seed"] for r in records if r["agent"] == a})
-                               for a in dict.fromkeys(r["agent"] for r in records)})
+    warnings_ = suite_seed_warnings({a: sorted({r["seed"] for r in records if r["agent"] == a})
+                                     for a in dict.fromkeys(r["agent"] for r in records)})
     if incomplete:
         warnings_.append(f"worlds {incomplete} lack random or oracle-myopic runs, so they are left "
                          "out of the normalised scores")
@@ -405,9 +422,9 @@ def summarize_suite(records: list[dict[str, Any]]) -> dict[str, Any]:
                       "static_like": _aggregate(scores, [w for w in complete if w in static], returns)},
         "warnings": warnings_,
         "confidence": "normalised score = (R - R_random) / (R_oracle_myopic - R_random) per world "
-                      "(means over seeds); IQM: rliable, stratified bootstrap over seeds within "
-                      "worlds; paired differences: mean over worlds of the per-world mean over "
-                      "seeds, 95% hierarchical bootstrap (worlds, then seeds), as is the return relative "
-                      "to oracle-myopic's (R / R_oracle - 1); per-world verdicts "
-                      "from Student-t intervals over seeds",
+                      "(means over seeds); IQM: rliable, bootstrap over worlds and over seeds "
+                      "within them (task_bootstrap); paired differences: mean over worlds of "
+                      "the per-world mean over seeds, 95% hierarchical bootstrap (worlds, then "
+                      "seeds), as is the return relative to oracle-myopic's (R / R_oracle - 1); "
+                      "per-world verdicts from Student-t intervals over seeds",
     }

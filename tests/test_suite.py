@@ -121,3 +121,29 @@ def test_hierarchical_bootstrap_finds_a_shift_and_not_noise() -> None:
     assert low > 0
     mean, low, high = hierarchical_bootstrap(noise)
     assert low < 0 < high and low < mean < high
+
+
+def test_one_seed_per_world_still_gets_intervals_over_worlds() -> None:
+    from recsim_gym.experiments.report import _where_section
+    from recsim_gym.experiments.statistics import summarize_suite
+
+    gen = np.random.default_rng(3)
+    records = []
+    for w in range(8):
+        low, high = gen.uniform(30, 60), gen.uniform(100, 160)
+        returns = {"random": low, "oracle_myopic": high, "din": low + 0.8 * (high - low),
+                   "slateq": high * 1.1 + gen.normal(0, 3)}
+        records += [{"agent": a, "seed": 0, "world": f"w{w}", "static_like": False, "curve": [],
+                     "final": {"return": r}} for a, r in returns.items()]
+    summary = summarize_suite(records)
+    slateq = summary["aggregate"]["all"]["agents"]["slateq"]
+    # the IQM and the paired differences resample worlds, so they have intervals with one seed
+    low, high = slateq["iqm"]["ci"]
+    assert low < slateq["iqm"]["value"] < high
+    vs = slateq["vs_oracle_myopic"]
+    assert 0 < vs["ci_low"] < vs["mean"] < vs["ci_high"]
+    assert slateq["return_vs_oracle_myopic"]["mean"] == pytest.approx(0.1, abs=0.03)
+    assert sum(vs["verdicts"].values()) == 0  # no per-world interval from one seed
+    assert any("One seed per world" in w for w in summary["warnings"])
+    where = "\n".join(_where_section(summary, ["random", "oracle_myopic", "din", "slateq"]))
+    assert "vs oracle-myopic: higher in w0 (+" in where and "(one seed: point estimates)" in where
