@@ -443,7 +443,9 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     """Fit the default world family to ``logs`` (see the module docstring); writes the item
     table to ``out/items.npz`` and returns the fit. ``meta`` gives the logging policy
     (``logging_policy``, ``epsilon``), ``batch_size``, ``max_steps`` and ``num_candidates``
-    of the log, each with a default (epsilon-popularity logging, epsilon 0.3, batch 500)."""
+    of the log, each with a default (epsilon-popularity logging, epsilon 0.3, batch 500).
+    ``batch_size`` is the number of users logged at once *in these logs*: for a share of a
+    log's users, that share of it (:func:`~recsim_gym.experiments.fit_report.split_for_fit`)."""
     start = time.perf_counter()
     problem = FitProblem(logs, meta, out, bootstrap)
     observed, names, sigma, base = problem.observed, problem.names, problem.sigma, problem.base

@@ -103,6 +103,22 @@ def compare(heldout: dict[str, np.ndarray], fitted: dict[str, np.ndarray], t: in
     return rows
 
 
+def split_for_fit(logs: dict[str, np.ndarray], meta: dict[str, Any], holdout: float, seed: int = 0
+                  ) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray]]:
+    """(fit part, its meta, held-out part) of a log split by users (:func:`split_users`).
+
+    The fit simulates logs with the meta's ``batch_size`` users at a time, and that number
+    decides how many users the end of logging cuts short and how far into their lives the
+    first users get. A random share of the users sees, in expectation, that share of the
+    concurrent users: the fit part's meta says so (with the whole log's 500 the simulated
+    logs of an 80% part cut more users short and stop before any reached ``max_steps``,
+    which biased the churn and satisfaction fields)."""
+    train, heldout = split_users(logs, holdout, seed)
+    share = len(np.unique(train["user"])) / len(np.unique(logs["user"]))
+    batch = int(meta.get("batch_size", 500))
+    return train, {**meta, "batch_size": max(1, int(round(batch * share)))}, heldout
+
+
 def simulate_fitted(result: FitResult, meta: dict[str, Any], rows: int, holdout: float
                     ) -> dict[str, np.ndarray]:
     """The fitted world's counterpart of the held-out users: a log as large as the original
@@ -209,10 +225,10 @@ def main(argv: list[str] | None = None) -> int:
                        ("batch_size", args.batch_size)):
         if value is not None:
             meta[key] = value
-    train, heldout = split_users(logs, args.holdout)
+    train, train_meta, heldout = split_for_fit(logs, meta, args.holdout)
     t = logs["slate_features"].shape[2] - 3
     try:
-        result = fit_world(train, meta, args.out,
+        result = fit_world(train, train_meta, args.out,
                            progress=lambda i, d: print(f"step {i}: distance {d:.1f}", file=sys.stderr))
     except ValueError as err:
         print(f"recsim fit: {err}", file=sys.stderr)

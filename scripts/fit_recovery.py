@@ -28,7 +28,7 @@ from recsim_gym.env.logs import generate_logs
 from recsim_gym.env.simulator import make_simulator
 from recsim_gym.experiments.evaluate import evaluate, make_train_env
 from recsim_gym.experiments.fit import FIT_FIELDS, fit_world
-from recsim_gym.experiments.fit_report import compare, simulate_fitted, split_users
+from recsim_gym.experiments.fit_report import compare, simulate_fitted, split_for_fit
 
 POLICIES = ("random", "oracle_myopic", "logreg")
 
@@ -86,10 +86,10 @@ def main() -> None:
         true = make_simulator("default", **hidden).params
         logs = generate_logs(n_steps=args.rows, batch_size=500, sim=make_simulator(params=true), seed=seed,
                              first_user=20_000_000 + seed * 1_000_000)
-        train, heldout = split_users(logs, 0.2)
+        train, train_meta, heldout = split_for_fit(logs, meta, 0.2)
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            result = fit_world(train, meta, tmp)
+            result = fit_world(train, train_meta, tmp)
             seconds = time.perf_counter() - start
             checks = compare(heldout, simulate_fitted(result, meta, len(logs["user"]), 0.2), 16)
             fitted_params = result.params()
