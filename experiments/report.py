@@ -460,7 +460,8 @@ def _suite_markdown(out: Path, summary: dict, records: list[dict], agents: list[
     try:
         manifest = json.loads((out / "manifest.json").read_text())
         cfg = manifest["config"]
-        setup = (f"Suite `{cfg['env']['suite']}`: {len(worlds)} worlds; {len(cfg['seeds'])} seeds "
+        setup = (f"Suite `{cfg['env']['suite']}`: {len(worlds)} worlds; {len(cfg['seeds'])} "
+                 f"seed{'s' if len(cfg['seeds']) != 1 else ''} "
                  f"{cfg['seeds']} per (world, agent); training budget {cfg['train_steps']:,} env steps "
                  f"per job on {cfg['num_envs']} parallel users; final evaluation on "
                  f"{cfg['eval']['final_users']:,} held-out users per seed. Commit "
