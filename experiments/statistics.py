@@ -277,11 +277,30 @@ def normalised_scores(records: list[dict[str, Any]]) -> dict[str, dict[str, dict
     """``agent -> world -> seed -> (R - R_random) / (R_oracle - R_random)``, each world's random
     and oracle-myopic returns averaged over their seeds (so oracle-myopic scores about 1)."""
     norm = world_normalisers(records)
+    return {agent: {world: {seed: (value - norm[world][0]) / (norm[world][1] - norm[world][0])
+                            for seed, value in by_seed.items()}
+                    for world, by_seed in by_world.items()}
+            for agent, by_world in final_returns(records).items()}
+
+
+def final_returns(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[int, float]]]:
+    """``agent -> world -> seed -> final return`` of a suite's job records."""
     out: dict[str, dict[str, dict[int, float]]] = {}
     for r in records:
-        low, high = norm[r["world"]]
-        out.setdefault(r["agent"], {}).setdefault(r["world"], {})[r["seed"]] = (
-            (r["final"]["return"] - low) / (high - low))
+        out.setdefault(r["agent"], {}).setdefault(r["world"], {})[r["seed"]] = r["final"]["return"]
+    return out
+
+
+def _shared_seeds(mine: dict[str, dict[int, float]], theirs: dict[str, dict[int, float]],
+                  worlds: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per world of ``worlds``, two agents' values on the seeds both ran (same users), in seed
+    order; worlds without a shared seed are left out."""
+    out = {}
+    for world in worlds:
+        a, b = mine.get(world, {}), theirs.get(world, {})
+        shared = sorted(set(a) & set(b))
+        if shared:
+            out[world] = (np.array([a[s] for s in shared]), np.array([b[s] for s in shared]))
     return out
 
 
@@ -307,12 +326,8 @@ def _paired(scores: dict[str, dict[str, dict[int, float]]], agent: str, referenc
             worlds: list[str]) -> dict[str, Any] | None:
     """The paired (same world, same seed: same users) difference of normalised scores."""
     per_world, rows = [], {}
-    for world in worlds:
-        mine, theirs = scores[agent].get(world, {}), scores[reference].get(world, {})
-        shared = sorted(set(mine) & set(theirs))
-        if not shared:
-            continue
-        diff = np.array([mine[s] - theirs[s] for s in shared])
+    for world, (mine, theirs) in _shared_seeds(scores[agent], scores[reference], worlds).items():
+        diff = mine - theirs
         per_world.append(diff)
         mean, low, high = t_interval(diff)
         verdict = "n/a" if not np.isfinite(low) else ("above" if low > 0 else "below" if high < 0 else "tie")
@@ -333,13 +348,11 @@ def _relative_to_oracle(returns: dict[str, dict[str, dict[int, float]]], agent: 
     world and seed (same users): mean over worlds of the per-world mean over seeds, with the
     95% hierarchical bootstrap. Unlike the normalised score it does not blow up where
     oracle-myopic is close to random (static-like worlds), so "within 5%" reads off it."""
-    oracle = returns.get("oracle_myopic", {})
     per_world = []
-    for world in worlds:
-        mine, theirs = returns[agent].get(world, {}), oracle.get(world, {})
-        shared = [s for s in sorted(set(mine) & set(theirs)) if theirs[s] > 0]
-        if shared:
-            per_world.append(np.array([mine[s] / theirs[s] - 1.0 for s in shared]))
+    for mine, theirs in _shared_seeds(returns[agent], returns.get("oracle_myopic", {}), worlds).values():
+        positive = theirs > 0
+        if positive.any():
+            per_world.append(mine[positive] / theirs[positive] - 1.0)
     if not per_world:
         return None
     mean, low, high = hierarchical_bootstrap(per_world)
@@ -401,9 +414,7 @@ def summarize_suite(records: list[dict[str, Any]]) -> dict[str, Any]:
     scores = normalised_scores([r for r in records if r["world"] not in incomplete]) if (
         len(incomplete) < len(worlds)) else {}
     complete = [w for w in worlds if w not in incomplete]
-    returns: dict[str, dict[str, dict[int, float]]] = {}
-    for r in records:
-        returns.setdefault(r["agent"], {}).setdefault(r["world"], {})[r["seed"]] = r["final"]["return"]
+    returns = final_returns(records)
     warnings_ = suite_seed_warnings({a: sorted({r["seed"] for r in records if r["agent"] == a})
                                      for a in dict.fromkeys(r["agent"] for r in records)})
     if incomplete:
