@@ -29,7 +29,7 @@ import numpy as np
 from recsim_gym.env import kernel, rng
 from recsim_gym.env.catalog import Catalog, candidate_popularity_ramp
 from recsim_gym.env.params import Params
-from recsim_gym.env.world import END_REASONS, StepResult, UserBatch, empty_result
+from recsim_gym.env.world import END_REASONS, StepResult, UserBatch, empty_observation, empty_result
 
 __all__ = ["END_REASONS", "State", "StepResult", "observe", "observation_shapes", "reset", "reset_into",
            "step"]
@@ -192,8 +192,7 @@ def observe(params: Params, catalog: Catalog, state: State,
     """
     b = state.batch_size
     if out is None:
-        out = {key: np.empty((b, *shape), np.float32)
-               for key, (shape, _, _) in observation_shapes(params).items()}
+        out = empty_observation(observation_shapes(params), b)
     # mode="clip": with out=, the default mode="raise" writes into a temporary copy first
     cand = np.take(catalog.features, state.candidates, axis=0, out=out["candidates"], mode="clip")
     ramp = candidate_popularity_ramp(catalog, params, state.candidates, state.t)

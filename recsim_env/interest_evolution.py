@@ -42,7 +42,14 @@ from recsim_gym.env import ie_kernel, rng
 from recsim_gym.env.fields import Config, option
 from recsim_gym.env.fields import field_table as config_field_table
 from recsim_gym.env.render import UserView
-from recsim_gym.env.world import StepResult, UserBatch, WorldModel, empty_result, register_world
+from recsim_gym.env.world import (
+    StepResult,
+    UserBatch,
+    WorldModel,
+    empty_observation,
+    empty_result,
+    register_world,
+)
 
 #: ``StepResult.end_reason`` codes of this preset.
 END_NONE, END_BUDGET, END_MAX_STEPS = 0, 1, 2
@@ -326,8 +333,7 @@ class InterestEvolutionWorld(WorldModel):
         """
         p = self.params
         if out is None:
-            out = {key: np.empty((state.batch_size, *shape), np.float32)
-                   for key, (shape, _, _) in self.observation_shapes().items()}
+            out = empty_observation(self.observation_shapes(), state.batch_size)
         user = out["user"]
         np.divide(state.topic_minutes, p.time_budget, out=user[:, :-2], casting="unsafe")
         np.divide(state.watched, p.time_budget, out=user[:, -2], casting="unsafe")

@@ -375,6 +375,24 @@ def test_observations_are_fresh_arrays() -> None:
     assert kept["candidates"].min() >= 0.0
 
 
+@pytest.mark.parametrize("preset", ["default", "interest_evolution"])
+def test_vector_observations_stay_as_returned_and_keys_do_not_overlap(preset: str) -> None:
+    """Without reuse_buffers an observation is the caller's: the next steps leave it alone, and
+    its keys (views of one allocation) never share memory."""
+    envs = RecSimVectorEnv(5, preset=preset, observe_latent=True, max_steps=4)
+    gen = np.random.default_rng(0)
+    obs, _ = envs.reset(seed=8)
+    kept = {key: value.copy() for key, value in obs.items()}
+    for _ in range(6):  # autoresets included
+        envs.step(random_slates(gen, 5, envs.params.num_candidates, envs.params.slate_size))
+    assert_obs_equal(obs, kept)
+    values = list(obs.values())
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(values) for b in values[i + 1:])
+    for value in obs.values():
+        value[...] = -3.0  # writing one key does not touch another
+    assert all((value == -3.0).all() for value in obs.values())
+
+
 def test_native_vector_env_equals_gymnasium_sync_vector_env() -> None:
     """Gymnasium's own SyncVectorEnv of single envs (same s + b seeding, NEXT_STEP autoreset)
     runs the same trajectories; its batched action space keeps slates free of repeats."""
