@@ -340,7 +340,11 @@ class ReplayBuffer:
     def add(self, obs: dict[str, np.ndarray], slate: np.ndarray, position: np.ndarray,
             reward: np.ndarray, next_obs: dict[str, np.ndarray], done: np.ndarray,
             discount: np.ndarray, immediate: np.ndarray) -> None:
-        index = (self.cursor + np.arange(len(reward))) % self.capacity
+        n = len(reward)
+        if self.cursor + n <= self.capacity:  # a plain slice copies faster than an index array
+            index: slice | np.ndarray = slice(self.cursor, self.cursor + n)
+        else:
+            index = (self.cursor + np.arange(n)) % self.capacity
         for key in OBS_KEYS:
             self.obs[key][index] = obs[key]
             self.next_obs[key][index] = next_obs[key]
@@ -348,8 +352,8 @@ class ReplayBuffer:
         self.reward[index], self.done[index], self.discount[index] = reward, done, discount
         self.immediate[index] = immediate
         self.slot[index] = obs.get(SLOT_KEY, 0)
-        self.cursor = int((self.cursor + len(reward)) % self.capacity)
-        self.size = min(self.size + len(reward), self.capacity)
+        self.cursor = int((self.cursor + n) % self.capacity)
+        self.size = min(self.size + n, self.capacity)
 
     def sample(self, batch_size: int, generator: np.random.Generator) -> dict[str, Any]:
         index = generator.integers(0, self.size, batch_size)
@@ -423,7 +427,13 @@ def select_candidates(obs: dict[str, torch.Tensor], items: torch.Tensor) -> dict
     observation gives the same per-item values as scoring all m and gathering (ensemble
     centring aside, :meth:`ItemQNetwork.combine`), at j/m of the item cost."""
     out = dict(obs)
-    for key in ("candidates", CROSS_KEY, ITEMS_KEY):
+    # the trunks read only the joined item inputs when a batch has them (_prepared): narrowing
+    # the candidates and cross features they were joined from as well would be wasted work
+    keys = (ITEMS_KEY,) if ITEMS_KEY in obs else ("candidates", CROSS_KEY)
+    if ITEMS_KEY in obs:
+        out.pop("candidates", None)
+        out.pop(CROSS_KEY, None)
+    for key in keys:
         if key in obs:
             value = obs[key]
             out[key] = value.gather(1, items[..., None].expand(-1, -1, value.shape[2]))
@@ -616,7 +626,7 @@ class SlateQAgent(BaseAgent):
         self.optimizer.step()
         with torch.no_grad():
             torch._foreach_lerp_(self._pairs("q_target")[1], self._pairs("q_target")[0], cfg.target_tau)
-            for b, tb in zip(self.q.buffers(), self.q_target.buffers(), strict=True):
+            for b, tb in zip(*self._buffer_pairs("q_target"), strict=True):
                 tb.copy_(b)  # the shrinkage statistics are the online network's
             if cfg.average_tau > 0 and not self.exploring:
                 self.averaged_updates += 1
@@ -626,7 +636,7 @@ class SlateQAgent(BaseAgent):
                         self.averaged[name] = copy.deepcopy(online)
                     online_params, averaged_params = self._pairs(name)
                     torch._foreach_lerp_(averaged_params, online_params, rate)
-                    for b, ab in zip(online.buffers(), self.averaged[name].buffers(), strict=True):
+                    for b, ab in zip(*self._buffer_pairs(name), strict=True):
                         ab.copy_(b)
         return {"td_loss": td_loss.item(), "choice_loss": choice_loss.item(), **logs}
 
@@ -646,6 +656,15 @@ class SlateQAgent(BaseAgent):
             self._param_lists[name] = ([p.data for p in online.parameters()],
                                        [p.data for p in copy_.parameters()])
         return self._param_lists[name]
+
+    def _buffer_pairs(self, name: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(online buffers, their copy's) as :meth:`_pairs` lists parameters, listed once."""
+        key = f"{name}/buffers"
+        if key not in self._param_lists:
+            online = self.q if name == "q_target" else self._online_networks()[name]
+            copy_ = self.q_target if name == "q_target" else self.averaged[name]
+            self._param_lists[key] = (list(online.buffers()), list(copy_.buffers()))
+        return self._param_lists[key]
 
     def check_train_env(self, num_envs: int) -> None:
         """Raise ``ValueError`` if ``learn`` cannot train on ``num_envs`` users: user-split

@@ -13,6 +13,7 @@ from recsim_gym.agents import slates as slate_optim
 from recsim_gym.agents.slate_q_tabular import FullSlateQAgent, TabularSlateQAgent, TinySlateMDP
 from recsim_gym.agents.slateq import (
     CROSS_KEY,
+    ITEMS_KEY,
     OBS_KEYS,
     SlateQAgent,
     select_candidates,
@@ -176,7 +177,8 @@ def test_networks_on_the_shown_candidates_give_the_gathered_full_values(members:
                          for key, o in _recsim_obs(users=8).items() if key in OBS_KEYS})
     slates = torch.from_numpy(np.stack([np.random.default_rng(i).permutation(20)[:5] for i in range(8)]))
     shown = select_candidates(x, slates)
-    assert shown["candidates"].shape == (8, 5, x["candidates"].shape[2])
+    assert shown[ITEMS_KEY].shape == (8, 5, x[ITEMS_KEY].shape[2])
+    assert "candidates" not in shown and CROSS_KEY not in shown  # joined into ITEMS_KEY: not gathered
     with torch.no_grad():
         full_r, full_rn, full_c = agent.q.member_parts(x)
         r, rn, c = agent.q.member_parts(shown)
