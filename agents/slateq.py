@@ -425,10 +425,10 @@ def select_candidates(obs: dict[str, torch.Tensor], items: torch.Tensor) -> dict
     ``items`` (B, j) in that order; user and history unchanged. Every network scores each
     candidate from its own features and the user's context, so scoring the narrowed
     observation gives the same per-item values as scoring all m and gathering (ensemble
-    centring aside, :meth:`ItemQNetwork.combine`), at j/m of the item cost."""
+    centring aside, :meth:`ItemQNetwork.combine`), at j/m of the item cost. A prepared batch
+    (:meth:`SlateQAgent._prepared`) is narrowed in its joined item inputs only, which is all
+    the trunks read; its raw candidates and cross features are left out of the result."""
     out = dict(obs)
-    # the trunks read only the joined item inputs when a batch has them (_prepared): narrowing
-    # the candidates and cross features they were joined from as well would be wasted work
     keys = (ITEMS_KEY,) if ITEMS_KEY in obs else ("candidates", CROSS_KEY)
     if ITEMS_KEY in obs:
         out.pop("candidates", None)
