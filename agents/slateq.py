@@ -429,8 +429,9 @@ def select_candidates(obs: dict[str, torch.Tensor], items: torch.Tensor) -> dict
     (:meth:`SlateQAgent._prepared`) is narrowed in its joined item inputs only, which is all
     the trunks read; its raw candidates and cross features are left out of the result."""
     out = dict(obs)
-    keys = (ITEMS_KEY,) if ITEMS_KEY in obs else ("candidates", CROSS_KEY)
+    keys: tuple[str, ...] = ("candidates", CROSS_KEY)
     if ITEMS_KEY in obs:
+        keys = (ITEMS_KEY,)
         out.pop("candidates", None)
         out.pop(CROSS_KEY, None)
     for key in keys:
@@ -626,7 +627,7 @@ class SlateQAgent(BaseAgent):
         self.optimizer.step()
         with torch.no_grad():
             torch._foreach_lerp_(self._pairs("q_target")[1], self._pairs("q_target")[0], cfg.target_tau)
-            for b, tb in zip(*self._buffer_pairs("q_target"), strict=True):
+            for b, tb in zip(*self._pairs("q_target", buffers=True), strict=True):
                 tb.copy_(b)  # the shrinkage statistics are the online network's
             if cfg.average_tau > 0 and not self.exploring:
                 self.averaged_updates += 1
@@ -636,7 +637,7 @@ class SlateQAgent(BaseAgent):
                         self.averaged[name] = copy.deepcopy(online)
                     online_params, averaged_params = self._pairs(name)
                     torch._foreach_lerp_(averaged_params, online_params, rate)
-                    for b, ab in zip(*self._buffer_pairs(name), strict=True):
+                    for b, ab in zip(*self._pairs(name, buffers=True), strict=True):
                         ab.copy_(b)
         return {"td_loss": td_loss.item(), "choice_loss": choice_loss.item(), **logs}
 
@@ -646,24 +647,20 @@ class SlateQAgent(BaseAgent):
             self._param_lists["trained"] = [*self.q.parameters(), *self.choice.parameters()]
         return self._param_lists["trained"]
 
-    def _pairs(self, name: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def _pairs(self, name: str, buffers: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(online parameters, their copy's) for the target network (``"q_target"``) or an
         averaged network (``"q"``, ``"choice"``), listed once: the Polyak and averaging
-        updates then run as one fused ``torch._foreach_lerp_`` each."""
-        if name not in self._param_lists:
-            online = self.q if name == "q_target" else self._online_networks()[name]
-            copy_ = self.q_target if name == "q_target" else self.averaged[name]
-            self._param_lists[name] = ([p.data for p in online.parameters()],
-                                       [p.data for p in copy_.parameters()])
-        return self._param_lists[name]
-
-    def _buffer_pairs(self, name: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """(online buffers, their copy's) as :meth:`_pairs` lists parameters, listed once."""
-        key = f"{name}/buffers"
+        updates then run as one fused ``torch._foreach_lerp_`` each. ``buffers``: the two
+        networks' buffers instead (copied, not averaged)."""
+        key = f"{name}/buffers" if buffers else name
         if key not in self._param_lists:
             online = self.q if name == "q_target" else self._online_networks()[name]
             copy_ = self.q_target if name == "q_target" else self.averaged[name]
-            self._param_lists[key] = (list(online.buffers()), list(copy_.buffers()))
+            if buffers:
+                self._param_lists[key] = (list(online.buffers()), list(copy_.buffers()))
+            else:
+                self._param_lists[key] = ([p.data for p in online.parameters()],
+                                          [p.data for p in copy_.parameters()])
         return self._param_lists[key]
 
     def check_train_env(self, num_envs: int) -> None:
