@@ -62,7 +62,7 @@ FIT_FIELDS: dict[str, tuple[float, float]] = {
 #: Format tag of a fitted-world file.
 FIT_FORMAT = "recsim-fit/1"
 #: Logging policies a fit can simulate (the log's meta names one).
-SIMULATED_LOGGING = ("epsilon_popularity", "uniform", "epsilon_slate")
+SIMULATED_LOGGING = ("epsilon_popularity", "epsilon_affinity", "uniform", "epsilon_slate")
 _GRID = np.linspace(0.0, 1.0, 51)  # quality grid of the item posteriors
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from recsim_gym.env import seeds
 from recsim_gym.env.logs import LogFormatError, generate_logs, load_logs
 from recsim_gym.env.simulator import make_simulator
-from recsim_gym.experiments.fit import FIT_FIELDS, FitResult, fit_world, save_fit
+from recsim_gym.experiments.fit import FIT_FIELDS, SIMULATED_LOGGING, FitResult, fit_world, save_fit
 
 #: Session lengths (steps) at which the survival curve is compared.
 SURVIVAL_AT = (1, 5, 10, 20, 40, 80, 120, 160)
@@ -207,9 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("fit"), help="output directory (default fit/)")
     parser.add_argument("--holdout", type=float, default=0.2,
                         help="share of users held out for the checks (default 0.2)")
-    parser.add_argument("--logging", default=None,
-                        help="the log's logging policy if its meta does not name it "
-                             "(epsilon_popularity, uniform or epsilon_slate)")
+    parser.add_argument("--logging", default=None, choices=SIMULATED_LOGGING,
+                        help="the log's logging policy if its meta does not name it")
     parser.add_argument("--epsilon", type=float, default=None, help="its exploration share")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="users the log was collected from at once (default: the meta's, else 500)")

@@ -88,23 +88,23 @@ def uniform_policy(k: int) -> LoggingPolicy:
     return policy
 
 
-def epsilon_popularity_policy(k: int, epsilon: float = 0.3) -> LoggingPolicy:
-    """ε-greedy over observed popularity, position by position: with probability ε a uniformly
-    random remaining candidate, else the most popular remaining one. Propensity of the chosen
-    item at position j: ``ε / (m - j) + (1 - ε) * [it is the most popular remaining]``."""
+def _epsilon_greedy_policy(k: int, epsilon: float, score: Callable[[dict[str, np.ndarray]], np.ndarray]
+                           ) -> LoggingPolicy:
+    """ε-greedy over ``score(obs)`` (B, m), position by position: with probability ε a uniformly
+    random remaining candidate, else the best-scored remaining one. Propensity of the chosen
+    item at position j: ``ε / (m - j) + (1 - ε) * [it is the best remaining]``."""
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
 
     def policy(obs: dict[str, np.ndarray], gen: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        cand = obs["candidates"]
-        batch, m = cand.shape[:2]
-        popularity = cand[..., -1].astype(np.float64) + 1e-9 * gen.random((batch, m))  # tie-break
+        batch, m = obs["candidates"].shape[:2]
+        scores = score(obs) + 1e-9 * gen.random((batch, m))  # tie-break
         taken = np.zeros((batch, m), dtype=bool)
         slates = np.empty((batch, k), dtype=np.int64)
         prop = np.empty((batch, k), dtype=np.float32)
         rows = np.arange(batch)
         for j in range(k):
-            masked = np.where(taken, -np.inf, popularity)
+            masked = np.where(taken, -np.inf, scores)
             best = masked.argmax(axis=1)
             explore = gen.random(batch) < epsilon
             keys = np.where(taken, np.inf, gen.random((batch, m)))
@@ -117,6 +117,31 @@ def epsilon_popularity_policy(k: int, epsilon: float = 0.3) -> LoggingPolicy:
     return policy
 
 
+def epsilon_popularity_policy(k: int, epsilon: float = 0.3) -> LoggingPolicy:
+    """ε-greedy over observed popularity (the last candidate feature), position by position:
+    with probability ε a uniformly random remaining candidate, else the most popular remaining
+    one. Propensity of the chosen item at position j: ``ε / (m - j) + (1 - ε) * [it is the most
+    popular remaining]``."""
+    return _epsilon_greedy_policy(k, epsilon, lambda obs: obs["candidates"][..., -1].astype(np.float64))
+
+
+def affinity_score(obs: dict[str, np.ndarray]) -> np.ndarray:
+    """A personalised ranker's score from observables only (B, m): the candidate's weight on the
+    user's declared topics (``user[:, :T]`` multi-hot, ``candidates[..., :T]`` topic weights)
+    plus its observed popularity."""
+    cand = obs["candidates"].astype(np.float64)
+    t = cand.shape[2] - 3
+    declared = obs["user"][:, :t].astype(np.float64)
+    return np.einsum("bmt,bt->bm", cand[..., :t], declared) + cand[..., -1]
+
+
+def epsilon_affinity_policy(k: int, epsilon: float = 0.3) -> LoggingPolicy:
+    """ε-greedy over :func:`affinity_score` (declared-topic match plus popularity), position by
+    position, with the propensities of :func:`epsilon_popularity_policy`: logs of a service
+    that personalises, which show users more of what they like than popularity logs do."""
+    return _epsilon_greedy_policy(k, epsilon, affinity_score)
+
+
 def generate_logs(preset: str = "static", n_steps: int = 10_000, batch_size: int = 500,
                   first_user: int = 0, policy: str | LoggingPolicy = "epsilon_popularity",
                   epsilon: float = 0.3, seed: int = 0, sim: Any = None,
@@ -124,7 +149,7 @@ def generate_logs(preset: str = "static", n_steps: int = 10_000, batch_size: int
     """Run a logging policy on ``batch_size`` users at a time until ``n_steps`` user-steps are
     logged; ended users are replaced by new ones (ids ``first_user``, ``first_user + 1``, ...).
 
-    :param policy: ``"epsilon_popularity"``, ``"uniform"``, ``"epsilon_slate"`` or a
+    :param policy: ``"epsilon_popularity"``, ``"epsilon_affinity"``, ``"uniform"``, ``"epsilon_slate"`` or a
         :data:`LoggingPolicy` (one of :mod:`recsim_gym.env.logging_policies` also logs marginals)
     :param full_observations: also log every candidate (``candidates``) and, for a policy that
         knows them, the ``marginal`` probabilities: what off-policy evaluation needs
@@ -138,13 +163,15 @@ def generate_logs(preset: str = "static", n_steps: int = 10_000, batch_size: int
             policy = uniform_policy(k)
         elif policy == "epsilon_popularity":
             policy = epsilon_popularity_policy(k, epsilon)
+        elif policy == "epsilon_affinity":
+            policy = epsilon_affinity_policy(k, epsilon)
         elif policy == "epsilon_slate":
             from recsim_gym.env.logging_policies import EpsilonSlateLogging
 
             policy = EpsilonSlateLogging(k, epsilon)
         else:
             raise ValueError(f"unknown logging policy {policy!r}: 'epsilon_popularity', "
-                             "'epsilon_slate' or 'uniform'")
+                             "'epsilon_affinity', 'epsilon_slate' or 'uniform'")
     gen = np.random.default_rng(seed)
     batch = max(1, min(batch_size, n_steps))
     users = np.arange(first_user, first_user + batch, dtype=np.int64)

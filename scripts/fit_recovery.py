@@ -2,7 +2,7 @@
 
 For each hidden world (:func:`hidden_world`: every fitted field drawn uniformly in a
 range around the default, a random choice model and catalog), log ``--rows`` interactions with
-epsilon-popularity logging, hold out 20% of the users, fit, and report
+epsilon-popularity (or ``--logging epsilon_affinity``) logging, hold out 20% of the users, fit, and report
 
 * each fitted field against the truth: inside its 95% interval, or within 10%;
 * the held-out statistics within sampling error;
@@ -77,15 +77,17 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--train-steps", type=int, default=20_000)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--logging", choices=("epsilon_popularity", "epsilon_affinity"),
+                        default="epsilon_popularity", help="the logs' logging policy (epsilon 0.3)")
     args = parser.parse_args()
-    meta = {"logging_policy": "epsilon_popularity", "epsilon": 0.3, "batch_size": 500, "max_steps": 200,
+    meta = {"logging_policy": args.logging, "epsilon": 0.3, "batch_size": 500, "max_steps": 200,
             "num_candidates": 20}
     report = []
     for seed in args.worlds:
         hidden = hidden_world(seed)
         true = make_simulator("default", **hidden).params
         logs = generate_logs(n_steps=args.rows, batch_size=500, sim=make_simulator(params=true), seed=seed,
-                             first_user=20_000_000 + seed * 1_000_000)
+                             first_user=20_000_000 + seed * 1_000_000, policy=args.logging)
         train, train_meta, heldout = split_for_fit(logs, meta, 0.2)
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()

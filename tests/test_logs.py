@@ -7,6 +7,8 @@ import pytest
 
 from recsim_gym.env.logs import (
     LogFormatError,
+    affinity_score,
+    epsilon_affinity_policy,
     epsilon_popularity_policy,
     generate_logs,
     load_logs,
@@ -55,6 +57,31 @@ def test_propensities_match_the_policies():
     # P(top item first) = 0.5 + 0.5/10, and the logged propensity says so
     assert abs(first.mean() - 0.55) < 0.02
     assert np.allclose(prop[first, 0], 0.55) and np.allclose(prop[~first, 0], 0.05)
+
+
+def test_the_affinity_logger_ranks_declared_topics_and_logs_its_propensities():
+    gen = np.random.default_rng(1)
+    t, m, n = 4, 10, 20000
+    cand = gen.random((n, m, t + 3)).astype(np.float32)
+    user = np.zeros((n, t + 1), np.float32)
+    user[np.arange(n), gen.integers(0, t, n)] = 1.0  # one declared topic each
+    obs = {"candidates": cand, "user": user}
+    score = affinity_score(obs)
+    declared = user[:, :t].argmax(1)
+    assert np.allclose(score, cand[np.arange(n), :, declared] + cand[..., -1], atol=1e-6)
+    slates, prop = epsilon_affinity_policy(3, epsilon=0.5)(obs, gen)
+    first = slates[:, 0] == score.argmax(1)
+    assert abs(first.mean() - 0.55) < 0.02
+    assert np.allclose(prop[first, 0], 0.55) and np.allclose(prop[~first, 0], 0.05)
+    # a greedy logger (epsilon 0) shows the k best by score, best first
+    slates, prop = epsilon_affinity_policy(3, epsilon=0.0)(obs, gen)
+    assert np.array_equal(slates, np.argsort(-score, axis=1)[:, :3]) and np.all(prop == 1.0)
+
+
+def test_the_affinity_logger_shows_users_more_of_what_they_convert_on():
+    popular = generate_logs("default", n_steps=20000, seed=3, policy="epsilon_popularity")
+    personal = generate_logs("default", n_steps=20000, seed=3, policy="epsilon_affinity")
+    assert personal["conversion"].mean() > popular["conversion"].mean() + 0.02
 
 
 def test_split_by_user_is_disjoint(logs):
