@@ -344,10 +344,30 @@ class FitResult:
     seconds: float
     iterations: int
     rows: int
+    #: The fitted fields' covariance (the sandwich behind ``intervals``; rows and columns in
+    #: :data:`FIT_FIELDS` order, field units), or None for a file written without it.
+    covariance: np.ndarray | None = None
 
     def params(self) -> Any:
         """The fitted world's Params."""
         return make_params("default", **self.overrides)
+
+    def draw_params(self, n: int, seed: int = 0) -> list[Any]:
+        """``n`` worlds drawn from the fit's uncertainty: field vectors from the normal with the
+        fitted values as mean and :attr:`covariance`, each held inside its search bound
+        (:data:`FIT_FIELDS`; a draw beyond it takes the bound) and the item table kept. A
+        policy's returns across them give the range of returns that the log cannot rule out
+        (:func:`~recsim_gym.experiments.fit_report.return_interval`)."""
+        if self.covariance is None:
+            raise ValueError("draw_params: this fit has no covariance (a file written before "
+                             "recsim-fit/1 stored it); fit again")
+        if n < 1:
+            raise ValueError(f"draw_params: n must be >= 1, got {n}")
+        mean = np.array([self.intervals[name]["value"] for name in FIT_FIELDS])
+        draws = np.random.default_rng([seed, 27]).multivariate_normal(mean, self.covariance, size=n,
+                                                                       method="eigh")
+        base = self.params()
+        return [_with(base, theta) for theta in draws]
 
 
 _LOW = np.array([b[0] for b in FIT_FIELDS.values()])
@@ -481,6 +501,7 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     Path(final.catalog_file).replace(table)
     final = final.replace(catalog_file=str(table.resolve()))
     covariance = _sandwich(jacobian, weight, sigma)
+    covariance = (covariance + covariance.T) / 2  # exactly symmetric, as the file check wants
     se = np.sqrt(np.maximum(np.diag(covariance), 0.0))
     intervals = {name: {"value": float(v), "se": float(e), "low": float(v - 1.96 * e),
                         "high": float(v + 1.96 * e)}
@@ -493,7 +514,7 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
                   for name, o, s, v in zip(names, observed, simulated, np.diag(sigma), strict=True)}
     return FitResult(overrides=overrides, intervals=intervals, statistics=statistics,
                      choice_loglik=problem.choice_loglik, seconds=time.perf_counter() - start,
-                     iterations=used, rows=problem.rows)
+                     iterations=used, rows=problem.rows, covariance=covariance)
 
 
 def _jacobian_free(z: np.ndarray, at: np.ndarray, simulate) -> np.ndarray:
@@ -553,14 +574,16 @@ def _bootstrap_covariance(logs: dict[str, np.ndarray], t: int, reps: int, start:
 
 def save_fit(result: FitResult, out: str | Path) -> Path:
     """Write ``out/world.json``: the format tag, the Params overrides (``catalog_file`` relative
-    to the file), the intervals, the statistics and the timing."""
+    to the file), the intervals, the fitted fields' covariance, the statistics and the timing."""
     out = Path(out)
     path = out / "world.json"
     overrides = {**result.overrides, "catalog_file": Path(result.overrides["catalog_file"]).name}
     path.write_text(json.dumps({"format": FIT_FORMAT, "preset": "default", "overrides": overrides,
                                 "intervals": result.intervals, "statistics": result.statistics,
                                 "choice_loglik": result.choice_loglik, "seconds": result.seconds,
-                                "iterations": result.iterations, "rows": result.rows}, indent=1))
+                                "iterations": result.iterations, "rows": result.rows,
+                                "covariance": None if result.covariance is None
+                                else np.asarray(result.covariance).tolist()}, indent=1))
     return path
 
 
@@ -590,3 +613,39 @@ def load_fit(path: str | Path) -> dict[str, Any]:
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
     return overrides
+
+
+def load_fit_result(path: str | Path) -> FitResult:
+    """The whole fit in a fitted-world file: :func:`load_fit`'s checked overrides, and the
+    intervals, statistics and covariance, checked too (every fitted field with a finite value
+    and interval; the covariance square over :data:`FIT_FIELDS`, finite and symmetric).
+    ``ValueError`` names what is wrong."""
+    overrides = load_fit(path)
+    data = json.loads(Path(path).read_text())
+    intervals = data.get("intervals")
+    if not isinstance(intervals, dict) or set(intervals) != set(FIT_FIELDS):
+        raise ValueError(f"{path}: 'intervals' must give every fitted field ({', '.join(FIT_FIELDS)})")
+    for name, row in intervals.items():
+        if (not isinstance(row, dict) or set(row) != {"value", "se", "low", "high"}
+                or not all(isinstance(v, int | float) and np.isfinite(v) for v in row.values())):
+            raise ValueError(f"{path}: intervals.{name} must be finite numbers value, se, low, high")
+    covariance = data.get("covariance")
+    if covariance is not None:
+        try:
+            covariance = np.array(covariance, dtype=float)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: 'covariance' must be a matrix of numbers ({err})") from err
+        d = len(FIT_FIELDS)
+        if covariance.shape != (d, d):
+            raise ValueError(f"{path}: 'covariance' must be {d} x {d} (FIT_FIELDS order), "
+                             f"got shape {covariance.shape}")
+        if not np.isfinite(covariance).all() or not np.allclose(covariance, covariance.T, atol=1e-12):
+            raise ValueError(f"{path}: 'covariance' must be finite and symmetric")
+    try:
+        return FitResult(overrides=overrides, intervals=intervals,
+                         statistics=dict(data.get("statistics") or {}),
+                         choice_loglik=dict(data.get("choice_loglik") or {}),
+                         seconds=float(data.get("seconds", 0.0)), iterations=int(data.get("iterations", 0)),
+                         rows=int(data.get("rows", 0)), covariance=covariance)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from err

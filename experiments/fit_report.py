@@ -7,7 +7,8 @@ target directly: CTR by position, conversion rate per click, the session-length 
 the survival (churn) curve and topic concentration (per user, the share of clicks on the
 topic clicked most). Each comes with a 95% bootstrap interval over users on both sides; a
 statistic is *within sampling error* when the difference lies within the 95% interval of the
-difference. Writes ``world.json`` (the fitted world, :func:`~recsim_gym.experiments.fit.load_fit`),
+difference. Writes ``world.json`` (the fitted world, :func:`~recsim_gym.experiments.fit.load_fit`;
+the whole fit with its covariance, :func:`~recsim_gym.experiments.fit.load_fit_result`),
 ``items.npz``, ``report.md`` and ``fit_checks.png``.
 """
 
@@ -24,6 +25,7 @@ import numpy as np
 from recsim_gym.env import seeds
 from recsim_gym.env.logs import LogFormatError, generate_logs, load_logs
 from recsim_gym.env.simulator import make_simulator
+from recsim_gym.experiments.evaluate import evaluate
 from recsim_gym.experiments.fit import FIT_FIELDS, SIMULATED_LOGGING, FitResult, fit_world, save_fit
 
 #: Session lengths (steps) at which the survival curve is compared.
@@ -132,6 +134,22 @@ def simulate_fitted(result: FitResult, meta: dict[str, Any], rows: int, holdout:
     return split_users(logged, holdout, seed=1)[1]
 
 
+def return_interval(agent: Any, result: FitResult, n_users: int = 2000, draws: int = 16, seed: int = 0
+                    ) -> dict[str, Any]:
+    """A policy's lifetime return on the fitted world and its 95% range over worlds drawn from
+    the fit's uncertainty (:meth:`FitResult.draw_params`): ``agent`` (trained or not) is
+    evaluated on ``n_users`` users, the same users (``seeds.eval_seed(0)``) in every world, so
+    the range is that of the fitted fields, not of the users. The item table is held at the
+    fit's. Returns ``fitted``, ``low``, ``high`` (2.5 and 97.5 percentiles) and ``draws``."""
+    def mean_return(params: Any) -> float:
+        return float(evaluate(agent, params, n_users, seed=seeds.eval_seed(0)).means()["return"])
+
+    fitted = mean_return(result.params())
+    values = [mean_return(params) for params in result.draw_params(draws, seed)]
+    low, high = np.percentile(values, [2.5, 97.5])
+    return {"fitted": fitted, "low": float(low), "high": float(high), "draws": values}
+
+
 def write_report(out: Path, result: FitResult, checks: list[dict[str, Any]], source: str) -> Path:
     """``report.md`` and ``fit_checks.png``."""
     import matplotlib
@@ -177,7 +195,10 @@ def write_report(out: Path, result: FitResult, checks: list[dict[str, Any]], sou
     for name in FIT_FIELDS:
         iv = result.intervals[name]
         lines.append(f"| `{name}` | {iv['value']:.4g} | [{iv['low']:.4g}, {iv['high']:.4g}] |")
-    lines += ["", f"## Held-out checks: {within} of {len(checks)} within sampling error", "",
+    lines += ["", "`world.json` also keeps the fields' covariance: `load_fit_result(\"world.json\")."
+              "draw_params(16)` gives worlds drawn from the fit's uncertainty, and `return_interval(agent, "
+              "result)` (`recsim_gym.experiments.fit_report`) the range of a policy's return over them.",
+              "", f"## Held-out checks: {within} of {len(checks)} within sampling error", "",
               "![held-out checks](fit_checks.png)", "",
               "| statistic | held-out users | fitted world | difference | 95% half-width | within |",
               "|---|---|---|---|---|---|"]

@@ -7,7 +7,10 @@ epsilon-popularity (or ``--logging epsilon_affinity``) logging, hold out 20% of 
 * each fitted field against the truth: inside its 95% interval, or within 10%;
 * the held-out statistics within sampling error;
 * the lifetime return of random, oracle-myopic and logreg (trained ``--train-steps`` on each
-  world) on the true and on the fitted world, ``--users`` held-out users each.
+  world) on the true and on the fitted world, ``--users`` held-out users each;
+* the 95% range of the fit-trained policies' returns over ``--draws`` worlds drawn from the
+  fit's uncertainty (:func:`~recsim_gym.experiments.fit_report.return_interval`), and whether
+  the same policies' return on the true world lies inside it.
 
 ``python scripts/fit_recovery.py --worlds 0 1 2 --rows 100000`` (docs/fit.md has its output).
 """
@@ -28,7 +31,7 @@ from recsim_gym.env.logs import generate_logs
 from recsim_gym.env.simulator import make_simulator
 from recsim_gym.experiments.evaluate import evaluate, make_train_env
 from recsim_gym.experiments.fit import FIT_FIELDS, fit_world
-from recsim_gym.experiments.fit_report import compare, simulate_fitted, split_for_fit
+from recsim_gym.experiments.fit_report import compare, return_interval, simulate_fitted, split_for_fit
 
 POLICIES = ("random", "oracle_myopic", "logreg")
 
@@ -54,8 +57,8 @@ def hidden_world(seed: int) -> dict:
 
 
 
-def policy_returns(params, users: int, train_steps: int) -> dict[str, float]:
-    """Mean lifetime return of each of :data:`POLICIES` on ``users`` evaluation users."""
+def trained_policies(params, train_steps: int) -> dict:
+    """Each of :data:`POLICIES`, trained ``train_steps`` on ``params`` where it learns."""
     import torch
 
     torch.set_num_threads(1)
@@ -65,8 +68,13 @@ def policy_returns(params, users: int, train_steps: int) -> dict[str, float]:
         agent = registry.make(name, params=params, seed=0)
         if callable(getattr(agent, "learn", None)):
             agent.learn(make_train_env(agent, params, 64, seeds.train_seed(0)), train_steps)
-        out[name] = float(evaluate(agent, params, users, seed=seeds.eval_seed(0)).means()["return"])
+        out[name] = agent
     return out
+
+
+def mean_return(agent, params, users: int) -> float:
+    """Mean lifetime return of ``agent`` on ``users`` evaluation users of ``params``."""
+    return float(evaluate(agent, params, users, seed=seeds.eval_seed(0)).means()["return"])
 
 
 def main() -> None:
@@ -76,6 +84,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--train-steps", type=int, default=20_000)
+    parser.add_argument("--draws", type=int, default=16,
+                        help="worlds drawn from the fit's uncertainty for the return intervals")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--logging", choices=("epsilon_popularity", "epsilon_affinity"),
                         default="epsilon_popularity", help="the logs' logging policy (epsilon 0.3)")
@@ -94,9 +104,13 @@ def main() -> None:
             result = fit_world(train, train_meta, tmp)
             seconds = time.perf_counter() - start
             checks = compare(heldout, simulate_fitted(result, meta, len(logs["user"]), 0.2), 16)
-            fitted_params = result.params()
-            returns_true = policy_returns(true, args.users, args.train_steps)
-            returns_fit = policy_returns(fitted_params, args.users, args.train_steps)
+            on_true = trained_policies(true, args.train_steps)
+            on_fit = trained_policies(result.params(), args.train_steps)
+            returns_true = {name: mean_return(agent, true, args.users) for name, agent in on_true.items()}
+            intervals = {name: return_interval(agent, result, args.users, args.draws)
+                         for name, agent in on_fit.items()}
+            returns_fit = {name: iv["fitted"] for name, iv in intervals.items()}
+            transfer = {name: mean_return(agent, true, args.users) for name, agent in on_fit.items()}
         fields = []
         for name in FIT_FIELDS:
             iv, value = result.intervals[name], float(getattr(true, name))
@@ -108,7 +122,10 @@ def main() -> None:
                "fit_seconds": seconds, "train_rows": len(train["user"]), "fields": fields,
                "checks_within": sum(c["within_sampling_error"] for c in checks), "checks": len(checks),
                "checks_outside": [c["statistic"] for c in checks if not c["within_sampling_error"]],
-               "returns_true": returns_true, "returns_fitted": returns_fit}
+               "returns_true": returns_true, "returns_fitted": returns_fit,
+               "return_intervals": {name: {"low": iv["low"], "high": iv["high"], "true_world": transfer[name],
+                                           "inside": iv["low"] <= transfer[name] <= iv["high"]}
+                                    for name, iv in intervals.items()}}
         report.append(row)
         print(f"\nworld {seed} ({hidden['choice_model']}; fitted {row['fitted_choice']}), "
               f"fit {seconds:.0f} s "
@@ -121,7 +138,10 @@ def main() -> None:
               f"(outside: {row['checks_outside']})")
         for name in POLICIES:
             a, b = returns_true[name], returns_fit[name]
-            print(f"  {name:14s} return true {a:7.1f}  fitted {b:7.1f}  ({100 * (b - a) / a:+.1f}%)")
+            iv = row["return_intervals"][name]
+            print(f"  {name:14s} return true {a:7.1f}  fitted {b:7.1f}  ({100 * (b - a) / a:+.1f}%)  "
+                  f"trained on the fit: true world {iv['true_world']:7.1f}, fit's draws "
+                  f"[{iv['low']:7.1f}, {iv['high']:7.1f}] {'inside' if iv['inside'] else 'OUTSIDE'}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
 

@@ -14,10 +14,17 @@ import pytest
 import recsim_gym.env  # noqa: F401  (registers the ids)
 from recsim_gym.env.catalog import load_item_table, save_item_table
 from recsim_gym.env.log_tables import from_tables
-from recsim_gym.env.logs import LogFormatError, generate_logs
+from recsim_gym.env.logs import LogFormatError, generate_logs, save_logs
 from recsim_gym.env.simulator import make_simulator
 from recsim_gym.experiments.config import ConfigError, parse_config
-from recsim_gym.experiments.fit import FIT_FIELDS, auxiliary_statistics, load_fit
+from recsim_gym.experiments.fit import (
+    FIT_FIELDS,
+    FitResult,
+    auxiliary_statistics,
+    load_fit,
+    load_fit_result,
+    save_fit,
+)
 from scripts.fit_recovery import hidden_world
 
 T = 4
@@ -94,6 +101,119 @@ def test_a_bad_fitted_world_file_is_refused(tmp_path: Path, changes: dict, messa
         load_fit(path)
     with pytest.raises(ConfigError, match="env.fitted"):
         parse_config({"name": "f", "env": {"fitted": str(path)}, "agents": ["random"], "seeds": 1})
+
+
+def _fit_result(tmp_path: Path, se_share: float = 0.05) -> FitResult:
+    """A fit by hand: the default world's fields on a 50-item table, each with a standard error
+    of ``se_share`` of its search range, and correlated conversion fields."""
+    items = _items(tmp_path)
+    base = make_simulator("default", catalog_file=str(items), num_items=50, num_topics=T,
+                          declared_topics=2).params
+    values = np.array([float(getattr(base, name)) for name in FIT_FIELDS])
+    se = se_share * np.array([high - low for low, high in FIT_FIELDS.values()])
+    correlation = np.eye(len(FIT_FIELDS))
+    i, j = list(FIT_FIELDS).index("conversion_bias"), list(FIT_FIELDS).index("conversion_quality")
+    correlation[i, j] = correlation[j, i] = -0.8
+    covariance = correlation * np.outer(se, se)
+    intervals = {name: {"value": v, "se": e, "low": v - 1.96 * e, "high": v + 1.96 * e}
+                 for name, v, e in zip(FIT_FIELDS, values, se, strict=True)}
+    overrides = {name: float(getattr(base, name)) for name in FIT_FIELDS}
+    overrides.update(num_items=50, num_topics=T, declared_topics=2, catalog_file=str(items))
+    return FitResult(overrides=overrides, intervals=intervals, statistics={}, choice_loglik={},
+                     seconds=1.0, iterations=1, rows=100, covariance=covariance)
+
+
+def test_a_fit_round_trips_with_its_covariance_and_draws_worlds_from_it(tmp_path: Path) -> None:
+    result = _fit_result(tmp_path)
+    loaded = load_fit_result(save_fit(result, tmp_path))
+    np.testing.assert_array_equal(loaded.covariance, result.covariance)
+    assert loaded.intervals == result.intervals and loaded.params() == result.params()
+    draws = loaded.draw_params(400, seed=3)
+    again = loaded.draw_params(5, seed=3)
+    assert [p.affinity_weight for p in draws[:5]] == [p.affinity_weight for p in again]
+    assert draws[0].affinity_weight != loaded.draw_params(1, seed=4)[0].affinity_weight
+    theta = np.array([[float(getattr(p, name)) for name in FIT_FIELDS] for p in draws])
+    low, high = np.array(list(FIT_FIELDS.values())).T
+    assert ((theta >= low) & (theta <= high)).all()
+    assert all(p.catalog_file == result.params().catalog_file for p in draws)
+    # away from the bounds the draws have the fit's mean, spread and correlation
+    names = list(FIT_FIELDS)
+    for name in ("affinity_weight", "conversion_bias", "conversion_quality"):
+        column, iv = theta[:, names.index(name)], result.intervals[name]
+        assert abs(column.mean() - iv["value"]) < 4 * iv["se"] / np.sqrt(len(draws))
+        assert 0.85 < column.std() / iv["se"] < 1.15
+    bias, quality = theta[:, names.index("conversion_bias")], theta[:, names.index("conversion_quality")]
+    r = np.corrcoef(bias, quality)[0, 1]
+    assert -0.88 < r < -0.72
+
+
+def test_a_return_interval_is_a_point_when_the_fit_is_certain(tmp_path: Path) -> None:
+    from recsim_gym.agents import registry
+    from recsim_gym.experiments.fit_report import return_interval
+
+    certain = _fit_result(tmp_path, se_share=0.0)
+    agent = registry.make("oracle_myopic", params=certain.params(), seed=0)
+    point = return_interval(agent, certain, n_users=40, draws=3)
+    assert point["low"] == point["high"] == point["fitted"] == point["draws"][0]
+    wide = return_interval(agent, _fit_result(tmp_path, se_share=0.1), n_users=40, draws=8)
+    assert wide["low"] < wide["high"] and len(set(wide["draws"])) == 8
+
+
+@pytest.mark.parametrize(("covariance", "message"), [
+    (None, "no covariance"),
+    ([[1.0, 2.0], [2.0, 1.0]], "must be 15 x 15"),
+    ("diag-nan", "finite and symmetric"),
+    ("asymmetric", "finite and symmetric"),
+    ([["a"] * 15] * 15, "matrix of numbers"),
+])
+def test_a_bad_covariance_is_refused(tmp_path: Path, covariance: object, message: str) -> None:
+    path = save_fit(_fit_result(tmp_path), tmp_path)
+    data = json.loads(path.read_text())
+    if covariance == "diag-nan":
+        data["covariance"][0][0] = float("nan")
+    elif covariance == "asymmetric":
+        data["covariance"][0][1] += 1.0
+    else:
+        data["covariance"] = covariance
+    path.write_text(json.dumps(data))
+    if covariance is None:
+        with pytest.raises(ValueError, match=message):
+            load_fit_result(path).draw_params(2)
+    else:
+        with pytest.raises(ValueError, match=message):
+            load_fit_result(path)
+
+
+def test_a_fit_file_without_every_interval_is_refused(tmp_path: Path) -> None:
+    path = save_fit(_fit_result(tmp_path), tmp_path)
+    data = json.loads(path.read_text())
+    del data["intervals"]["churn_base"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="every fitted field"):
+        load_fit_result(path)
+    data["intervals"]["churn_base"] = {"value": "x", "se": 0, "low": 0, "high": 0}
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="intervals.churn_base"):
+        load_fit_result(path)
+
+
+def test_recsim_fit_writes_a_world_with_its_covariance_and_a_report(tmp_path: Path, capsys) -> None:
+    from recsim_gym.experiments.fit_report import main
+
+    logs = generate_logs(n_steps=4000, batch_size=50, sim=make_simulator("default"), seed=0)
+    path = save_logs(logs, tmp_path / "log.npz", logging_policy="epsilon_popularity", epsilon=0.3,
+                     batch_size=50, max_steps=200, num_candidates=20)
+    assert main([str(path), "--out", str(tmp_path / "fit")]) == 0
+    result = load_fit_result(tmp_path / "fit" / "world.json")
+    se = np.array([result.intervals[name]["se"] for name in FIT_FIELDS])
+    np.testing.assert_allclose(np.sqrt(np.diag(result.covariance)), se, rtol=1e-9)
+    env = gym.make("recsim/default-v0", **load_fit(tmp_path / "fit" / "world.json"))
+    env.reset(seed=0)
+    report = (tmp_path / "fit" / "report.md").read_text()
+    assert "held-out checks" in capsys.readouterr().out and "## Held-out checks" in report
+    assert (tmp_path / "fit" / "fit_checks.png").stat().st_size > 0
+    assert main([str(tmp_path / "missing.npz"), "--out", str(tmp_path / "fit2")]) == 2
+    assert "missing.npz" in capsys.readouterr().err
 
 
 def _tables(tmp_path: Path, events: str) -> tuple[Path, Path]:
@@ -184,6 +304,8 @@ def test_a_fit_recovers_a_hidden_world(tmp_path: Path, seed: int) -> None:
     train, train_meta, heldout = split_for_fit(logs, meta, 0.2)
     result = fit_world(train, train_meta, tmp_path)
     assert result.overrides["choice_model"] == hidden["choice_model"]
+    se = np.array([result.intervals[name]["se"] for name in FIT_FIELDS])
+    np.testing.assert_allclose(np.sqrt(np.diag(result.covariance)), se, rtol=1e-9)
     misses = {}
     for name in FIT_FIELDS:
         interval, value = result.intervals[name], getattr(true, name)
