@@ -294,14 +294,14 @@ def item_table(logs: dict[str, np.ndarray], num_topics: int, price_min: float, p
                      index=index)
 
 
-def item_quality(items: ItemTable, params: Any, price_feature: np.ndarray) -> np.ndarray:
+def item_quality(items: ItemTable, params: Any, price_feature: np.ndarray, seed: Any = 0) -> np.ndarray:
     """A draw of each item's quality from its posterior given its clicks and conversions under
     ``params``' conversion model (interest at a click approximated by 0.75 x its declared-topic match:
     favourite topics' interest averages 0.75, the others' 0), with the default family's prior
     given the item's appeal: an item at or above ``clickbait_appeal_min`` is clickbait, quality
     uniform on [0, ``clickbait_quality_max``], the others ``Beta(quality_alpha, quality_beta)``
     (the prior is the generator's, not learned: a learned prior would let the imputed qualities
-    absorb any conversion weights)."""
+    absorb any conversion weights). ``seed`` picks the draw (the fit's catalog is seed 0)."""
     from scipy.stats import beta
 
     logit = (params.conversion_bias + params.conversion_affinity * 0.75 * items.declared_at_click[:, None]
@@ -319,13 +319,48 @@ def item_quality(items: ItemTable, params: Any, price_feature: np.ndarray) -> np
     # a draw from each item's posterior (inverse CDF at a fixed uniform per item, so the
     # catalog moves smoothly with the Params): posterior means would narrow the spread of
     # quality, and a policy that seeks quality would find less of it than in the logged world
-    u = np.random.default_rng(0).random(len(items.appeal))
+    u = np.random.default_rng(seed).random(len(items.appeal))
     index = np.minimum((cdf < u[:, None]).sum(1), len(_GRID) - 1)
     low = np.where(index > 0, np.take_along_axis(cdf, np.maximum(index - 1, 0)[:, None], 1)[:, 0], 0.0)
     high = np.take_along_axis(cdf, index[:, None], 1)[:, 0]
     within = np.clip((u - low) / np.maximum(high - low, 1e-12), 0.0, 1.0)
     step = _GRID[1] - _GRID[0]
     return np.clip(_GRID[index] + (within - 0.5) * step, 0.0, 1.0)
+
+
+#: The columns of a fitted item table that keep the evidence behind each item's quality (its
+#: clicks and conversions in the log, its declared-topic match at those clicks, its price
+#: feature), so that worlds drawn from the fit can redraw the qualities too.
+ITEM_EVIDENCE = ("clicks", "conversions", "declared_at_click", "price_feature")
+
+
+def item_evidence(catalog_file: str | Path) -> tuple[ItemTable, np.ndarray] | None:
+    """The item table of a fitted catalog with its evidence columns (:data:`ITEM_EVIDENCE`) and
+    the price feature, or None for a catalog without them. Checked (no pickles): all of them or
+    none, one finite value per item, ``0 <= conversions <= clicks``, the match and the price
+    feature in [0, 1]; ``ValueError`` names the column."""
+    with np.load(catalog_file, allow_pickle=False) as archive:
+        columns = {name: np.asarray(archive[name], np.float64) for name in archive.files}
+    present = [name for name in ITEM_EVIDENCE if name in columns]
+    if not present:
+        return None
+    if len(present) != len(ITEM_EVIDENCE):
+        raise ValueError(f"catalog_file {catalog_file}: evidence columns must be all of "
+                         f"{list(ITEM_EVIDENCE)} or none, got {present}")
+    n = len(columns["appeal"])
+    for name in ITEM_EVIDENCE:
+        if columns[name].shape != (n,) or not np.isfinite(columns[name]).all():
+            raise ValueError(f"catalog_file {catalog_file}: {name} must be {n} finite values")
+    clicks, conversions = columns["clicks"], columns["conversions"]
+    if (conversions < 0).any() or (conversions > clicks).any():
+        raise ValueError(f"catalog_file {catalog_file}: conversions must be in [0, clicks]")
+    for name in ("declared_at_click", "price_feature"):
+        if ((columns[name] < 0) | (columns[name] > 1)).any():
+            raise ValueError(f"catalog_file {catalog_file}: {name} must be in [0, 1]")
+    table = ItemTable(topics=columns["topics"], appeal=columns["appeal"], price=columns["price"],
+                      popularity=columns["popularity"], clicks=clicks, conversions=conversions,
+                      declared_at_click=columns["declared_at_click"], index=np.empty((0, 0), np.int64))
+    return table, columns["price_feature"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,12 +387,17 @@ class FitResult:
         """The fitted world's Params."""
         return make_params("default", **self.overrides)
 
-    def draw_params(self, n: int, seed: int = 0) -> list[Any]:
+    def draw_params(self, n: int, seed: int = 0, catalog_dir: str | Path | None = None) -> list[Any]:
         """``n`` worlds drawn from the fit's uncertainty: field vectors from the normal with the
         fitted values as mean and :attr:`covariance`, each held inside its search bound
-        (:data:`FIT_FIELDS`; a draw beyond it takes the bound) and the item table kept. A
-        policy's returns across them give the range of returns that the log cannot rule out
-        (:func:`~recsim_gym.experiments.fit_report.return_interval`)."""
+        (:data:`FIT_FIELDS`; a draw beyond it takes the bound). A policy's returns across them
+        give the range of returns that the log cannot rule out
+        (:func:`~recsim_gym.experiments.fit_report.return_interval`).
+
+        With ``catalog_dir``, each world also gets its own item qualities, a fresh draw from
+        every item's posterior under that world's conversion model (:func:`item_quality`),
+        written there as ``items_draw<i>.npz``; without it, or for a catalog without
+        :data:`ITEM_EVIDENCE`, every world keeps the fit's item table."""
         if self.covariance is None:
             raise ValueError("draw_params: this fit has no covariance (a file written before "
                              "recsim-fit/1 stored it); fit again")
@@ -367,7 +407,20 @@ class FitResult:
         draws = np.random.default_rng([seed, 27]).multivariate_normal(mean, self.covariance, size=n,
                                                                        method="eigh")
         base = self.params()
-        return [_with(base, theta) for theta in draws]
+        worlds = [_with(base, theta) for theta in draws]
+        evidence = item_evidence(base.catalog_file) if catalog_dir is not None and base.catalog_file else None
+        if evidence is None:
+            return worlds
+        table, price_feature = evidence
+        catalog_dir = Path(catalog_dir)
+        catalog_dir.mkdir(parents=True, exist_ok=True)
+        redrawn = []
+        for i, params in enumerate(worlds):
+            path = catalog_dir / f"items_draw{i}.npz"
+            save_item_table(str(path), table.topics, table.appeal, table.price, table.popularity,
+                            item_quality(table, params, price_feature, seed=[seed, i, 28]))
+            redrawn.append(params.replace(catalog_file=str(path.resolve())))
+        return redrawn
 
 
 _LOW = np.array([b[0] for b in FIT_FIELDS.values()])
@@ -498,7 +551,12 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     jacobian = _jacobian(theta, simulate)  # in field units, for the intervals
     final = world(theta)
     table = out / "items.npz"
-    Path(final.catalog_file).replace(table)
+    Path(final.catalog_file).unlink()
+    save_item_table(str(table), items.topics, items.appeal, items.price, items.popularity,
+                    item_quality(items, final, problem.price_feature),
+                    extra={"clicks": items.clicks, "conversions": items.conversions,
+                           "declared_at_click": items.declared_at_click,
+                           "price_feature": problem.price_feature})
     final = final.replace(catalog_file=str(table.resolve()))
     covariance = _sandwich(jacobian, weight, sigma)
     covariance = (covariance + covariance.T) / 2  # exactly symmetric, as the file check wants
@@ -629,6 +687,11 @@ def load_fit_result(path: str | Path) -> FitResult:
         if (not isinstance(row, dict) or set(row) != {"value", "se", "low", "high"}
                 or not all(isinstance(v, int | float) and np.isfinite(v) for v in row.values())):
             raise ValueError(f"{path}: intervals.{name} must be finite numbers value, se, low, high")
+    if overrides.get("catalog_file"):
+        try:
+            item_evidence(overrides["catalog_file"])
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
     covariance = data.get("covariance")
     if covariance is not None:
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -139,13 +140,15 @@ def return_interval(agent: Any, result: FitResult, n_users: int = 2000, draws: i
     """A policy's lifetime return on the fitted world and its 95% range over worlds drawn from
     the fit's uncertainty (:meth:`FitResult.draw_params`): ``agent`` (trained or not) is
     evaluated on ``n_users`` users, the same users (``seeds.eval_seed(0)``) in every world, so
-    the range is that of the fitted fields, not of the users. The item table is held at the
-    fit's. Returns ``fitted``, ``low``, ``high`` (2.5 and 97.5 percentiles) and ``draws``."""
+    the range is that of the fitted fields and of the items' qualities (redrawn in each world
+    from their posteriors, where the fit kept the evidence), not of the users. Returns
+    ``fitted``, ``low``, ``high`` (2.5 and 97.5 percentiles) and ``draws``."""
     def mean_return(params: Any) -> float:
         return float(evaluate(agent, params, n_users, seed=seeds.eval_seed(0)).means()["return"])
 
     fitted = mean_return(result.params())
-    values = [mean_return(params) for params in result.draw_params(draws, seed)]
+    with tempfile.TemporaryDirectory() as catalogs:
+        values = [mean_return(params) for params in result.draw_params(draws, seed, catalog_dir=catalogs)]
     low, high = np.percentile(values, [2.5, 97.5])
     return {"fitted": fitted, "low": float(low), "high": float(high), "draws": values}
 
@@ -196,7 +199,8 @@ def write_report(out: Path, result: FitResult, checks: list[dict[str, Any]], sou
         iv = result.intervals[name]
         lines.append(f"| `{name}` | {iv['value']:.4g} | [{iv['low']:.4g}, {iv['high']:.4g}] |")
     lines += ["", "`world.json` also keeps the fields' covariance: `load_fit_result(\"world.json\")."
-              "draw_params(16)` gives worlds drawn from the fit's uncertainty, and `return_interval(agent, "
+              "draw_params(16, catalog_dir=\"draws\")` gives worlds drawn from the fit's uncertainty (fields "
+              "and item qualities, kept with their evidence in `items.npz`), and `return_interval(agent, "
               "result)` (`recsim_gym.experiments.fit_report`) the range of a policy's return over them.",
               "", f"## Held-out checks: {within} of {len(checks)} within sampling error", "",
               "![held-out checks](fit_checks.png)", "",

@@ -140,12 +140,15 @@ ITEM_TABLE_COLUMNS = {"topics": "float64", "appeal": "float64", "price": "float6
 
 
 def save_item_table(path: str, topics: np.ndarray, appeal: np.ndarray, price: np.ndarray,
-                    popularity: np.ndarray, quality: np.ndarray) -> str:
+                    popularity: np.ndarray, quality: np.ndarray,
+                    extra: dict[str, np.ndarray] | None = None) -> str:
     """Write an item table (a fitted world's catalog) as ``.npz``: topic vectors (N, T) on the
-    simplex, appeal, quality in [0, 1], price > 0 and popularity prior in (0, 1]."""
+    simplex, appeal, quality in [0, 1], price > 0 and popularity prior in (0, 1]. ``extra``:
+    more per-item columns, which the simulator does not read (a fit keeps its evidence there)."""
     np.savez_compressed(path, topics=np.asarray(topics, np.float64), appeal=np.asarray(appeal, np.float64),
                         price=np.asarray(price, np.float64), popularity=np.asarray(popularity, np.float64),
-                        quality=np.asarray(quality, np.float64))
+                        quality=np.asarray(quality, np.float64),
+                        **{name: np.asarray(v, np.float64) for name, v in (extra or {}).items()})
     return str(path)
 
 

@@ -21,6 +21,7 @@ from recsim_gym.experiments.fit import (
     FIT_FIELDS,
     FitResult,
     auxiliary_statistics,
+    item_evidence,
     load_fit,
     load_fit_result,
     save_fit,
@@ -31,11 +32,16 @@ T = 4
 CHOICE_FIELDS = ("affinity_weight", "appeal_weight", "fatigue_weight", "no_click_utility", "position_decay")
 
 
-def _items(tmp_path: Path, n: int = 50) -> Path:
+def _items(tmp_path: Path, n: int = 50, evidence: bool = False) -> Path:
+    """A random item table; with ``evidence``, a fit's evidence columns too: the first half of
+    the items clicked 2,000 times (half of them converting), the rest never."""
     gen = np.random.default_rng(0)
     topics = gen.dirichlet(np.ones(T), n)
-    return Path(save_item_table(str(tmp_path / "items.npz"), topics, gen.random(n),
-                                gen.uniform(2, 500, n), gen.uniform(0.01, 1, n), gen.random(n)))
+    clicks = np.where(np.arange(n) < n // 2, 2000.0, 0.0)
+    extra = {"clicks": clicks, "conversions": clicks / 2, "declared_at_click": np.full(n, 0.5),
+             "price_feature": gen.random(n)} if evidence else None
+    return Path(save_item_table(str(tmp_path / "items.npz"), topics, gen.random(n) * 0.5,
+                                gen.uniform(2, 500, n), gen.uniform(0.01, 1, n), gen.random(n), extra=extra))
 
 
 def test_a_world_runs_on_an_item_table(tmp_path: Path) -> None:
@@ -103,10 +109,10 @@ def test_a_bad_fitted_world_file_is_refused(tmp_path: Path, changes: dict, messa
         parse_config({"name": "f", "env": {"fitted": str(path)}, "agents": ["random"], "seeds": 1})
 
 
-def _fit_result(tmp_path: Path, se_share: float = 0.05) -> FitResult:
+def _fit_result(tmp_path: Path, se_share: float = 0.05, evidence: bool = False) -> FitResult:
     """A fit by hand: the default world's fields on a 50-item table, each with a standard error
     of ``se_share`` of its search range, and correlated conversion fields."""
-    items = _items(tmp_path)
+    items = _items(tmp_path, evidence=evidence)
     base = make_simulator("default", catalog_file=str(items), num_items=50, num_topics=T,
                           declared_topics=2).params
     values = np.array([float(getattr(base, name)) for name in FIT_FIELDS])
@@ -159,6 +165,59 @@ def test_a_return_interval_is_a_point_when_the_fit_is_certain(tmp_path: Path) ->
     assert wide["low"] < wide["high"] and len(set(wide["draws"])) == 8
 
 
+def test_drawn_worlds_redraw_item_qualities_from_the_fits_evidence(tmp_path: Path) -> None:
+    result = load_fit_result(save_fit(_fit_result(tmp_path, se_share=0.0, evidence=True), tmp_path))
+    fitted = load_item_table(result.params().catalog_file)
+    assert [p.catalog_file for p in result.draw_params(2)] == [result.params().catalog_file] * 2
+    worlds = result.draw_params(40, seed=1, catalog_dir=tmp_path / "draws")
+    tables = [load_item_table(p.catalog_file, p) for p in worlds]
+    assert len({p.catalog_file for p in worlds}) == 40
+    for name in ("topics", "appeal", "price", "popularity"):
+        assert all(np.array_equal(table[name], fitted[name]) for table in tables)
+    quality = np.array([table["quality"] for table in tables])
+    again = result.draw_params(1, seed=1, catalog_dir=tmp_path / "again")[0]
+    np.testing.assert_array_equal(load_item_table(again.catalog_file)["quality"], quality[0])
+    # the fields are certain here: 2,000 clicks pin an item's quality down, and an item never
+    # clicked keeps its prior's spread
+    spread = quality.std(axis=0)
+    assert spread[:25].max() < 0.05 and spread[25:].mean() > 0.15
+
+
+def test_a_certain_fit_still_ranges_over_its_items_qualities(tmp_path: Path) -> None:
+    from recsim_gym.agents import registry
+    from recsim_gym.experiments.fit_report import return_interval
+
+    certain = _fit_result(tmp_path, se_share=0.0, evidence=True)
+    agent = registry.make("oracle_myopic", params=certain.params(), seed=0)
+    interval = return_interval(agent, certain, n_users=40, draws=6)
+    assert interval["low"] < interval["high"] and len(set(interval["draws"])) > 1
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"conversions": "more"}, "conversions must be in"),
+    ({"price_feature": None}, "all of"),
+    ({"declared_at_click": "nan"}, "declared_at_click must be 50 finite"),
+    ({"clicks": "short"}, "clicks must be 50 finite"),
+])
+def test_bad_item_evidence_is_refused(tmp_path: Path, change: dict, message: str) -> None:
+    path = save_fit(_fit_result(tmp_path, evidence=True), tmp_path)
+    table = tmp_path / "items.npz"
+    with np.load(table) as archive:
+        columns = {name: archive[name] for name in archive.files}
+    for name, how in change.items():
+        if how is None:
+            del columns[name]
+        elif how == "more":
+            columns[name] = columns["clicks"] + 1
+        elif how == "nan":
+            columns[name] = np.full(50, np.nan)
+        else:
+            columns[name] = columns[name][:10]
+    np.savez(table, **columns)
+    with pytest.raises(ValueError, match=message):
+        load_fit_result(path)
+
+
 @pytest.mark.parametrize(("covariance", "message"), [
     (None, "no covariance"),
     ([[1.0, 2.0], [2.0, 1.0]], "must be 15 x 15"),
@@ -207,6 +266,8 @@ def test_recsim_fit_writes_a_world_with_its_covariance_and_a_report(tmp_path: Pa
     result = load_fit_result(tmp_path / "fit" / "world.json")
     se = np.array([result.intervals[name]["se"] for name in FIT_FIELDS])
     np.testing.assert_allclose(np.sqrt(np.diag(result.covariance)), se, rtol=1e-9)
+    table, _ = item_evidence(result.params().catalog_file)  # the fit keeps its items' evidence
+    assert 0 < table.clicks.sum() < (logs["position"] >= 0).sum()  # the fitted 80% of the users' clicks
     env = gym.make("recsim/default-v0", **load_fit(tmp_path / "fit" / "world.json"))
     env.reset(seed=0)
     report = (tmp_path / "fit" / "report.md").read_text()
@@ -306,6 +367,8 @@ def test_a_fit_recovers_a_hidden_world(tmp_path: Path, seed: int) -> None:
     assert result.overrides["choice_model"] == hidden["choice_model"]
     se = np.array([result.intervals[name]["se"] for name in FIT_FIELDS])
     np.testing.assert_allclose(np.sqrt(np.diag(result.covariance)), se, rtol=1e-9)
+    table, _ = item_evidence(result.params().catalog_file)  # the fit keeps its items' evidence
+    assert 0 < table.clicks.sum() < (logs["position"] >= 0).sum()  # the fitted 80% of the users' clicks
     misses = {}
     for name in FIT_FIELDS:
         interval, value = result.intervals[name], getattr(true, name)
