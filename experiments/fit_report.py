@@ -153,6 +153,20 @@ def return_interval(agent: Any, result: FitResult, n_users: int = 2000, draws: i
     return {"fitted": fitted, "low": float(low), "high": float(high), "draws": values}
 
 
+def bound_not_ruled_out(result: FitResult) -> dict[str, float]:
+    """The fitted fields whose 95% interval reaches past a search bound (:data:`FIT_FIELDS`),
+    each with that bound: values at the edge of what the fit considers, which the log cannot
+    rule out."""
+    out = {}
+    for name, (low, high) in FIT_FIELDS.items():
+        iv = result.intervals[name]
+        if iv["low"] <= low:
+            out[name] = low
+        elif iv["high"] >= high:
+            out[name] = high
+    return out
+
+
 def write_report(out: Path, result: FitResult, checks: list[dict[str, Any]], source: str) -> Path:
     """``report.md`` and ``fit_checks.png``."""
     import matplotlib
@@ -194,10 +208,17 @@ def write_report(out: Path, result: FitResult, checks: list[dict[str, Any]], sou
              f"{result.overrides['num_items']:,} items in the fitted catalog. Use it with "
              "`gym.make(\"recsim/default-v0\", **load_fit(\"world.json\"))` or `env: {fitted: "
              "world.json}` in an experiment config.", "",
-             "| field | fitted | 95% interval |", "|---|---|---|"]
+             "| field | fitted | 95% interval | the log cannot rule out |", "|---|---|---|---|"]
+    unbounded = bound_not_ruled_out(result)
     for name in FIT_FIELDS:
         iv = result.intervals[name]
-        lines.append(f"| `{name}` | {iv['value']:.4g} | [{iv['low']:.4g}, {iv['high']:.4g}] |")
+        bound = f"{unbounded[name]:g} (a search bound)" if name in unbounded else ""
+        lines.append(f"| `{name}` | {iv['value']:.4g} | [{iv['low']:.4g}, {iv['high']:.4g}] | {bound} |")
+    if unbounded:
+        lines += ["", f"The intervals of {', '.join(f'`{n}`' for n in unbounded)} reach past a search bound: "
+                  "the log says little about them, and a policy whose return depends on them (for the "
+                  "churn fields, any policy that keeps users satisfied) should be read by its range over "
+                  "the fit's draws, not by its return on the fitted world (docs/fit.md)."]
     lines += ["", "`world.json` also keeps the fields' covariance: `load_fit_result(\"world.json\")."
               "draw_params(16, catalog_dir=\"draws\")` gives worlds drawn from the fit's uncertainty (fields "
               "and item qualities, kept with their evidence in `items.npz`), and `return_interval(agent, "

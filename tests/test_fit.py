@@ -183,6 +183,18 @@ def test_drawn_worlds_redraw_item_qualities_from_the_fits_evidence(tmp_path: Pat
     assert spread[:25].max() < 0.05 and spread[25:].mean() > 0.15
 
 
+def test_the_report_names_fields_the_log_cannot_bound(tmp_path: Path) -> None:
+    from recsim_gym.experiments.fit_report import bound_not_ruled_out
+
+    assert bound_not_ruled_out(_fit_result(tmp_path, se_share=0.0)) == {}
+    wide = _fit_result(tmp_path, se_share=0.1)  # churn_base 0.002 +- 0.0098 reaches below 0
+    flagged = bound_not_ruled_out(wide)
+    assert flagged["churn_base"] == 0.0 and "affinity_weight" not in flagged
+    for name, bound in flagged.items():
+        iv = wide.intervals[name]
+        assert iv["low"] <= bound or iv["high"] >= bound
+
+
 def test_a_certain_fit_still_ranges_over_its_items_qualities(tmp_path: Path) -> None:
     from recsim_gym.agents import registry
     from recsim_gym.experiments.fit_report import return_interval
@@ -272,6 +284,7 @@ def test_recsim_fit_writes_a_world_with_its_covariance_and_a_report(tmp_path: Pa
     env.reset(seed=0)
     report = (tmp_path / "fit" / "report.md").read_text()
     assert "held-out checks" in capsys.readouterr().out and "## Held-out checks" in report
+    assert "the log cannot rule out" in report
     assert (tmp_path / "fit" / "fit_checks.png").stat().st_size > 0
     assert main([str(tmp_path / "missing.npz"), "--out", str(tmp_path / "fit2")]) == 2
     assert "missing.npz" in capsys.readouterr().err
