@@ -13,6 +13,8 @@ epsilon-popularity (or ``--logging epsilon_affinity``) logging, hold out 20% of 
   the same policies' return on the true world lies inside it.
 
 ``python scripts/fit_recovery.py --worlds 0 1 2 --rows 100000`` (docs/fit.md has its output).
+``--diagnose`` fits nothing: it prints, at each world's true Params, how much of each field's
+effect on the auxiliary statistics the other fields can reproduce (:func:`collinearity`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from recsim_gym.env import seeds
 from recsim_gym.env.logs import generate_logs
 from recsim_gym.env.simulator import make_simulator
 from recsim_gym.experiments.evaluate import evaluate, make_train_env
-from recsim_gym.experiments.fit import FIT_FIELDS, fit_world
+from recsim_gym.experiments.fit import FIT_FIELDS, FitProblem, _jacobian, _vector, fit_world
 from recsim_gym.experiments.fit_report import compare, return_interval, simulate_fitted, split_for_fit
 
 POLICIES = ("random", "oracle_myopic", "logreg")
@@ -55,6 +57,30 @@ def hidden_world(seed: int) -> dict:
     return world
 
 
+
+
+def collinearity(problem: FitProblem, params) -> dict[str, dict]:
+    """Per fitted field, at ``params``: the R² of its Jacobian column on the other fields'
+    columns (the share of its effect on the statistics that they can reproduce; variance
+    inflation ``1 / (1 - R²)``), the size of the rest (``unique``: about the inverse of the
+    field's standard error as a share of its search range, for one log's worth of noise) and
+    the three fields whose columns are closest (cosine). Columns are weighted as the fit weighs
+    the statistics and scaled to the search ranges."""
+    names = list(FIT_FIELDS)
+    span = np.array([high - low for low, high in FIT_FIELDS.values()])
+    jac = np.sqrt(problem.weight)[:, None] * _jacobian(_vector(params), problem.simulate) * span[None, :]
+    unit = jac / np.maximum(np.linalg.norm(jac, axis=0), 1e-300)
+    cosine = unit.T @ unit
+    out = {}
+    for i, name in enumerate(names):
+        others = np.delete(jac, i, axis=1)
+        coef = np.linalg.lstsq(others, jac[:, i], rcond=None)[0]
+        r2 = 1.0 - np.sum((jac[:, i] - others @ coef) ** 2) / max(np.sum(jac[:, i] ** 2), 1e-300)
+        closest = sorted((j for j in range(len(names)) if j != i), key=lambda j: -abs(cosine[i, j]))[:3]
+        unique = float(np.linalg.norm(jac[:, i] - others @ coef))
+        out[name] = {"r2": float(r2), "unique": unique,
+                     "closest": {names[j]: float(cosine[i, j]) for j in closest}}
+    return out
 
 
 def trained_policies(params, train_steps: int) -> dict:
@@ -87,6 +113,8 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=16,
                         help="worlds drawn from the fit's uncertainty for the return intervals")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--diagnose", action="store_true",
+                        help="fit nothing: print each field's collinearity at the true Params")
     parser.add_argument("--logging", choices=("epsilon_popularity", "epsilon_affinity"),
                         default="epsilon_popularity", help="the logs' logging policy (epsilon 0.3)")
     args = parser.parse_args()
@@ -99,6 +127,17 @@ def main() -> None:
         logs = generate_logs(n_steps=args.rows, batch_size=500, sim=make_simulator(params=true), seed=seed,
                              first_user=20_000_000 + seed * 1_000_000, policy=args.logging)
         train, train_meta, heldout = split_for_fit(logs, meta, 0.2)
+        if args.diagnose:
+            with tempfile.TemporaryDirectory() as tmp:
+                problem = FitProblem(train, train_meta, tmp)
+                table = collinearity(problem, true)
+            print(f"\nworld {seed}: {len(problem.names)} statistics; share of each field's effect that "
+                  "the other fields reproduce (R²)")
+            for name, row in table.items():
+                closest = ", ".join(f"{n} {c:+.2f}" for n, c in row["closest"].items())
+                print(f"  {name:22s} R² {row['r2']:.3f}  unique {row['unique']:8.1f}  closest: {closest}")
+            report.append({"world": seed, "collinearity": table})
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             result = fit_world(train, train_meta, tmp)

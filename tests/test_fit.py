@@ -336,6 +336,24 @@ def test_the_auxiliary_statistics_follow_the_params() -> None:
         assert values[2.0][f"choice/position_{j}"] == pytest.approx(j * np.log(0.85), abs=0.12)
 
 
+def test_collinearity_finds_a_field_the_others_can_mimic() -> None:
+    from types import SimpleNamespace
+
+    from scripts.fit_recovery import collinearity
+
+    d = len(FIT_FIELDS)
+    gen = np.random.default_rng(0)
+    columns = gen.normal(size=(40, d))
+    columns[:, 1] = 2.0 * columns[:, 0] - columns[:, 2]  # appeal_weight: a mix of two others
+    span = np.array([high - low for low, high in FIT_FIELDS.values()])
+    problem = SimpleNamespace(weight=np.ones(40), simulate=lambda theta: columns @ (theta / span))
+    table = collinearity(problem, make_simulator("default").params)
+    assert table["appeal_weight"]["r2"] > 0.999 and table["appeal_weight"]["unique"] < 1e-6
+    assert set(table["appeal_weight"]["closest"]) >= {"affinity_weight"}
+    assert all(0.0 <= row["r2"] < 0.9 for name, row in table.items()
+               if name not in ("affinity_weight", "appeal_weight", "fatigue_weight"))
+
+
 def test_the_fit_simulates_a_user_split_with_its_share_of_concurrent_users() -> None:
     from recsim_gym.experiments.fit_report import split_for_fit
 
