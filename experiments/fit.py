@@ -338,9 +338,9 @@ def item_evidence(catalog_file: str | Path) -> tuple[ItemTable, np.ndarray] | No
     """The item table of a fitted catalog with its evidence columns (:data:`ITEM_EVIDENCE`) and
     the price feature, or None for a catalog without them. Checked (no pickles): all of them or
     none, one finite value per item, ``0 <= conversions <= clicks``, the match and the price
-    feature in [0, 1]; ``ValueError`` names the column."""
-    with np.load(catalog_file, allow_pickle=False) as archive:
-        columns = {name: np.asarray(archive[name], np.float64) for name in archive.files}
+    feature in [0, 1], and the item table itself (:func:`load_item_table`); ``ValueError``
+    names the column."""
+    columns = load_item_table(str(catalog_file))  # every column of the file, the table's checked
     present = [name for name in ITEM_EVIDENCE if name in columns]
     if not present:
         return None
@@ -522,7 +522,7 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     start = time.perf_counter()
     problem = FitProblem(logs, meta, out, bootstrap)
     observed, names, sigma, base = problem.observed, problem.names, problem.sigma, problem.base
-    simulate, distance, world, weight = problem.simulate, problem.distance, problem.world, problem.weight
+    simulate, distance, weight = problem.simulate, problem.distance, problem.weight
     items, out = problem.items, problem.out
     free = _to_free(_vector(base))  # Gauss-Newton runs in the free coordinates
     simulated = simulate(_from_free(free))
@@ -549,15 +549,13 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
             damping, stalled, refreshed = 1e-2, 0, True
     theta = _from_free(free)
     jacobian = _jacobian(theta, simulate)  # in field units, for the intervals
-    final = world(theta)
+    final = _with(base, theta)
     table = out / "items.npz"
-    Path(final.catalog_file).unlink()
     save_item_table(str(table), items.topics, items.appeal, items.price, items.popularity,
                     item_quality(items, final, problem.price_feature),
                     extra={"clicks": items.clicks, "conversions": items.conversions,
                            "declared_at_click": items.declared_at_click,
                            "price_feature": problem.price_feature})
-    final = final.replace(catalog_file=str(table.resolve()))
     covariance = _sandwich(jacobian, weight, sigma)
     covariance = (covariance + covariance.T) / 2  # exactly symmetric, as the file check wants
     se = np.sqrt(np.maximum(np.diag(covariance), 0.0))

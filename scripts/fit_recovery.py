@@ -74,10 +74,10 @@ def collinearity(problem: FitProblem, params) -> dict[str, dict]:
     out = {}
     for i, name in enumerate(names):
         others = np.delete(jac, i, axis=1)
-        coef = np.linalg.lstsq(others, jac[:, i], rcond=None)[0]
-        r2 = 1.0 - np.sum((jac[:, i] - others @ coef) ** 2) / max(np.sum(jac[:, i] ** 2), 1e-300)
+        rest = jac[:, i] - others @ np.linalg.lstsq(others, jac[:, i], rcond=None)[0]
+        r2 = 1.0 - np.sum(rest ** 2) / max(np.sum(jac[:, i] ** 2), 1e-300)
         closest = sorted((j for j in range(len(names)) if j != i), key=lambda j: -abs(cosine[i, j]))[:3]
-        unique = float(np.linalg.norm(jac[:, i] - others @ coef))
+        unique = float(np.linalg.norm(rest))
         out[name] = {"r2": float(r2), "unique": unique,
                      "closest": {names[j]: float(cosine[i, j]) for j in closest}}
     return out
