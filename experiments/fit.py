@@ -314,6 +314,13 @@ def item_quality(items: ItemTable, params: Any, price_feature: np.ndarray, seed:
     prior = np.where((items.appeal >= params.clickbait_appeal_min)[:, None], clickbait / clickbait.sum(),
                      regular / regular.sum())
     post = np.exp(log_like - log_like.max(1, keepdims=True)) * prior
+    # an item with many clicks whose likelihood peaks outside its prior's support (clickbait
+    # converting like a good item) underflows to zero there: scale by the posterior's own peak
+    lost = post.sum(1) == 0.0
+    if lost.any():
+        with np.errstate(divide="ignore"):
+            log_post = log_like[lost] + np.log(prior[lost])
+        post[lost] = np.exp(log_post - log_post.max(1, keepdims=True))
     cdf = np.cumsum(post, axis=1)
     cdf /= cdf[:, -1:]
     # a draw from each item's posterior (inverse CDF at a fixed uniform per item, so the

@@ -20,8 +20,10 @@ from recsim_gym.experiments.config import ConfigError, parse_config
 from recsim_gym.experiments.fit import (
     FIT_FIELDS,
     FitResult,
+    ItemTable,
     auxiliary_statistics,
     item_evidence,
+    item_quality,
     load_fit,
     load_fit_result,
     save_fit,
@@ -352,6 +354,23 @@ def test_collinearity_finds_a_field_the_others_can_mimic() -> None:
     assert set(table["appeal_weight"]["closest"]) >= {"affinity_weight"}
     assert all(0.0 <= row["r2"] < 0.9 for name, row in table.items()
                if name not in ("affinity_weight", "appeal_weight", "fatigue_weight"))
+
+
+def test_item_quality_stays_finite_when_the_evidence_contradicts_the_prior() -> None:
+    # clickbait (appeal above clickbait_appeal_min: quality at most clickbait_quality_max a
+    # priori) that converts like the best items, seen in thousands of clicks: its likelihood
+    # underflows over the whole of its prior's support, and the posterior must not be 0/0
+    params = make_simulator("default").params
+    appeal = np.array([0.99, 0.5, 0.5])
+    assert appeal[0] >= params.clickbait_appeal_min > appeal[1]
+    clicks, conversions = np.array([20_000.0, 20_000.0, 3.0]), np.array([19_000.0, 19_000.0, 1.0])
+    items = ItemTable(topics=np.full((3, 2), 0.5), appeal=appeal, price=np.ones(3), popularity=np.ones(3),
+                      clicks=clicks, conversions=conversions, declared_at_click=np.ones(3),
+                      index=np.zeros((1, 1), dtype=np.int64))
+    quality = item_quality(items, params, np.zeros(3))
+    assert np.all(np.isfinite(quality)), quality
+    assert params.clickbait_quality_max - 0.03 <= quality[0] <= params.clickbait_quality_max + 0.01
+    assert quality[1] > 0.9  # the same evidence on a regular item: near the top
 
 
 def test_the_fit_simulates_a_user_split_with_its_share_of_concurrent_users() -> None:
