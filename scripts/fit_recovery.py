@@ -14,7 +14,9 @@ epsilon-popularity (or ``--logging epsilon_affinity``) logging, hold out 20% of 
 
 ``python scripts/fit_recovery.py --worlds 0 1 2 --rows 100000`` (docs/fit.md has its output).
 ``--diagnose`` fits nothing: it prints, at each world's true Params, how much of each field's
-effect on the auxiliary statistics the other fields can reproduce (:func:`collinearity`).
+effect on the auxiliary statistics the other fields can reproduce (:func:`collinearity`), the
+standard error of ``churn_base`` that even an estimator knowing every user's satisfaction would
+have on the same log (:func:`oracle_churn_se`), and how far that moves two policies' returns.
 """
 
 from __future__ import annotations
@@ -83,6 +85,94 @@ def collinearity(problem: FitProblem, params) -> dict[str, dict]:
     return out
 
 
+#: The fields behind session ends, in the order :func:`churn_information` uses.
+CHURN_FIELDS = ("churn_base", "churn_scale", "satisfaction_rate", "no_click_penalty")
+
+
+def satisfaction_paths(logs: dict[str, np.ndarray], quality: np.ndarray, initial: np.ndarray,
+                       params) -> dict[str, np.ndarray]:
+    """Each logged row's satisfaction after its step, replayed from what the simulator knows:
+    every item's hidden ``quality``, each row's user's ``initial`` satisfaction and the true
+    ``params`` (the kernel's ``s += rate (q - s)`` on a click, ``s *= 1 - penalty`` otherwise).
+    Also its derivatives in ``satisfaction_rate`` and ``no_click_penalty`` (``d_rate``,
+    ``d_penalty``) and the satisfaction before the step (``before``). Rows of a user must
+    come in step order, as in a log."""
+    user, position = logs["user"], logs["position"].astype(np.int64)
+    order = np.lexsort((logs["step"], user))
+    first = np.r_[True, user[order][1:] != user[order][:-1]]
+    rank = np.arange(len(order)) - np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+    clicked = position >= 0
+    q = np.zeros(len(user))
+    q[clicked] = quality[logs["slate_items"][clicked, position[clicked]]]
+    rate, penalty = float(params.satisfaction_rate), float(params.no_click_penalty)
+    out = {name: np.empty(len(user)) for name in ("after", "before", "d_rate", "d_penalty")}
+    s = initial[order[first]].astype(np.float64)
+    d_rate, d_penalty = np.zeros_like(s), np.zeros_like(s)
+    users_at = np.cumsum(first) - 1  # each sorted row's user, 0..U-1
+    for r in range(int(rank.max()) + 1):
+        rows = order[rank == r]
+        u = users_at[rank == r]
+        out["before"][rows] = s[u]
+        c, qu = clicked[rows], q[rows]
+        d_rate[u] = np.where(c, qu - s[u] + (1 - rate) * d_rate[u], (1 - penalty) * d_rate[u])
+        d_penalty[u] = np.where(c, (1 - rate) * d_penalty[u], -s[u] + (1 - penalty) * d_penalty[u])
+        s[u] = np.where(c, s[u] + rate * (qu - s[u]), s[u] * (1 - penalty))
+        out["after"][rows], out["d_rate"][rows], out["d_penalty"][rows] = s[u], d_rate[u], d_penalty[u]
+    return out
+
+
+def churn_information(paths: dict[str, np.ndarray], params) -> np.ndarray:
+    """The Fisher information (4 x 4, :data:`CHURN_FIELDS`) of the exact session-end
+    likelihood, ``P(leave) = churn_base + churn_scale (1 - s)^2`` per row, given satisfaction
+    paths (:func:`satisfaction_paths`, rows whose end is unknown left out by the caller)."""
+    gap = 1.0 - paths["after"]
+    scale = float(params.churn_scale)
+    hazard = float(params.churn_base) + scale * gap ** 2
+    grad = np.stack([np.ones_like(gap), gap ** 2, -2 * scale * gap * paths["d_rate"],
+                     -2 * scale * gap * paths["d_penalty"]], axis=1)
+    return (grad / (hazard * (1 - hazard))[:, None]).T @ grad
+
+
+def active_at_end(logs: dict[str, np.ndarray], batch_size: int) -> np.ndarray:
+    """The users still active when ``generate_logs`` stopped (its rows come in blocks of
+    ``batch_size``, one per step, the last perhaps partial): their last rows are cut, not
+    churned."""
+    return np.unique(logs["user"][(len(logs["user"]) // batch_size - 1) * batch_size:])
+
+
+def oracle_churn_se(logs: dict[str, np.ndarray], sim, cut_users: np.ndarray) -> dict[str, float]:
+    """The standard errors of :data:`CHURN_FIELDS` for an estimator that knows every item's
+    quality and every user's satisfaction, from ``logs`` of ``sim`` (all of a user's rows
+    or none): a lower bound for any fit of those logs. The last rows of ``cut_users``
+    (:func:`active_at_end`) and rows at ``max_steps`` say nothing of churn and are left out."""
+    from recsim_gym.env import rng as recsim_rng
+
+    params = sim.params
+    user = logs["user"]
+    ids, where = np.unique(user, return_inverse=True)
+    initial = np.asarray(sim.reset(recsim_rng.seed_to_key(ids)).satisfaction, dtype=np.float64)[where]
+    paths = satisfaction_paths(logs, sim.catalog.hidden[:, 1], initial, params)
+    order = np.lexsort((logs["step"], user))
+    last = np.zeros(len(user), dtype=bool)
+    last[order[np.r_[user[order][1:] != user[order][:-1], True]]] = True
+    known = ~(last & (np.isin(user, cut_users) | (logs["step"] >= params.max_steps - 1)))
+    info = churn_information({name: v[known] for name, v in paths.items()}, params)
+    return dict(zip(CHURN_FIELDS, np.sqrt(np.diag(np.linalg.inv(info))).tolist(), strict=True))
+
+
+def churn_sensitivity(params, se: float, users: int) -> dict[str, tuple[float, float, float]]:
+    """Random's and oracle-myopic's mean return with ``churn_base`` one ``se`` lower, as it
+    is, and one ``se`` higher: how much a log's uncertainty about it moves a policy's return."""
+    out = {}
+    for name in ("random", "oracle_myopic"):
+        values = []
+        for shift in (-se, 0.0, se):
+            world = params.replace(churn_base=max(0.0, params.churn_base + shift))
+            values.append(mean_return(registry.make(name, params=world, seed=0), world, users))
+        out[name] = tuple(values)
+    return out
+
+
 def trained_policies(params, train_steps: int) -> dict:
     """Each of :data:`POLICIES`, trained ``train_steps`` on ``params`` where it learns."""
     import torch
@@ -114,7 +204,8 @@ def main() -> None:
                         help="worlds drawn from the fit's uncertainty for the return intervals")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--diagnose", action="store_true",
-                        help="fit nothing: print each field's collinearity at the true Params")
+                        help="fit nothing: print each field's collinearity at the true Params and the "
+                             "bound on churn_base's standard error")
     parser.add_argument("--logging", choices=("epsilon_popularity", "epsilon_affinity"),
                         default="epsilon_popularity", help="the logs' logging policy (epsilon 0.3)")
     args = parser.parse_args()
@@ -124,7 +215,8 @@ def main() -> None:
     for seed in args.worlds:
         hidden = hidden_world(seed)
         true = make_simulator("default", **hidden).params
-        logs = generate_logs(n_steps=args.rows, batch_size=500, sim=make_simulator(params=true), seed=seed,
+        sim = make_simulator(params=true)
+        logs = generate_logs(n_steps=args.rows, batch_size=500, sim=sim, seed=seed,
                              first_user=20_000_000 + seed * 1_000_000, policy=args.logging)
         train, train_meta, heldout = split_for_fit(logs, meta, 0.2)
         if args.diagnose:
@@ -136,7 +228,19 @@ def main() -> None:
             for name, row in table.items():
                 closest = ", ".join(f"{n} {c:+.2f}" for n, c in row["closest"].items())
                 print(f"  {name:22s} R² {row['r2']:.3f}  unique {row['unique']:8.1f}  closest: {closest}")
-            report.append({"world": seed, "collinearity": table})
+            oracle = oracle_churn_se(train, sim, active_at_end(logs, meta["batch_size"]))
+            span = FIT_FIELDS["churn_base"][1] - FIT_FIELDS["churn_base"][0]
+            fit_se = span / table["churn_base"]["unique"]
+            bound = oracle["churn_base"]
+            print(f"  churn_base {true.churn_base:.4f}: the fit's unique part gives an se of {fit_se:.5f} "
+                  f"({fit_se / true.churn_base:.0%}); knowing every user's satisfaction, {bound:.5f} "
+                  f"({bound / true.churn_base:.0%})")
+            moves = churn_sensitivity(true, bound, args.users)
+            for name, (low, mid, high) in moves.items():
+                print(f"  {name:14s} return {mid:7.1f}; churn_base -/+ that se: {low:7.1f} "
+                      f"({low / mid - 1:+.1%}), {high:7.1f} ({high / mid - 1:+.1%})")
+            report.append({"world": seed, "collinearity": table, "oracle_churn_se": oracle,
+                           "fit_churn_base_se": fit_se, "churn_base_sensitivity": moves})
             continue
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()

@@ -373,6 +373,49 @@ def test_item_quality_stays_finite_when_the_evidence_contradicts_the_prior() -> 
     assert quality[1] > 0.9  # the same evidence on a regular item: near the top
 
 
+def test_satisfaction_paths_replay_the_simulators_satisfaction() -> None:
+    from recsim_gym.env import rng as recsim_rng
+    from recsim_gym.env.logs import epsilon_popularity_policy
+    from scripts.fit_recovery import satisfaction_paths
+
+    sim = make_simulator("default", observe_latent=True, satisfaction_rate=0.3, no_click_penalty=0.05)
+    inner, seen = epsilon_popularity_policy(sim.params.slate_size, 0.3), []
+
+    def recording(obs, gen):
+        seen.append(np.array(obs["satisfaction"][:, 0], dtype=np.float64))
+        return inner(obs, gen)
+
+    logs = generate_logs(n_steps=6_000, batch_size=100, sim=sim, seed=3, first_user=70_000, policy=recording)
+    ids, where = np.unique(logs["user"], return_inverse=True)
+    initial = np.asarray(sim.reset(recsim_rng.seed_to_key(ids)).satisfaction, dtype=np.float64)[where]
+    paths = satisfaction_paths(logs, sim.catalog.hidden[:, 1], initial, sim.params)
+    truth = np.concatenate(seen)[:len(logs["user"])]
+    assert truth.std() > 0.05  # satisfaction moves in this log
+    np.testing.assert_allclose(paths["before"], truth, atol=1e-5)
+    # the derivatives agree with replaying at a slightly different rate and penalty
+    for field, key in (("satisfaction_rate", "d_rate"), ("no_click_penalty", "d_penalty")):
+        h = 1e-6
+        bumped = sim.params.replace(**{field: getattr(sim.params, field) + h})
+        moved = satisfaction_paths(logs, sim.catalog.hidden[:, 1], initial, bumped)["after"]
+        np.testing.assert_allclose((moved - paths["after"]) / h, paths[key], atol=1e-4)
+
+
+def test_churn_information_gives_the_binomial_standard_error() -> None:
+    from scripts.fit_recovery import churn_information
+
+    # satisfied users leave with churn_base, unsatisfied ones with churn_base + churn_scale: the
+    # bound on churn_base is the binomial standard error of the satisfied users' rate
+    params = make_simulator("default", churn_base=0.004, churn_scale=0.05).params
+    n_satisfied, n_unsatisfied = 30_000, 70_000
+    after = np.r_[np.ones(n_satisfied), np.zeros(n_unsatisfied)]
+    zeros = np.zeros_like(after)
+    info = churn_information({"after": after, "d_rate": zeros, "d_penalty": zeros}, params)
+    covariance = np.linalg.inv(info[:2, :2])
+    assert np.sqrt(covariance[0, 0]) == pytest.approx(np.sqrt(0.004 * 0.996 / n_satisfied), rel=1e-9)
+    assert np.sqrt(covariance[1, 1]) == pytest.approx(
+        np.sqrt(0.004 * 0.996 / n_satisfied + 0.054 * 0.946 / n_unsatisfied), rel=1e-9)
+
+
 def test_the_fit_simulates_a_user_split_with_its_share_of_concurrent_users() -> None:
     from recsim_gym.experiments.fit_report import split_for_fit
 
