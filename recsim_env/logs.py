@@ -142,6 +142,23 @@ def epsilon_affinity_policy(k: int, epsilon: float = 0.3) -> LoggingPolicy:
     return _epsilon_greedy_policy(k, epsilon, affinity_score)
 
 
+def logging_policy(name: str, k: int, epsilon: float = 0.3) -> LoggingPolicy:
+    """The named logging policy for slates of ``k``: ``"epsilon_popularity"``,
+    ``"epsilon_affinity"``, ``"epsilon_slate"`` or ``"uniform"``."""
+    if name == "uniform":
+        return uniform_policy(k)
+    if name == "epsilon_popularity":
+        return epsilon_popularity_policy(k, epsilon)
+    if name == "epsilon_affinity":
+        return epsilon_affinity_policy(k, epsilon)
+    if name == "epsilon_slate":
+        from recsim_gym.env.logging_policies import EpsilonSlateLogging
+
+        return EpsilonSlateLogging(k, epsilon)
+    raise ValueError(f"unknown logging policy {name!r}: 'epsilon_popularity', "
+                     "'epsilon_affinity', 'epsilon_slate' or 'uniform'")
+
+
 def generate_logs(preset: str = "static", n_steps: int = 10_000, batch_size: int = 500,
                   first_user: int = 0, policy: str | LoggingPolicy = "epsilon_popularity",
                   epsilon: float = 0.3, seed: int = 0, sim: Any = None,
@@ -159,19 +176,7 @@ def generate_logs(preset: str = "static", n_steps: int = 10_000, batch_size: int
     params = sim.params
     k = params.slate_size
     if isinstance(policy, str):
-        if policy == "uniform":
-            policy = uniform_policy(k)
-        elif policy == "epsilon_popularity":
-            policy = epsilon_popularity_policy(k, epsilon)
-        elif policy == "epsilon_affinity":
-            policy = epsilon_affinity_policy(k, epsilon)
-        elif policy == "epsilon_slate":
-            from recsim_gym.env.logging_policies import EpsilonSlateLogging
-
-            policy = EpsilonSlateLogging(k, epsilon)
-        else:
-            raise ValueError(f"unknown logging policy {policy!r}: 'epsilon_popularity', "
-                             "'epsilon_affinity', 'epsilon_slate' or 'uniform'")
+        policy = logging_policy(policy, k, epsilon)
     gen = np.random.default_rng(seed)
     batch = max(1, min(batch_size, n_steps))
     users = np.arange(first_user, first_user + batch, dtype=np.int64)
