@@ -166,6 +166,16 @@ def _logistic(x: np.ndarray, y: np.ndarray, start: np.ndarray | None = None) -> 
     return _fit_logit(nll, x.shape[1], start)[0]
 
 
+def last_rows(logs: dict[str, np.ndarray]) -> np.ndarray:
+    """Per row of ``logs``, whether it is its user's last (by step): where a session ended,
+    or where the end of logging cut it."""
+    user = logs["user"]
+    order = np.lexsort((logs["step"], user))
+    last = np.zeros(len(user), dtype=bool)
+    last[order[np.r_[user[order][1:] != user[order][:-1], True]]] = True
+    return last
+
+
 def auxiliary_statistics(logs: dict[str, np.ndarray], num_topics: int, start: np.ndarray | None = None
                          ) -> tuple[np.ndarray, list[str]]:
     """The auxiliary statistics of a log (values, names): the choice logit's coefficients,
@@ -193,10 +203,7 @@ def auxiliary_statistics(logs: dict[str, np.ndarray], num_topics: int, start: np
     # session ends: the last logged row of each user (ended or cut by the end of logging,
     # which the simulated logs repeat)
     users = logs["user"]
-    order = np.lexsort((logs["step"], users))
-    last = np.zeros(n, dtype=bool)
-    sorted_users = users[order]
-    last[order[np.r_[sorted_users[1:] != sorted_users[:-1], True]]] = True
+    last = last_rows(logs)
     hist = logs["history"].astype(np.float32)
     valid, hist_click = hist[..., -1], hist[..., -3]
     no_clicks = (valid * (1 - hist_click)).sum(1) / hist.shape[1]

@@ -34,7 +34,7 @@ from recsim_gym.env import seeds
 from recsim_gym.env.logs import generate_logs
 from recsim_gym.env.simulator import make_simulator
 from recsim_gym.experiments.evaluate import evaluate, make_train_env
-from recsim_gym.experiments.fit import FIT_FIELDS, FitProblem, _jacobian, _vector, fit_world
+from recsim_gym.experiments.fit import FIT_FIELDS, FitProblem, _jacobian, _vector, fit_world, last_rows
 from recsim_gym.experiments.fit_report import compare, return_interval, simulate_fitted, split_for_fit
 
 POLICIES = ("random", "oracle_myopic", "logreg")
@@ -152,10 +152,7 @@ def oracle_churn_se(logs: dict[str, np.ndarray], sim, cut_users: np.ndarray) -> 
     ids, where = np.unique(user, return_inverse=True)
     initial = np.asarray(sim.reset(recsim_rng.seed_to_key(ids)).satisfaction, dtype=np.float64)[where]
     paths = satisfaction_paths(logs, sim.catalog.hidden[:, 1], initial, params)
-    order = np.lexsort((logs["step"], user))
-    last = np.zeros(len(user), dtype=bool)
-    last[order[np.r_[user[order][1:] != user[order][:-1], True]]] = True
-    known = ~(last & (np.isin(user, cut_users) | (logs["step"] >= params.max_steps - 1)))
+    known = ~(last_rows(logs) & (np.isin(user, cut_users) | (logs["step"] >= params.max_steps - 1)))
     info = churn_information({name: v[known] for name, v in paths.items()}, params)
     return dict(zip(CHURN_FIELDS, np.sqrt(np.diag(np.linalg.inv(info))).tolist(), strict=True))
 
