@@ -254,8 +254,9 @@ def choice_family(logs: dict[str, np.ndarray], num_topics: int) -> tuple[str, di
 @dataclass
 class ItemTable:
     """The items of a log, known by their features: topic vector, appeal, price (from the
-    price feature), observed popularity, and per item its clicks, conversions and the mean
-    interest proxy of its clicks (for the quality posterior)."""
+    price feature), observed popularity, and per item its clicks, conversions and the mean and
+    standard deviation over its clicks of the clicking user's declared-topic match (the
+    interest proxy of the quality posterior)."""
 
     topics: np.ndarray
     appeal: np.ndarray
@@ -264,6 +265,7 @@ class ItemTable:
     clicks: np.ndarray
     conversions: np.ndarray
     declared_at_click: np.ndarray
+    declared_sd_at_click: np.ndarray
     index: np.ndarray = field(repr=False)  #: (n, k) item row of every shown slot
 
 
@@ -293,41 +295,49 @@ def item_table(logs: dict[str, np.ndarray], num_topics: int, price_min: float, p
                               minlength=len(unique))
     declared_at_click = (np.bincount(clicked_items, weights=match, minlength=len(unique))
                          / np.maximum(clicks, 1))
+    second = np.bincount(clicked_items, weights=match.astype(np.float64) ** 2, minlength=len(unique))
+    spread = np.sqrt(np.clip(second / np.maximum(clicks, 1) - declared_at_click ** 2, 0.0, 0.25))
     price_feature = np.clip(flat[first, t + 1].astype(np.float64), 0.0, 1.0)
     return ItemTable(topics=topics, appeal=np.clip(flat[first, t].astype(np.float64), 0.0, 1.0),
                      price=price_min * (price_max / price_min) ** price_feature,
                      popularity=np.clip(popularity / max(popularity.max(), 1e-12), 1e-9, 1.0),
                      clicks=clicks, conversions=conversions, declared_at_click=declared_at_click,
-                     index=index)
+                     declared_sd_at_click=spread, index=index)
+
+
+def quality_log_likelihood(items: ItemTable, params: Any, price_feature: np.ndarray) -> np.ndarray:
+    """Each item's log-likelihood of its clicks' conversions on the quality grid (``(items,
+    grid)``, up to a constant per item) under ``params``' conversion model. The interest at a
+    click is approximated by 0.75 x the clicking user's declared-topic match (favourite topics'
+    interest averages 0.75, the others' 0); the sum over an item's clicks is taken by two-point
+    quadrature at the mean match +- its standard deviation, exact in the first three moments of
+    the match (the mean alone would put the mean interest inside the logistic: a Jensen gap)."""
+    centre = (params.conversion_bias + params.conversion_affinity * 0.75 * items.declared_at_click[:, None]
+              + params.conversion_quality * _GRID[None, :] - params.conversion_price * price_feature[:, None])
+    spread = params.conversion_affinity * 0.75 * items.declared_sd_at_click[:, None]
+    softplus = 0.5 * (np.logaddexp(0.0, centre + spread) + np.logaddexp(0.0, centre - spread))
+    # log p = x - softplus(x) and log (1 - p) = -softplus(x), summed over the clicks
+    return items.conversions[:, None] * centre - items.clicks[:, None] * softplus
 
 
 def item_quality(items: ItemTable, params: Any, price_feature: np.ndarray, seed: Any = 0) -> np.ndarray:
-    """A draw of each item's quality from its posterior given its clicks and conversions under
-    ``params``' conversion model (interest at a click approximated by 0.75 x its declared-topic match:
-    favourite topics' interest averages 0.75, the others' 0), with the default family's prior
-    given the item's appeal: an item at or above ``clickbait_appeal_min`` is clickbait, quality
-    uniform on [0, ``clickbait_quality_max``], the others ``Beta(quality_alpha, quality_beta)``
-    (the prior is the generator's, not learned: a learned prior would let the imputed qualities
-    absorb any conversion weights). ``seed`` picks the draw (the fit's catalog is seed 0)."""
+    """A draw of each item's quality from its posterior given its clicks and conversions
+    (:func:`quality_log_likelihood`), with the default family's prior given the item's appeal:
+    an item at or above ``clickbait_appeal_min`` is clickbait, quality uniform on [0,
+    ``clickbait_quality_max``], the others ``Beta(quality_alpha, quality_beta)`` (the prior is
+    the generator's, not learned: a learned prior would let the imputed qualities absorb any
+    conversion weights). ``seed`` picks the draw (the fit's catalog is seed 0)."""
     from scipy.stats import beta
 
-    logit = (params.conversion_bias + params.conversion_affinity * 0.75 * items.declared_at_click[:, None]
-             + params.conversion_quality * _GRID[None, :] - params.conversion_price * price_feature[:, None])
-    p = 1.0 / (1.0 + np.exp(-logit))
-    log_like = (items.conversions[:, None] * np.log(np.maximum(p, 1e-12))
-                + (items.clicks - items.conversions)[:, None] * np.log(np.maximum(1 - p, 1e-12)))
     regular = beta.pdf(np.clip(_GRID, 1e-6, 1 - 1e-6), params.quality_alpha, params.quality_beta)
     clickbait = (_GRID <= params.clickbait_quality_max).astype(float)
     prior = np.where((items.appeal >= params.clickbait_appeal_min)[:, None], clickbait / clickbait.sum(),
                      regular / regular.sum())
-    post = np.exp(log_like - log_like.max(1, keepdims=True)) * prior
-    # an item with many clicks whose likelihood peaks outside its prior's support (clickbait
-    # converting like a good item) underflows to zero there: scale by the posterior's own peak
-    lost = post.sum(1) == 0.0
-    if lost.any():
-        with np.errstate(divide="ignore"):
-            log_post = log_like[lost] + np.log(prior[lost])
-        post[lost] = np.exp(log_post - log_post.max(1, keepdims=True))
+    # in log space throughout: an item with many clicks whose likelihood peaks outside its
+    # prior's support (clickbait converting like a good item) must not underflow to zero
+    with np.errstate(divide="ignore"):
+        log_post = quality_log_likelihood(items, params, price_feature) + np.log(prior)
+    post = np.exp(log_post - log_post.max(1, keepdims=True))
     cdf = np.cumsum(post, axis=1)
     cdf /= cdf[:, -1:]
     # a draw from each item's posterior (inverse CDF at a fixed uniform per item, so the
@@ -343,17 +353,18 @@ def item_quality(items: ItemTable, params: Any, price_feature: np.ndarray, seed:
 
 
 #: The columns of a fitted item table that keep the evidence behind each item's quality (its
-#: clicks and conversions in the log, its declared-topic match at those clicks, its price
-#: feature), so that worlds drawn from the fit can redraw the qualities too.
-ITEM_EVIDENCE = ("clicks", "conversions", "declared_at_click", "price_feature")
+#: clicks and conversions in the log, the mean and standard deviation of the declared-topic
+#: match at those clicks, its price feature), so that worlds drawn from the fit can redraw the
+#: qualities too.
+ITEM_EVIDENCE = ("clicks", "conversions", "declared_at_click", "declared_sd_at_click", "price_feature")
 
 
 def item_evidence(catalog_file: str | Path) -> tuple[ItemTable, np.ndarray] | None:
     """The item table of a fitted catalog with its evidence columns (:data:`ITEM_EVIDENCE`) and
     the price feature, or None for a catalog without them. Checked (no pickles): all of them or
-    none, one finite value per item, ``0 <= conversions <= clicks``, the match and the price
-    feature in [0, 1], and the item table itself (:func:`load_item_table`); ``ValueError``
-    names the column."""
+    none, one finite value per item, ``0 <= conversions <= clicks``, the match's mean and the
+    price feature in [0, 1] and its standard deviation in [0, 0.5], and the item table itself
+    (:func:`load_item_table`); ``ValueError`` names the column."""
     columns = load_item_table(str(catalog_file))  # every column of the file, the table's checked
     present = [name for name in ITEM_EVIDENCE if name in columns]
     if not present:
@@ -368,12 +379,13 @@ def item_evidence(catalog_file: str | Path) -> tuple[ItemTable, np.ndarray] | No
     clicks, conversions = columns["clicks"], columns["conversions"]
     if (conversions < 0).any() or (conversions > clicks).any():
         raise ValueError(f"catalog_file {catalog_file}: conversions must be in [0, clicks]")
-    for name in ("declared_at_click", "price_feature"):
-        if ((columns[name] < 0) | (columns[name] > 1)).any():
-            raise ValueError(f"catalog_file {catalog_file}: {name} must be in [0, 1]")
+    for name, high in (("declared_at_click", 1.0), ("declared_sd_at_click", 0.5), ("price_feature", 1.0)):
+        if ((columns[name] < 0) | (columns[name] > high)).any():
+            raise ValueError(f"catalog_file {catalog_file}: {name} must be in [0, {high:g}]")
     table = ItemTable(topics=columns["topics"], appeal=columns["appeal"], price=columns["price"],
                       popularity=columns["popularity"], clicks=clicks, conversions=conversions,
-                      declared_at_click=columns["declared_at_click"], index=np.empty((0, 0), np.int64))
+                      declared_at_click=columns["declared_at_click"],
+                      declared_sd_at_click=columns["declared_sd_at_click"], index=np.empty((0, 0), np.int64))
     return table, columns["price_feature"]
 
 
@@ -569,6 +581,7 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
                     item_quality(items, final, problem.price_feature),
                     extra={"clicks": items.clicks, "conversions": items.conversions,
                            "declared_at_click": items.declared_at_click,
+                           "declared_sd_at_click": items.declared_sd_at_click,
                            "price_feature": problem.price_feature})
     covariance = _sandwich(jacobian, weight, sigma)
     covariance = (covariance + covariance.T) / 2  # exactly symmetric, as the file check wants

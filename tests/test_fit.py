@@ -24,8 +24,10 @@ from recsim_gym.experiments.fit import (
     auxiliary_statistics,
     item_evidence,
     item_quality,
+    item_table,
     load_fit,
     load_fit_result,
+    quality_log_likelihood,
     save_fit,
 )
 from scripts.fit_recovery import hidden_world
@@ -41,7 +43,7 @@ def _items(tmp_path: Path, n: int = 50, evidence: bool = False) -> Path:
     topics = gen.dirichlet(np.ones(T), n)
     clicks = np.where(np.arange(n) < n // 2, 2000.0, 0.0)
     extra = {"clicks": clicks, "conversions": clicks / 2, "declared_at_click": np.full(n, 0.5),
-             "price_feature": gen.random(n)} if evidence else None
+             "declared_sd_at_click": np.full(n, 0.2), "price_feature": gen.random(n)} if evidence else None
     return Path(save_item_table(str(tmp_path / "items.npz"), topics, gen.random(n) * 0.5,
                                 gen.uniform(2, 500, n), gen.uniform(0.01, 1, n), gen.random(n), extra=extra))
 
@@ -211,6 +213,7 @@ def test_a_certain_fit_still_ranges_over_its_items_qualities(tmp_path: Path) -> 
     ({"conversions": "more"}, "conversions must be in"),
     ({"price_feature": None}, "all of"),
     ({"declared_at_click": "nan"}, "declared_at_click must be 50 finite"),
+    ({"declared_sd_at_click": "wide"}, r"declared_sd_at_click must be in \[0, 0.5\]"),
     ({"clicks": "short"}, "clicks must be 50 finite"),
 ])
 def test_bad_item_evidence_is_refused(tmp_path: Path, change: dict, message: str) -> None:
@@ -225,6 +228,8 @@ def test_bad_item_evidence_is_refused(tmp_path: Path, change: dict, message: str
             columns[name] = columns["clicks"] + 1
         elif how == "nan":
             columns[name] = np.full(50, np.nan)
+        elif how == "wide":
+            columns[name] = np.full(50, 0.6)
         else:
             columns[name] = columns[name][:10]
     np.savez(table, **columns)
@@ -366,11 +371,58 @@ def test_item_quality_stays_finite_when_the_evidence_contradicts_the_prior() -> 
     clicks, conversions = np.array([20_000.0, 20_000.0, 3.0]), np.array([19_000.0, 19_000.0, 1.0])
     items = ItemTable(topics=np.full((3, 2), 0.5), appeal=appeal, price=np.ones(3), popularity=np.ones(3),
                       clicks=clicks, conversions=conversions, declared_at_click=np.ones(3),
-                      index=np.zeros((1, 1), dtype=np.int64))
+                      declared_sd_at_click=np.zeros(3), index=np.zeros((1, 1), dtype=np.int64))
     quality = item_quality(items, params, np.zeros(3))
     assert np.all(np.isfinite(quality)), quality
     assert params.clickbait_quality_max - 0.03 <= quality[0] <= params.clickbait_quality_max + 0.01
     assert quality[1] > 0.9  # the same evidence on a regular item: near the top
+
+
+def test_the_quality_likelihood_sums_over_each_clicks_own_match() -> None:
+    # each item's clicks split evenly between two declared-topic matches: the two-point
+    # quadrature is then exact, and the per-click sum is what the posterior must use (the
+    # mean match inside the logistic differs from it: the Jensen gap)
+    params = make_simulator("default").params
+    gen = np.random.default_rng(3)
+    n = 6
+    low, high = gen.uniform(0.0, 0.4, n), gen.uniform(0.6, 1.0, n)
+    clicks = np.full(n, 400.0)
+    conversions = gen.integers(0, 400, n).astype(float)
+    items = ItemTable(topics=np.full((n, 2), 0.5), appeal=np.full(n, 0.3), price=np.ones(n),
+                      popularity=np.ones(n), clicks=clicks, conversions=conversions,
+                      declared_at_click=(low + high) / 2, declared_sd_at_click=(high - low) / 2,
+                      index=np.zeros((1, 1), dtype=np.int64))
+    price_feature = gen.random(n)
+    grid = np.linspace(0.0, 1.0, 51)
+
+    def per_click(match: np.ndarray, converted: np.ndarray) -> np.ndarray:
+        logit = (params.conversion_bias + params.conversion_affinity * 0.75 * match[:, None]
+                 + params.conversion_quality * grid - params.conversion_price * price_feature[:, None])
+        p = 1.0 / (1.0 + np.exp(-logit))
+        return converted[:, None] * np.log(p) + (200.0 - converted)[:, None] * np.log(1.0 - p)
+
+    # half the conversions at each match; only differences along the grid are identified
+    exact = per_click(low, conversions / 2) + per_click(high, conversions / 2)
+    got = quality_log_likelihood(items, params, price_feature)
+    np.testing.assert_allclose(got - got[:, :1], exact - exact[:, :1], rtol=1e-9, atol=1e-7)
+    items.declared_sd_at_click = np.zeros(n)
+    mean_only = quality_log_likelihood(items, params, price_feature)
+    assert np.abs((mean_only - mean_only[:, :1]) - (exact - exact[:, :1])).max() > 1e-3
+
+
+def test_item_table_keeps_each_items_match_spread() -> None:
+    logs = generate_logs(preset="default", n_steps=3_000, seed=1, num_topics=T, declared_topics=2)
+    params = make_simulator("default").params
+    items = item_table(logs, T, params.price_min, params.price_max)
+    pos = logs["position"].astype(int)
+    rows = np.flatnonzero(pos >= 0)
+    item = items.index[rows, pos[rows]]
+    match = (logs["slate_features"][rows, pos[rows], :T].astype(np.float64)
+             * logs["user_features"][rows, :T].astype(np.float32)).sum(1)
+    busiest = np.bincount(item).argmax()
+    np.testing.assert_allclose(items.declared_sd_at_click[busiest], match[item == busiest].std(), atol=1e-6)
+    assert items.declared_sd_at_click[busiest] > 0.0
+    assert np.all(items.declared_sd_at_click[items.clicks <= 1] == 0.0)
 
 
 def test_satisfaction_paths_replay_the_simulators_satisfaction() -> None:
