@@ -362,17 +362,20 @@ ITEM_EVIDENCE = ("clicks", "conversions", "declared_at_click", "declared_sd_at_c
 def item_evidence(catalog_file: str | Path) -> tuple[ItemTable, np.ndarray] | None:
     """The item table of a fitted catalog with its evidence columns (:data:`ITEM_EVIDENCE`) and
     the price feature, or None for a catalog without them. Checked (no pickles): all of them or
-    none, one finite value per item, ``0 <= conversions <= clicks``, the match's mean and the
-    price feature in [0, 1] and its standard deviation in [0, 0.5], and the item table itself
-    (:func:`load_item_table`); ``ValueError`` names the column."""
+    none (a fit written before the match's standard deviation was kept reads as a spread of 0,
+    the posterior it was made with), one finite value per item, ``0 <= conversions <= clicks``,
+    the match's mean and the price feature in [0, 1] and its standard deviation in [0, 0.5], and
+    the item table itself (:func:`load_item_table`); ``ValueError`` names the column."""
     columns = load_item_table(str(catalog_file))  # every column of the file, the table's checked
     present = [name for name in ITEM_EVIDENCE if name in columns]
     if not present:
         return None
-    if len(present) != len(ITEM_EVIDENCE):
+    n = len(columns["appeal"])
+    if present == [name for name in ITEM_EVIDENCE if name != "declared_sd_at_click"]:
+        columns["declared_sd_at_click"] = np.zeros(n)  # written before f3d38e6: the mean match only
+    elif len(present) != len(ITEM_EVIDENCE):
         raise ValueError(f"catalog_file {catalog_file}: evidence columns must be all of "
                          f"{list(ITEM_EVIDENCE)} or none, got {present}")
-    n = len(columns["appeal"])
     for name in ITEM_EVIDENCE:
         if columns[name].shape != (n,) or not np.isfinite(columns[name]).all():
             raise ValueError(f"catalog_file {catalog_file}: {name} must be {n} finite values")

@@ -237,6 +237,16 @@ def test_bad_item_evidence_is_refused(tmp_path: Path, change: dict, message: str
         load_fit_result(path)
 
 
+def test_a_fit_written_before_the_match_spread_was_kept_still_draws(tmp_path: Path) -> None:
+    save_fit(_fit_result(tmp_path, evidence=True), tmp_path)
+    table = tmp_path / "items.npz"
+    with np.load(table) as archive:
+        columns = {name: archive[name] for name in archive.files if name != "declared_sd_at_click"}
+    np.savez(table, **columns)
+    items, _ = item_evidence(table)
+    assert np.all(items.declared_sd_at_click == 0.0) and items.declared_sd_at_click.shape == (50,)
+
+
 @pytest.mark.parametrize(("covariance", "message"), [
     (None, "no covariance"),
     ([[1.0, 2.0], [2.0, 1.0]], "must be 15 x 15"),
