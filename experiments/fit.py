@@ -312,9 +312,10 @@ def quality_log_likelihood(items: ItemTable, params: Any, price_feature: np.ndar
     interest averages 0.75, the others' 0); the sum over an item's clicks is taken by two-point
     quadrature at the mean match +- its standard deviation, exact in the first three moments of
     the match (the mean alone would put the mean interest inside the logistic: a Jensen gap)."""
-    centre = (params.conversion_bias + params.conversion_affinity * 0.75 * items.declared_at_click[:, None]
+    per_match = params.conversion_affinity * 0.75  # the logit's change per unit of declared match
+    centre = (params.conversion_bias + per_match * items.declared_at_click[:, None]
               + params.conversion_quality * _GRID[None, :] - params.conversion_price * price_feature[:, None])
-    spread = params.conversion_affinity * 0.75 * items.declared_sd_at_click[:, None]
+    spread = per_match * items.declared_sd_at_click[:, None]
     softplus = 0.5 * (np.logaddexp(0.0, centre + spread) + np.logaddexp(0.0, centre - spread))
     # log p = x - softplus(x) and log (1 - p) = -softplus(x), summed over the clicks
     return items.conversions[:, None] * centre - items.clicks[:, None] * softplus
@@ -582,10 +583,8 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     table = out / "items.npz"
     save_item_table(str(table), items.topics, items.appeal, items.price, items.popularity,
                     item_quality(items, final, problem.price_feature),
-                    extra={"clicks": items.clicks, "conversions": items.conversions,
-                           "declared_at_click": items.declared_at_click,
-                           "declared_sd_at_click": items.declared_sd_at_click,
-                           "price_feature": problem.price_feature})
+                    extra={name: problem.price_feature if name == "price_feature" else getattr(items, name)
+                           for name in ITEM_EVIDENCE})
     covariance = _sandwich(jacobian, weight, sigma)
     covariance = (covariance + covariance.T) / 2  # exactly symmetric, as the file check wants
     se = np.sqrt(np.maximum(np.diag(covariance), 0.0))
