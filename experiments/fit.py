@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -255,8 +255,9 @@ def choice_family(logs: dict[str, np.ndarray], num_topics: int) -> tuple[str, di
 class ItemTable:
     """The items of a log, known by their features: topic vector, appeal, price (from the
     price feature), observed popularity, and per item its clicks, conversions and the mean and
-    standard deviation over its clicks of the clicking user's declared-topic match (the
-    interest proxy of the quality posterior)."""
+    standard deviation over its clicks of the clicking user's declared-topic match, and the
+    proxy ``(a, b)`` that maps a match to the affinity at a click, ``a + b x match`` (the
+    quality posterior's interest proxy; :func:`affinity_proxy`)."""
 
     topics: np.ndarray
     appeal: np.ndarray
@@ -267,6 +268,7 @@ class ItemTable:
     declared_at_click: np.ndarray
     declared_sd_at_click: np.ndarray
     index: np.ndarray = field(repr=False)  #: (n, k) item row of every shown slot
+    affinity_proxy: tuple[float, float] = (0.0, 0.75)
 
 
 def item_table(logs: dict[str, np.ndarray], num_topics: int, price_min: float, price_max: float) -> ItemTable:
@@ -308,17 +310,63 @@ def item_table(logs: dict[str, np.ndarray], num_topics: int, price_min: float, p
 def quality_log_likelihood(items: ItemTable, params: Any, price_feature: np.ndarray) -> np.ndarray:
     """Each item's log-likelihood of its clicks' conversions on the quality grid (``(items,
     grid)``, up to a constant per item) under ``params``' conversion model. The interest at a
-    click is approximated by 0.75 x the clicking user's declared-topic match (favourite topics'
+    click is approximated by ``a + b x`` the clicking user's declared-topic match,
+    ``items.affinity_proxy`` (before a fit measures it, :data:`PRIOR_PROXY`: favourite topics'
     interest averages 0.75, the others' 0); the sum over an item's clicks is taken by two-point
     quadrature at the mean match +- its standard deviation, exact in the first three moments of
     the match (the mean alone would put the mean interest inside the logistic: a Jensen gap)."""
-    per_match = params.conversion_affinity * 0.75  # the logit's change per unit of declared match
-    centre = (params.conversion_bias + per_match * items.declared_at_click[:, None]
+    level, slope = items.affinity_proxy
+    per_match = params.conversion_affinity * slope  # the logit's change per unit of declared match
+    centre = (params.conversion_bias + params.conversion_affinity * level
+              + per_match * items.declared_at_click[:, None]
               + params.conversion_quality * _GRID[None, :] - params.conversion_price * price_feature[:, None])
     spread = per_match * items.declared_sd_at_click[:, None]
     softplus = 0.5 * (np.logaddexp(0.0, centre + spread) + np.logaddexp(0.0, centre - spread))
     # log p = x - softplus(x) and log (1 - p) = -softplus(x), summed over the clicks
     return items.conversions[:, None] * centre - items.clicks[:, None] * softplus
+
+
+#: The interest proxy before a fit measures one: ``0 + 0.75 x`` the declared-topic match.
+PRIOR_PROXY = (0.0, 0.75)
+#: The range a stored proxy is checked against: level ``a`` and slope ``b`` of ``a + b x match``.
+PROXY_RANGE = ((-1.0, 1.0), (-2.0, 2.0))
+
+
+def affinity_proxy(logs: dict[str, np.ndarray], interest: np.ndarray, topics: np.ndarray,
+                   min_clicks: int = 100) -> tuple[float, float]:
+    """Least squares ``affinity ~ a + b x match`` over the clicks of a simulated log whose users'
+    latent ``interest`` (rows, T) before each step is known: ``affinity`` is the interest's dot
+    product with the clicked item's topics (``topics``: the catalog's, by ``slate_items``), the
+    conversion model's input; ``match`` is the declared-topic match that a real log shows.
+    Fewer than ``min_clicks`` clicks, or matches without spread, give :data:`PRIOR_PROXY`."""
+    t = topics.shape[1]
+    rows = np.flatnonzero(logs["position"] >= 0)
+    position = logs["position"][rows].astype(np.int64)
+    if len(rows) < min_clicks:
+        return PRIOR_PROXY
+    clicked = logs["slate_items"][rows, position]
+    affinity = (topics[clicked] * interest[rows]).sum(1, dtype=np.float64)
+    shown = logs["slate_features"][rows, position, :t].astype(np.float32)
+    match = (shown * logs["user_features"][rows, :t].astype(np.float32)).sum(1).astype(np.float64)
+    if match.std() < 1e-6:
+        return PRIOR_PROXY
+    slope, level = np.polyfit(match, affinity, 1)
+    return float(level), float(slope)
+
+
+class _InterestRecorder:
+    """A simulator that keeps its users' latent interest before every step (for
+    :func:`affinity_proxy`); everything else is the wrapped simulator's."""
+
+    def __init__(self, sim: Any) -> None:
+        self._sim, self.interest = sim, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sim, name)
+
+    def step(self, state: Any, slates: np.ndarray, *args: Any) -> Any:
+        self.interest.append(np.array(state.interest, dtype=np.float32))
+        return self._sim.step(state, slates, *args)
 
 
 def item_quality(items: ItemTable, params: Any, price_feature: np.ndarray, seed: Any = 0) -> np.ndarray:
@@ -365,8 +413,10 @@ def item_evidence(catalog_file: str | Path) -> tuple[ItemTable, np.ndarray] | No
     the price feature, or None for a catalog without them. Checked (no pickles): all of them or
     none (a fit written before the match's standard deviation was kept reads as a spread of 0,
     the posterior it was made with), one finite value per item, ``0 <= conversions <= clicks``,
-    the match's mean and the price feature in [0, 1] and its standard deviation in [0, 0.5], and
-    the item table itself (:func:`load_item_table`); ``ValueError`` names the column."""
+    the match's mean and the price feature in [0, 1] and its standard deviation in [0, 0.5], the
+    interest proxy ``affinity_proxy`` inside :data:`PROXY_RANGE` (a fit written before it was
+    measured reads as :data:`PRIOR_PROXY`), and the item table itself (:func:`load_item_table`);
+    ``ValueError`` names the column."""
     columns = load_item_table(str(catalog_file))  # every column of the file, the table's checked
     present = [name for name in ITEM_EVIDENCE if name in columns]
     if not present:
@@ -386,10 +436,16 @@ def item_evidence(catalog_file: str | Path) -> tuple[ItemTable, np.ndarray] | No
     for name, high in (("declared_at_click", 1.0), ("declared_sd_at_click", 0.5), ("price_feature", 1.0)):
         if ((columns[name] < 0) | (columns[name] > high)).any():
             raise ValueError(f"catalog_file {catalog_file}: {name} must be in [0, {high:g}]")
+    proxy = columns.get("affinity_proxy", np.array(PRIOR_PROXY))  # before the fit measured it
+    bounds = np.array(PROXY_RANGE)
+    if proxy.shape != (2,) or not ((bounds[:, 0] <= proxy) & (proxy <= bounds[:, 1])).all():
+        raise ValueError(f"catalog_file {catalog_file}: affinity_proxy must be 2 values, level in "
+                         f"{list(PROXY_RANGE[0])} and slope in {list(PROXY_RANGE[1])}, got {proxy.tolist()}")
     table = ItemTable(topics=columns["topics"], appeal=columns["appeal"], price=columns["price"],
                       popularity=columns["popularity"], clicks=clicks, conversions=conversions,
                       declared_at_click=columns["declared_at_click"],
-                      declared_sd_at_click=columns["declared_sd_at_click"], index=np.empty((0, 0), np.int64))
+                      declared_sd_at_click=columns["declared_sd_at_click"], index=np.empty((0, 0), np.int64),
+                      affinity_proxy=(float(proxy[0]), float(proxy[1])))
     return table, columns["price_feature"]
 
 
@@ -535,6 +591,20 @@ class FitProblem:
         Path(params.catalog_file).unlink()  # read into the cached catalog already
         return auxiliary_statistics(logged, self.num_topics, start=self.observed)[0]
 
+    def calibrate(self, theta: np.ndarray) -> tuple[float, float]:
+        """The interest proxy measured at ``theta``'s world (:func:`affinity_proxy` on the log
+        that :meth:`simulate` would give there, with its users' latent interests), made the one
+        the imputed catalogs use from now on; returns it."""
+        params = self.world(theta)
+        recorder = _InterestRecorder(make_simulator(params=params))
+        logged = generate_logs(n_steps=self.rows, batch_size=self.batch, sim=recorder, policy=self.logging,
+                               epsilon=self.epsilon, first_user=seeds.FIT_SIM_SEED, seed=0)
+        Path(params.catalog_file).unlink()
+        interest = np.concatenate(recorder.interest)[: self.rows]
+        proxy = affinity_proxy(logged, interest, recorder.catalog.topics)
+        self.items = replace(self.items, affinity_proxy=proxy)
+        return proxy
+
     def distance(self, statistics: np.ndarray) -> float:
         """The weighted squared distance of ``statistics`` from the logged ones."""
         residual = self.observed - statistics
@@ -552,39 +622,27 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     start = time.perf_counter()
     problem = FitProblem(logs, meta, out, bootstrap)
     observed, names, sigma, base = problem.observed, problem.names, problem.sigma, problem.base
-    simulate, distance, weight = problem.simulate, problem.distance, problem.weight
-    items, out = problem.items, problem.out
+    simulate, weight = problem.simulate, problem.weight
     free = _to_free(_vector(base))  # Gauss-Newton runs in the free coordinates
     simulated = simulate(_from_free(free))
     jacobian = _jacobian_free(free, simulated, lambda z: simulate(_from_free(z)))
-    damping, used, stalled, refreshed = 1e-2, 0, 0, False
-    for used in range(1, iterations + 1):
-        objective = distance(simulated)
-        gram = jacobian.T @ (weight[:, None] * jacobian)
-        gradient = jacobian.T @ (weight * (observed - simulated))
-        step = np.clip(np.linalg.solve(gram + damping * np.diag(np.diag(gram) + 1e-9), gradient), -2.0, 2.0)
-        candidate = free + step
-        trial = simulate(_from_free(candidate))
-        jacobian += np.outer(trial - simulated - jacobian @ step, step) / max(step @ step, 1e-12)  # Broyden
-        if distance(trial) < objective:
-            free, simulated, damping, stalled = candidate, trial, damping / 3, 0
-        else:
-            damping, stalled = damping * 4, stalled + 1
-        if progress is not None:
-            progress(used, distance(simulated))
-        if stalled >= 3:  # a fresh Jacobian once before giving up: Broyden's can drift
-            if refreshed:
-                break
-            jacobian = _jacobian_free(free, simulated, lambda z: simulate(_from_free(z)))
-            damping, stalled, refreshed = 1e-2, 0, True
+    free, simulated, jacobian, used = _gauss_newton(problem, free, simulated, jacobian, iterations, progress)
+    # the interest proxy of the quality posterior, measured at the world just fitted (the prior's
+    # 0.75 x match set the catalogs so far), then the fit continues from there with it
+    problem.calibrate(_from_free(free))
+    simulated = simulate(_from_free(free))
+    free, simulated, jacobian, more = _gauss_newton(problem, free, simulated, jacobian, iterations, progress,
+                                                     start=used)
+    used += more
+    items, out = problem.items, problem.out
     theta = _from_free(free)
     jacobian = _jacobian(theta, simulate)  # in field units, for the intervals
     final = _with(base, theta)
     table = out / "items.npz"
     save_item_table(str(table), items.topics, items.appeal, items.price, items.popularity,
                     item_quality(items, final, problem.price_feature),
-                    extra={name: problem.price_feature if name == "price_feature" else getattr(items, name)
-                           for name in ITEM_EVIDENCE})
+                    extra={**{name: problem.price_feature if name == "price_feature" else getattr(items, name)
+                              for name in ITEM_EVIDENCE}, "affinity_proxy": np.array(items.affinity_proxy)})
     covariance = _sandwich(jacobian, weight, sigma)
     covariance = (covariance + covariance.T) / 2  # exactly symmetric, as the file check wants
     se = np.sqrt(np.maximum(np.diag(covariance), 0.0))
@@ -600,6 +658,40 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     return FitResult(overrides=overrides, intervals=intervals, statistics=statistics,
                      choice_loglik=problem.choice_loglik, seconds=time.perf_counter() - start,
                      iterations=used, rows=problem.rows, covariance=covariance)
+
+
+def _gauss_newton(problem: FitProblem, free: np.ndarray, simulated: np.ndarray, jacobian: np.ndarray,
+                  iterations: int, progress: Any, start: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Levenberg-Marquardt steps on ``problem.distance`` from ``free`` (simulated statistics
+    ``simulated``), Broyden updates of ``jacobian``, a fresh Jacobian once after 3 failed steps;
+    returns the point, its statistics, the Jacobian and the iterations used."""
+    observed, weight, distance = problem.observed, problem.weight, problem.distance
+
+    def simulate(z: np.ndarray) -> np.ndarray:
+        return problem.simulate(_from_free(z))
+
+    damping, used, stalled, refreshed = 1e-2, 0, 0, False
+    for used in range(1, iterations + 1):
+        objective = distance(simulated)
+        gram = jacobian.T @ (weight[:, None] * jacobian)
+        gradient = jacobian.T @ (weight * (observed - simulated))
+        step = np.clip(np.linalg.solve(gram + damping * np.diag(np.diag(gram) + 1e-9), gradient), -2.0, 2.0)
+        candidate = free + step
+        trial = simulate(candidate)
+        jacobian = jacobian + np.outer(trial - simulated - jacobian @ step, step) / max(step @ step, 1e-12)
+        if distance(trial) < objective:
+            free, simulated, damping, stalled = candidate, trial, damping / 3, 0
+        else:
+            damping, stalled = damping * 4, stalled + 1
+        if progress is not None:
+            progress(start + used, distance(simulated))
+        if stalled >= 3:  # a fresh Jacobian once before giving up: Broyden's can drift
+            if refreshed:
+                break
+            jacobian = _jacobian_free(free, simulated, simulate)
+            damping, stalled, refreshed = 1e-2, 0, True
+    return free, simulated, jacobian, used
 
 
 def _jacobian_free(z: np.ndarray, at: np.ndarray, simulate) -> np.ndarray:

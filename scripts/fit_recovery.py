@@ -34,7 +34,15 @@ from recsim_gym.env import seeds
 from recsim_gym.env.logs import generate_logs
 from recsim_gym.env.simulator import make_simulator
 from recsim_gym.experiments.evaluate import evaluate, make_train_env
-from recsim_gym.experiments.fit import FIT_FIELDS, FitProblem, _jacobian, _vector, fit_world, last_rows
+from recsim_gym.experiments.fit import (
+    FIT_FIELDS,
+    FitProblem,
+    _jacobian,
+    _vector,
+    fit_world,
+    item_evidence,
+    last_rows,
+)
 from recsim_gym.experiments.fit_report import compare, return_interval, simulate_fitted, split_for_fit
 
 POLICIES = ("random", "oracle_myopic", "logreg")
@@ -243,6 +251,7 @@ def main() -> None:
             start = time.perf_counter()
             result = fit_world(train, train_meta, tmp)
             seconds = time.perf_counter() - start
+            proxy = item_evidence(result.overrides["catalog_file"])[0].affinity_proxy
             checks = compare(heldout, simulate_fitted(result, meta, len(logs["user"]), 0.2), 16)
             on_true = trained_policies(true, args.train_steps)
             on_fit = trained_policies(result.params(), args.train_steps)
@@ -259,7 +268,8 @@ def main() -> None:
                            "within_10pct": abs(iv["value"] - value) <= 0.1 * abs(value)})
         row = {"world": seed, "choice_model": hidden["choice_model"],
                "fitted_choice": result.overrides["choice_model"],
-               "fit_seconds": seconds, "train_rows": len(train["user"]), "fields": fields,
+               "fit_seconds": seconds, "train_rows": len(train["user"]), "affinity_proxy": proxy,
+               "fields": fields,
                "checks_within": sum(c["within_sampling_error"] for c in checks), "checks": len(checks),
                "checks_outside": [c["statistic"] for c in checks if not c["within_sampling_error"]],
                "returns_true": returns_true, "returns_fitted": returns_fit,
@@ -268,8 +278,8 @@ def main() -> None:
                                     for name, iv in intervals.items()}}
         report.append(row)
         print(f"\nworld {seed} ({hidden['choice_model']}; fitted {row['fitted_choice']}), "
-              f"fit {seconds:.0f} s "
-              f"on {len(train['user']):,} rows")
+              f"fit {seconds:.0f} s on {len(train['user']):,} rows; interest proxy at the fit "
+              f"{proxy[0]:+.3f} + {proxy[1]:.3f} x match")
         for f in fields:
             mark = "inside" if f["inside"] else ("within 10%" if f["within_10pct"] else "MISS")
             print(f"  {f['field']:22s} true {f['true']:9.4g}  fit {f['fit']:9.4g} [{f['low']:9.4g}, "

@@ -5,6 +5,7 @@ recovers the hidden Params of randomly drawn worlds and reproduces held-out stat
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import gymnasium as gym
@@ -19,8 +20,12 @@ from recsim_gym.env.simulator import make_simulator
 from recsim_gym.experiments.config import ConfigError, parse_config
 from recsim_gym.experiments.fit import (
     FIT_FIELDS,
+    PRIOR_PROXY,
+    FitProblem,
     FitResult,
     ItemTable,
+    _vector,
+    affinity_proxy,
     auxiliary_statistics,
     item_evidence,
     item_quality,
@@ -215,6 +220,8 @@ def test_a_certain_fit_still_ranges_over_its_items_qualities(tmp_path: Path) -> 
     ({"declared_at_click": "nan"}, "declared_at_click must be 50 finite"),
     ({"declared_sd_at_click": "wide"}, r"declared_sd_at_click must be in \[0, 0.5\]"),
     ({"clicks": "short"}, "clicks must be 50 finite"),
+    ({"affinity_proxy": "steep"}, r"affinity_proxy must be 2 values, level in \[-1.0, 1.0\]"),
+    ({"affinity_proxy": "one"}, "affinity_proxy must be 2 values"),
 ])
 def test_bad_item_evidence_is_refused(tmp_path: Path, change: dict, message: str) -> None:
     path = save_fit(_fit_result(tmp_path, evidence=True), tmp_path)
@@ -230,6 +237,10 @@ def test_bad_item_evidence_is_refused(tmp_path: Path, change: dict, message: str
             columns[name] = np.full(50, np.nan)
         elif how == "wide":
             columns[name] = np.full(50, 0.6)
+        elif how == "steep":
+            columns[name] = np.array([0.1, 2.5])
+        elif how == "one":
+            columns[name] = np.array([0.1])
         else:
             columns[name] = columns[name][:10]
     np.savez(table, **columns)
@@ -245,6 +256,7 @@ def test_a_fit_written_before_the_match_spread_was_kept_still_draws(tmp_path: Pa
     np.savez(table, **columns)
     items, _ = item_evidence(table)
     assert np.all(items.declared_sd_at_click == 0.0) and items.declared_sd_at_click.shape == (50,)
+    assert items.affinity_proxy == PRIOR_PROXY  # nor was the interest proxy measured then
 
 
 @pytest.mark.parametrize(("covariance", "message"), [
@@ -297,6 +309,8 @@ def test_recsim_fit_writes_a_world_with_its_covariance_and_a_report(tmp_path: Pa
     np.testing.assert_allclose(np.sqrt(np.diag(result.covariance)), se, rtol=1e-9)
     table, _ = item_evidence(result.params().catalog_file)  # the fit keeps its items' evidence
     assert 0 < table.clicks.sum() < (logs["position"] >= 0).sum()  # the fitted 80% of the users' clicks
+    level, slope = table.affinity_proxy  # and the interest proxy it measured at the fitted world
+    assert table.affinity_proxy != PRIOR_PROXY and -0.2 < level < 0.3 and 0.3 < slope < 1.0
     env = gym.make("recsim/default-v0", **load_fit(tmp_path / "fit" / "world.json"))
     env.reset(seed=0)
     report = (tmp_path / "fit" / "report.md").read_text()
@@ -420,6 +434,62 @@ def test_the_quality_likelihood_sums_over_each_clicks_own_match() -> None:
     assert np.abs((mean_only - mean_only[:, :1]) - (exact - exact[:, :1])).max() > 1e-3
 
 
+def test_the_interest_proxy_is_the_line_through_the_affinity_at_clicks() -> None:
+    # two topics, one-hot items and declared topics; users' interest 0.6 in their declared
+    # topic and 0.1 in the other, so the affinity at a click is exactly 0.1 + 0.5 x match. The
+    # slot not clicked shows the other topic, and rows without a click must not count
+    gen = np.random.default_rng(4)
+    n = 400
+    declared = gen.integers(0, 2, n)
+    position = np.where(gen.random(n) < 0.25, -1, gen.integers(0, 2, n))
+    item_topic = gen.integers(0, 2, (n, 2))
+    item_topic[:, 1] = 1 - item_topic[:, 0]
+    topics = np.eye(2)  # catalog item i has topic i
+    interest = np.where(np.arange(2)[None, :] == declared[:, None], 0.6, 0.1)
+    slate_features = np.zeros((n, 2, 5), np.float16)
+    slate_features[np.arange(n)[:, None], np.arange(2)[None, :], item_topic] = 1.0
+    user_features = np.zeros((n, 3), np.float16)
+    user_features[np.arange(n), declared] = 1.0
+    logs = {"position": position.astype(np.int8), "slate_items": item_topic.astype(np.int32),
+            "slate_features": slate_features, "user_features": user_features}
+    level, slope = affinity_proxy(logs, interest, topics)
+    assert level == pytest.approx(0.1, abs=1e-9) and slope == pytest.approx(0.5, abs=1e-9)
+    assert affinity_proxy({**logs, "position": np.full(n, -1, np.int8)}, interest, topics) == PRIOR_PROXY
+
+
+def test_the_proxy_measured_in_the_world_predicts_its_conversions() -> None:
+    # at the true Params and the items' true qualities, the conversion model with the interest
+    # proxy the fit measures in the world predicts the log's conversions; the prior's 0.75 x
+    # match understates the affinity at a click, so too few, which the quality posterior then
+    # put on quality (docs/fit.md)
+    sim = make_simulator("default", **hidden_world(0))
+    params = sim.params
+    logs = generate_logs(n_steps=100_000, batch_size=500, sim=sim, seed=5)
+    meta = {"logging_policy": "epsilon_popularity", "epsilon": 0.3, "batch_size": 500,
+            "max_steps": params.max_steps, "num_candidates": params.num_candidates}
+    with tempfile.TemporaryDirectory() as tmp:
+        problem = FitProblem(logs, meta, tmp, bootstrap=2)
+        truth = np.zeros(len(problem.items.appeal))
+        truth[problem.items.index.ravel()] = sim.catalog.quality[logs["slate_items"].ravel()]
+
+        def z_score(items: ItemTable) -> float:
+            level, slope = items.affinity_proxy
+            interest = level + slope * items.declared_at_click
+            centre = (params.conversion_bias + params.conversion_affinity * interest
+                      + params.conversion_quality * truth - params.conversion_price * problem.price_feature)
+            spread = params.conversion_affinity * slope * items.declared_sd_at_click
+            p = 0.5 * (1 / (1 + np.exp(-centre - spread)) + 1 / (1 + np.exp(spread - centre)))
+            expected, sd = (items.clicks * p).sum(), np.sqrt((items.clicks * p * (1 - p)).sum())
+            return (expected - items.conversions.sum()) / sd
+
+        prior = z_score(problem.items)
+        level, slope = problem.calibrate(_vector(params))
+        assert problem.items.affinity_proxy == (level, slope)
+        measured = z_score(problem.items)
+    assert prior < -3.0, prior
+    assert abs(measured) < 2.0, (level, slope, measured)
+
+
 def test_item_table_keeps_each_items_match_spread() -> None:
     logs = generate_logs(preset="default", n_steps=3_000, seed=1, num_topics=T, declared_topics=2)
     params = make_simulator("default").params
@@ -524,6 +594,8 @@ def test_a_fit_recovers_a_hidden_world(tmp_path: Path, seed: int) -> None:
     np.testing.assert_allclose(np.sqrt(np.diag(result.covariance)), se, rtol=1e-9)
     table, _ = item_evidence(result.params().catalog_file)  # the fit keeps its items' evidence
     assert 0 < table.clicks.sum() < (logs["position"] >= 0).sum()  # the fitted 80% of the users' clicks
+    level, slope = table.affinity_proxy  # and the interest proxy it measured at the fitted world
+    assert table.affinity_proxy != PRIOR_PROXY and -0.2 < level < 0.3 and 0.3 < slope < 1.0
     misses = {}
     for name in FIT_FIELDS:
         interval, value = result.intervals[name], getattr(true, name)
