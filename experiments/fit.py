@@ -594,7 +594,9 @@ class FitProblem:
     def calibrate(self, theta: np.ndarray) -> tuple[float, float]:
         """The interest proxy measured at ``theta``'s world (:func:`affinity_proxy` on the log
         that :meth:`simulate` would give there, with its users' latent interests), made the one
-        the imputed catalogs use from now on; returns it."""
+        the imputed catalogs use from now on; returns it. The fit measures it once, at its
+        starting world (a second fit stage from the first optimum with the proxy measured
+        there was tried and not kept: docs/fit.md)."""
         params = self.world(theta)
         recorder = _InterestRecorder(make_simulator(params=params))
         logged = generate_logs(n_steps=self.rows, batch_size=self.batch, sim=recorder, policy=self.logging,
@@ -623,17 +625,13 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     problem = FitProblem(logs, meta, out, bootstrap)
     observed, names, sigma, base = problem.observed, problem.names, problem.sigma, problem.base
     simulate, weight = problem.simulate, problem.weight
+    # the interest proxy of the quality posterior, measured at the starting world (the default
+    # family at the log's sizes) before any catalog is imputed
+    problem.calibrate(_vector(base))
     free = _to_free(_vector(base))  # Gauss-Newton runs in the free coordinates
     simulated = simulate(_from_free(free))
     jacobian = _jacobian_free(free, simulated, lambda z: simulate(_from_free(z)))
     free, simulated, jacobian, used = _gauss_newton(problem, free, simulated, jacobian, iterations, progress)
-    # the interest proxy of the quality posterior, measured at the world just fitted (the prior's
-    # 0.75 x match set the catalogs so far), then the fit continues from there with it
-    problem.calibrate(_from_free(free))
-    simulated = simulate(_from_free(free))
-    free, simulated, jacobian, more = _gauss_newton(problem, free, simulated, jacobian, iterations, progress,
-                                                     start=used)
-    used += more
     items, out = problem.items, problem.out
     theta = _from_free(free)
     jacobian = _jacobian(theta, simulate)  # in field units, for the intervals
@@ -661,8 +659,7 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
 
 
 def _gauss_newton(problem: FitProblem, free: np.ndarray, simulated: np.ndarray, jacobian: np.ndarray,
-                  iterations: int, progress: Any, start: int = 0
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+                  iterations: int, progress: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Levenberg-Marquardt steps on ``problem.distance`` from ``free`` (simulated statistics
     ``simulated``), Broyden updates of ``jacobian``, a fresh Jacobian once after 3 failed steps;
     returns the point, its statistics, the Jacobian and the iterations used."""
@@ -685,7 +682,7 @@ def _gauss_newton(problem: FitProblem, free: np.ndarray, simulated: np.ndarray, 
         else:
             damping, stalled = damping * 4, stalled + 1
         if progress is not None:
-            progress(start + used, distance(simulated))
+            progress(used, distance(simulated))
         if stalled >= 3:  # a fresh Jacobian once before giving up: Broyden's can drift
             if refreshed:
                 break
