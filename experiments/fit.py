@@ -251,6 +251,12 @@ def choice_family(logs: dict[str, np.ndarray], num_topics: int) -> tuple[str, di
 # The fitted catalog
 # --------------------------------------------------------------------------------------------
 
+#: The interest proxy before a fit measures one: ``0 + 0.75 x`` the declared-topic match.
+PRIOR_PROXY = (0.0, 0.75)
+#: The range a stored proxy is checked against: level ``a`` and slope ``b`` of ``a + b x match``.
+PROXY_RANGE = ((-1.0, 1.0), (-2.0, 2.0))
+
+
 @dataclass
 class ItemTable:
     """The items of a log, known by their features: topic vector, appeal, price (from the
@@ -268,7 +274,7 @@ class ItemTable:
     declared_at_click: np.ndarray
     declared_sd_at_click: np.ndarray
     index: np.ndarray = field(repr=False)  #: (n, k) item row of every shown slot
-    affinity_proxy: tuple[float, float] = (0.0, 0.75)
+    affinity_proxy: tuple[float, float] = PRIOR_PROXY
 
 
 def item_table(logs: dict[str, np.ndarray], num_topics: int, price_min: float, price_max: float) -> ItemTable:
@@ -324,12 +330,6 @@ def quality_log_likelihood(items: ItemTable, params: Any, price_feature: np.ndar
     softplus = 0.5 * (np.logaddexp(0.0, centre + spread) + np.logaddexp(0.0, centre - spread))
     # log p = x - softplus(x) and log (1 - p) = -softplus(x), summed over the clicks
     return items.conversions[:, None] * centre - items.clicks[:, None] * softplus
-
-
-#: The interest proxy before a fit measures one: ``0 + 0.75 x`` the declared-topic match.
-PRIOR_PROXY = (0.0, 0.75)
-#: The range a stored proxy is checked against: level ``a`` and slope ``b`` of ``a + b x match``.
-PROXY_RANGE = ((-1.0, 1.0), (-2.0, 2.0))
 
 
 def affinity_proxy(logs: dict[str, np.ndarray], interest: np.ndarray, topics: np.ndarray,
@@ -584,12 +584,19 @@ class FitProblem:
 
     def simulate(self, theta: np.ndarray) -> np.ndarray:
         """The auxiliary statistics of the log simulated under ``theta`` (same users every time)."""
-        params = self.world(theta)
-        logged = generate_logs(n_steps=self.rows, batch_size=self.batch, sim=make_simulator(params=params),
-                               policy=self.logging, epsilon=self.epsilon, first_user=seeds.FIT_SIM_SEED,
-                               seed=0)
-        Path(params.catalog_file).unlink()  # read into the cached catalog already
+        logged, _ = self._simulated_log(theta)
         return auxiliary_statistics(logged, self.num_topics, start=self.observed)[0]
+
+    def _simulated_log(self, theta: np.ndarray, wrap: Any = None) -> tuple[dict[str, np.ndarray], Any]:
+        """The log simulated under ``theta`` (the same users every time) and its simulator,
+        wrapped by ``wrap`` when given."""
+        params = self.world(theta)
+        sim = make_simulator(params=params)
+        sim = wrap(sim) if wrap is not None else sim
+        logged = generate_logs(n_steps=self.rows, batch_size=self.batch, sim=sim, policy=self.logging,
+                               epsilon=self.epsilon, first_user=seeds.FIT_SIM_SEED, seed=0)
+        Path(params.catalog_file).unlink()  # read into the cached catalog already
+        return logged, sim
 
     def calibrate(self, theta: np.ndarray) -> tuple[float, float]:
         """The interest proxy measured at ``theta``'s world (:func:`affinity_proxy` on the log
@@ -597,11 +604,7 @@ class FitProblem:
         the imputed catalogs use from now on; returns it. The fit measures it once, at its
         starting world (a second fit stage from the first optimum with the proxy measured
         there was tried and not kept: docs/fit.md)."""
-        params = self.world(theta)
-        recorder = _InterestRecorder(make_simulator(params=params))
-        logged = generate_logs(n_steps=self.rows, batch_size=self.batch, sim=recorder, policy=self.logging,
-                               epsilon=self.epsilon, first_user=seeds.FIT_SIM_SEED, seed=0)
-        Path(params.catalog_file).unlink()
+        logged, recorder = self._simulated_log(theta, _InterestRecorder)
         interest = np.concatenate(recorder.interest)[: self.rows]
         proxy = affinity_proxy(logged, interest, recorder.catalog.topics)
         self.items = replace(self.items, affinity_proxy=proxy)

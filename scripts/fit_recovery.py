@@ -278,7 +278,7 @@ def main() -> None:
                                     for name, iv in intervals.items()}}
         report.append(row)
         print(f"\nworld {seed} ({hidden['choice_model']}; fitted {row['fitted_choice']}), "
-              f"fit {seconds:.0f} s on {len(train['user']):,} rows; interest proxy at the fit "
+              f"fit {seconds:.0f} s on {len(train['user']):,} rows; interest proxy (measured at the start) "
               f"{proxy[0]:+.3f} + {proxy[1]:.3f} x match")
         for f in fields:
             mark = "inside" if f["inside"] else ("within 10%" if f["within_10pct"] else "MISS")
