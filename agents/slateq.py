@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 from torch import nn
+from torch.nn.functional import embedding, linear
 
 from recsim_gym.agents.base import BaseAgent
 from recsim_gym.agents.features import cross_feature_dim, cross_features, hashed_item_ids, item_id_columns
@@ -123,7 +124,9 @@ class ContextEncoder(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """``inputs``: :func:`context_inputs` (B, user + H x history features)."""
-        return self.net(inputs)
+        first, second = self.net[0], self.net[2]  # functional: no module-call overhead per layer
+        return torch.relu(linear(torch.relu(linear(inputs, first.weight, first.bias)),
+                                   second.weight, second.bias))
 
 
 def context_inputs(obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -163,7 +166,7 @@ class CandidateScorer(nn.Module):
     def trunk(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Pre-activation item hidden layer (B, m, hidden), context (B, hidden) and the per-item
         offsets (B, m), ``None`` without ``item_buckets``."""
-        ctx = self.context(context_inputs(obs))
+        ctx = self.context.forward(context_inputs(obs))
         cand = obs.get(ITEMS_KEY)  # candidates and cross features, joined once per batch
         if cand is None:
             cand = obs["candidates"]
@@ -174,22 +177,31 @@ class CandidateScorer(nn.Module):
                 cand = torch.cat([cand, cross], 2)
         # item_in(cand) + context_in(ctx) as one GEMM whose bias rows carry each user's context
         b, m = cand.shape[:2]
-        rows = (self.item_in.bias + self.context_in(ctx)).repeat_interleave(m, dim=0)
+        rows = (self.item_in.bias + linear(ctx, self.context_in.weight)).repeat_interleave(m, dim=0)
         joint = torch.addmm(rows, cand.reshape(b * m, -1), self.item_in.weight.t()).view(b, m, -1)
         offset = None
         if self.item_bias is not None:
             ids = obs.get(IDS_KEY)  # hashed once per observation batch by SlateQAgent._prepared
             if ids is None:
                 ids = hashed_item_ids(obs["candidates"], self.id_columns, self.item_bias.num_embeddings)
-            offset = self.item_bias(ids).squeeze(-1)
+            offset = embedding(ids, self.item_bias.weight).squeeze(-1)
         return joint, ctx, offset
 
     def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         joint, ctx, offset = self.trunk(obs)
-        scores = self.item_out(joint).squeeze(2)
+        scores = self.item_scores(joint)
         if offset is not None:
             scores = scores + offset
-        return scores, self.none(ctx).squeeze(1)
+        return scores, self.none_value(ctx)
+
+    def item_scores(self, joint: torch.Tensor) -> torch.Tensor:
+        """``item_out`` (ReLU, Linear) on the pre-activation item layer: (B, m)."""
+        out = self.item_out[1]
+        return linear(torch.relu(joint), out.weight, out.bias).squeeze(2)
+
+    def none_value(self, ctx: torch.Tensor) -> torch.Tensor:
+        """The no-click head on the context: (B,)."""
+        return linear(ctx, self.none.weight, self.none.bias).squeeze(1)
 
 
 class ContinuationMember(CandidateScorer):
@@ -206,7 +218,7 @@ class ContinuationMember(CandidateScorer):
         joint, ctx, _ = self.trunk(obs)
         if offset is not None:
             joint = torch.addcmul(joint, offset.detach()[..., None], self.offset_in.weight[:, 0])
-        return self.item_out(joint).squeeze(2), self.none(ctx).squeeze(1)
+        return self.item_scores(joint), self.none_value(ctx)
 
 
 class ItemQNetwork(CandidateScorer):
@@ -247,7 +259,7 @@ class ItemQNetwork(CandidateScorer):
                      ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         """``(R items, R none, [(C items, C none) per continuation network])``; needs ``split``."""
         joint, ctx, offset = self.trunk(obs)
-        reward = self.item_out(joint).squeeze(2)
+        reward = self.item_scores(joint)
         if offset is not None:
             reward = reward + offset
         if len(self.members):
@@ -259,7 +271,7 @@ class ItemQNetwork(CandidateScorer):
                                                    self.offset_in.weight[:, 0])
             continuations = [(self.continuation_out(continuation_joint).squeeze(2),
                               self.continuation_none(ctx).squeeze(1))]
-        return reward, self.none(ctx).squeeze(1), continuations
+        return reward, self.none_value(ctx), continuations
 
     @torch.no_grad()
     def record_agreement(self, continuations: list[tuple[torch.Tensor, torch.Tensor]],
@@ -516,18 +528,24 @@ class SlateQAgent(BaseAgent):
     @torch.no_grad()
     def act(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> np.ndarray:
         """Best slates under the learned Q and choice model; epsilon-random if not deterministic."""
-        x = self._prepared(_tensors(obs))
-        q_net, choice_net = self.q, self.choice
-        if deterministic and self.averaged:
-            q_net, choice_net = self.averaged["q"], self.averaged["choice"]
-        q_items, q_none = q_net(x)
-        utility, _ = choice_net(x)
-        slates = self._best_slates(q_items, q_none, utility, choice_net)
+        users, m = obs["candidates"].shape[:2]
+        explore = np.zeros(users, bool)
         if not deterministic and self.epsilon > 0:
-            explore = self.rng.random(len(slates)) < self.epsilon
-            if explore.any():
-                slates[explore] = random_slates(self.rng, int(explore.sum()), q_items.shape[1],
-                                                self.slate_size)
+            explore = self.rng.random(users) < self.epsilon
+        slates = np.empty((users, self.slate_size), np.int64)
+        greedy = ~explore
+        if greedy.any():  # the networks score only the users who do not explore
+            rows = {key: obs[key] for key in OBS_KEYS} if greedy.all() else \
+                {key: np.asarray(obs[key])[greedy] for key in OBS_KEYS}
+            x = self._prepared(_tensors(rows))
+            q_net, choice_net = self.q, self.choice
+            if deterministic and self.averaged:
+                q_net, choice_net = self.averaged["q"], self.averaged["choice"]
+            q_items, q_none = q_net(x)
+            utility, _ = choice_net(x)
+            slates[greedy] = self._best_slates(q_items, q_none, utility, choice_net)
+        if explore.any():
+            slates[explore] = random_slates(self.rng, int(explore.sum()), m, self.slate_size)
         return slates
 
 

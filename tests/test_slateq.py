@@ -190,6 +190,24 @@ def test_networks_on_the_shown_candidates_give_the_gathered_full_values(members:
         torch.testing.assert_close(agent.choice(shown)[0], agent.choice(x)[0].gather(1, slates))
 
 
+@pytest.mark.parametrize("epsilon", [0.0, 0.4, 1.0])
+def test_exploring_act_scores_only_the_greedy_users_and_matches_full_scoring(epsilon: float) -> None:
+    # act(deterministic=False) runs the networks on the users that do not explore only; their
+    # slates must be those of scoring every user, and the explorers' the same random draws
+    agent = _small_deep_agent(continuation_members=2)
+    obs = _recsim_obs(users=32)
+    agent.epsilon = epsilon
+    state = agent.rng.bit_generator.state
+    slates = agent.act(obs, deterministic=False)
+    agent.rng.bit_generator.state = state
+    explore = agent.rng.random(32) < epsilon if epsilon > 0 else np.zeros(32, bool)
+    expected = agent.act(obs, deterministic=True)  # every user scored (no average yet: online nets)
+    if explore.any():
+        expected[explore] = slate_optim.random_slates(agent.rng, int(explore.sum()), 20, agent.slate_size)
+    assert 0 < explore.sum() < 32 or epsilon in (0.0, 1.0)
+    np.testing.assert_array_equal(slates, expected)
+
+
 def test_member_targets_bootstrap_each_member_from_its_own_continuation() -> None:
     agent = _small_deep_agent(continuation_members=2)
     to_t = lambda o: {key: torch.from_numpy(np.asarray(o[key], np.float32)) for key in OBS_KEYS}  # noqa: E731
