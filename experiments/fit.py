@@ -11,12 +11,20 @@ inference (Gourieroux, Monfort and Renault 1993; Smith 1993) needs only the simu
 2. simulate logs under candidate Params with the log's logging policy, size and batch (the
    same users every time: common random numbers) and fit the same auxiliary models;
 3. move the Params until the two agree: Levenberg-Marquardt Gauss-Newton on the weighted
-   distance, with a finite-difference Jacobian, inside the search bounds of :data:`FIT_FIELDS`.
+   distance, with a finite-difference Jacobian, inside the search bounds of :data:`FIT_FIELDS`;
+4. the churn fields (:data:`CHURN_FIELDS`) again, by the exact likelihood of the logged session
+   ends: given the items' qualities, each user's satisfaction follows from what they clicked, so
+   ``P(leave) = churn_base + churn_scale (1 - s)^2`` is known row by row
+   (:func:`session_end_fit`, the qualities drawn from their posteriors under the fitted
+   conversion model, Rubin's rules over the draws); then step 3 for the other fields with
+   those held. The auxiliary statistics say little about the churn fields (their estimates
+   leaned the same way in 11 of 12 fits, docs/fit.md); the likelihood reads every row.
 
 The simulator is the model (no second implementation of the dynamics), and the Jacobian also
 gives the uncertainty: the simulated-method-of-moments sandwich
 ``(1 + 1/S) (J'WJ)^-1 J'W Sigma W J (J'WJ)^-1`` with ``Sigma`` the bootstrap covariance (over
-users) of the logged statistics and ``W`` the inverse of its diagonal; 95% intervals per field.
+users) of the logged statistics and ``W`` the inverse of its diagonal; 95% intervals per field
+(for the churn fields, the session-end likelihood's inverse Fisher information).
 The choice model (MNL or cascade) is picked by which auxiliary model, a conditional logit or a
 cascade of logits on the same features, explains the logged clicks better.
 
@@ -42,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numba import njit
 from scipy.optimize import minimize
 
 from recsim_gym.env import seeds
@@ -369,13 +378,10 @@ class _InterestRecorder:
         return self._sim.step(state, slates, *args)
 
 
-def item_quality(items: ItemTable, params: Any, price_feature: np.ndarray, seed: Any = 0) -> np.ndarray:
-    """A draw of each item's quality from its posterior given its clicks and conversions
-    (:func:`quality_log_likelihood`), with the default family's prior given the item's appeal:
-    an item at or above ``clickbait_appeal_min`` is clickbait, quality uniform on [0,
-    ``clickbait_quality_max``], the others ``Beta(quality_alpha, quality_beta)`` (the prior is
-    the generator's, not learned: a learned prior would let the imputed qualities absorb any
-    conversion weights). ``seed`` picks the draw (the fit's catalog is seed 0)."""
+def _quality_posterior(items: ItemTable, params: Any, price_feature: np.ndarray) -> np.ndarray:
+    """Each item's posterior of quality on the grid (``(items, grid)``, unnormalised, its largest
+    value 1): :func:`quality_log_likelihood` times the default family's prior given the appeal
+    (:func:`item_quality`)."""
     from scipy.stats import beta
 
     regular = beta.pdf(np.clip(_GRID, 1e-6, 1 - 1e-6), params.quality_alpha, params.quality_beta)
@@ -386,7 +392,24 @@ def item_quality(items: ItemTable, params: Any, price_feature: np.ndarray, seed:
     # prior's support (clickbait converting like a good item) must not underflow to zero
     with np.errstate(divide="ignore"):
         log_post = quality_log_likelihood(items, params, price_feature) + np.log(prior)
-    post = np.exp(log_post - log_post.max(1, keepdims=True))
+    return np.exp(log_post - log_post.max(1, keepdims=True))
+
+
+def quality_posterior_mean(items: ItemTable, params: Any, price_feature: np.ndarray) -> np.ndarray:
+    """Each item's posterior mean of quality (:func:`item_quality`'s posterior): the best guess
+    of what a click on it does to satisfaction, which :func:`session_end_fit` replays."""
+    post = _quality_posterior(items, params, price_feature)
+    return post @ _GRID / post.sum(1)
+
+
+def item_quality(items: ItemTable, params: Any, price_feature: np.ndarray, seed: Any = 0) -> np.ndarray:
+    """A draw of each item's quality from its posterior given its clicks and conversions
+    (:func:`quality_log_likelihood`), with the default family's prior given the item's appeal:
+    an item at or above ``clickbait_appeal_min`` is clickbait, quality uniform on [0,
+    ``clickbait_quality_max``], the others ``Beta(quality_alpha, quality_beta)`` (the prior is
+    the generator's, not learned: a learned prior would let the imputed qualities absorb any
+    conversion weights). ``seed`` picks the draw (the fit's catalog is seed 0)."""
+    post = _quality_posterior(items, params, price_feature)
     cdf = np.cumsum(post, axis=1)
     cdf /= cdf[:, -1:]
     # a draw from each item's posterior (inverse CDF at a fixed uniform per item, so the
@@ -399,6 +422,136 @@ def item_quality(items: ItemTable, params: Any, price_feature: np.ndarray, seed:
     within = np.clip((u - low) / np.maximum(high - low, 1e-12), 0.0, 1.0)
     step = _GRID[1] - _GRID[0]
     return np.clip(_GRID[index] + (within - 0.5) * step, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Session ends: the churn fields by their exact likelihood
+# --------------------------------------------------------------------------------------------
+
+#: The fields behind session ends. :func:`fit_world` estimates them by the likelihood of the
+#: logged session ends (:func:`session_end_fit`) once the indirect inference has fitted the
+#: rest: the auxiliary statistics say little about them (docs/fit.md).
+CHURN_FIELDS = ("churn_base", "churn_scale", "satisfaction_rate", "no_click_penalty")
+
+
+@dataclass
+class SessionEnds:
+    """A log's rows in replay order (by user, then step), with what the session-end likelihood
+    reads: where a user starts, the table row of the clicked item (-1: no click), whether the
+    row's churn outcome is known (not the last row of a user cut by the end of logging or at
+    ``max_steps``), and whether the user left after it."""
+
+    first: np.ndarray
+    item: np.ndarray
+    known: np.ndarray
+    left: np.ndarray
+
+
+def session_ends(logs: dict[str, np.ndarray], index: np.ndarray, batch_size: int, max_steps: int
+                 ) -> SessionEnds:
+    """:class:`SessionEnds` of ``logs`` (rows in time order, ``batch_size`` users logged at
+    once, as :func:`~recsim_gym.env.logs.generate_logs` writes them; ``index``: the item
+    table's row of every shown slot). The users in the last ``batch_size`` rows (and a tenth
+    more, for a last step that is not full) were still active when logging stopped: their last
+    rows are cut, not ended, and say nothing of churn; nor do rows at ``max_steps``."""
+    user, step = logs["user"], logs["step"]
+    order = np.lexsort((step, user))
+    sorted_user = user[order]
+    first = np.r_[True, sorted_user[1:] != sorted_user[:-1]]
+    last = np.r_[sorted_user[1:] != sorted_user[:-1], True]
+    position = logs["position"][order].astype(np.int64)
+    item = np.where(position >= 0, index[order, np.maximum(position, 0)], -1)
+    tail = int(np.ceil(1.1 * batch_size))
+    cut = np.isin(sorted_user, user[-tail:])
+    known = ~(last & (cut | (step[order] >= max_steps - 1)))
+    return SessionEnds(first=first, item=item.astype(np.int64), known=known, left=last & known)
+
+
+@njit(cache=True)
+def _session_end_terms(first, item, known, left, quality, initial, theta):  # pragma: no cover - numba
+    """Negative log-likelihood of the session ends, its gradient and the Fisher information in
+    ``theta`` = (churn_base, churn_scale, satisfaction_rate, no_click_penalty): each row's
+    satisfaction replayed as the kernel moves it (``s += rate (q - s)`` on a click, ``s *= 1 -
+    penalty`` otherwise) from ``initial[i]`` at a user's first row ``i``, then ``P(leave) =
+    base + scale (1 - s)^2``."""
+    base, scale, rate, penalty = theta[0], theta[1], theta[2], theta[3]
+    nll = 0.0
+    grad = np.zeros(4)
+    info = np.zeros((4, 4))
+    dh = np.zeros(4)
+    s = d_rate = d_penalty = 0.0
+    for i in range(first.shape[0]):
+        if first[i]:
+            s, d_rate, d_penalty = initial[i], 0.0, 0.0
+        if item[i] >= 0:
+            q = quality[item[i]]
+            d_rate = q - s + (1.0 - rate) * d_rate
+            d_penalty = (1.0 - rate) * d_penalty
+            s += rate * (q - s)
+        else:
+            d_rate = (1.0 - penalty) * d_rate
+            d_penalty = -s + (1.0 - penalty) * d_penalty
+            s *= 1.0 - penalty
+        if not known[i]:
+            continue
+        gap = 1.0 - s
+        h = min(max(base + scale * gap * gap, 1e-12), 1.0 - 1e-12)
+        dh[0], dh[1] = 1.0, gap * gap
+        dh[2], dh[3] = -2.0 * scale * gap * d_rate, -2.0 * scale * gap * d_penalty
+        if left[i]:
+            nll -= np.log(h)
+            w = -1.0 / h
+        else:
+            nll -= np.log(1.0 - h)
+            w = 1.0 / (1.0 - h)
+        for a in range(4):
+            grad[a] += w * dh[a]
+            for b in range(4):
+                info[a, b] += dh[a] * dh[b] / (h * (1.0 - h))
+    return nll, grad, info
+
+
+def _session_end_args(ends: SessionEnds, quality: np.ndarray, initial: float | np.ndarray) -> tuple:
+    """:func:`_session_end_terms`' arguments before ``theta`` (``initial``: one satisfaction for
+    every user, or each row's user's, in the order of ``ends``)."""
+    start = np.broadcast_to(np.asarray(initial, np.float64), ends.first.shape)
+    return (ends.first, ends.item, ends.known, ends.left, np.asarray(quality, np.float64),
+            np.ascontiguousarray(start))
+
+
+def session_end_information(ends: SessionEnds, quality: np.ndarray, initial: float | np.ndarray,
+                            theta: np.ndarray) -> np.ndarray:
+    """The Fisher information (4 x 4, :data:`CHURN_FIELDS`) of the session ends at ``theta``,
+    given the items' ``quality`` and the ``initial`` satisfaction (:func:`session_end_fit`)."""
+    return _session_end_terms(*_session_end_args(ends, quality, initial), np.asarray(theta, np.float64))[2]
+
+
+def session_end_fit(ends: SessionEnds, qualities: list[np.ndarray], initial: float, start: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Maximum likelihood of :data:`CHURN_FIELDS` from the logged session ends, each user's
+    satisfaction replayed from the ``initial`` satisfaction and the items' qualities, from
+    ``start`` inside the fields' search bounds (L-BFGS-B). The qualities are not known, only
+    their posteriors: ``qualities`` are draws from them (:func:`item_quality`), the likelihood
+    is maximised for each, and Rubin's rules combine the estimates (their mean; covariance
+    the mean inverse Fisher information plus ``1 + 1/M`` times the spread between draws, so
+    the intervals carry what the log leaves open about the qualities)."""
+    bounds = [FIT_FIELDS[name] for name in CHURN_FIELDS]
+    low, high = np.array(bounds).T
+    x0 = np.clip(start, low + 1e-3 * (high - low), high - 1e-3 * (high - low))
+    estimates, within = [], []
+    for quality in qualities:
+        args = _session_end_args(ends, quality, initial)
+
+        def objective(theta: np.ndarray, args: tuple = args) -> tuple[float, np.ndarray]:
+            nll, grad, _ = _session_end_terms(*args, np.asarray(theta, np.float64))
+            return nll, grad
+
+        result = minimize(objective, x0, jac=True, method="L-BFGS-B", bounds=bounds)
+        estimates.append(result.x)
+        within.append(np.linalg.pinv(_session_end_terms(*args, result.x)[2]))
+    estimates = np.array(estimates)
+    between = np.cov(estimates, rowvar=False) if len(estimates) > 1 else np.zeros((4, 4))
+    return estimates.mean(0), np.mean(within, axis=0) + (1.0 + 1.0 / len(estimates)) * between
 
 
 #: The columns of a fitted item table that keep the evidence behind each item's quality (its
@@ -569,6 +722,7 @@ class FitProblem:
         self.observed, self.names = auxiliary_statistics(logs, t)
         self.sigma = _bootstrap_covariance(logs, t, bootstrap, self.observed)
         self.weight = 1.0 / np.maximum(np.diag(self.sigma), 1e-12)
+        self.ends = session_ends(logs, self.items.index, self.batch, max_steps)
         self._tables = 0
 
     def world(self, theta: np.ndarray) -> Any:
@@ -610,6 +764,15 @@ class FitProblem:
         self.items = replace(self.items, affinity_proxy=proxy)
         return proxy
 
+    def session_end_fit(self, theta: np.ndarray, draws: int = 8) -> tuple[np.ndarray, np.ndarray]:
+        """:data:`CHURN_FIELDS` and their covariance by :func:`session_end_fit` on the log's
+        session ends, with ``draws`` catalogs of qualities from their posteriors under
+        ``theta``'s conversion model, from ``theta``'s churn fields."""
+        params = _with(self.base, theta)
+        qualities = [item_quality(self.items, params, self.price_feature, seed=[i, 29]) for i in range(draws)]
+        start = np.array([getattr(params, name) for name in CHURN_FIELDS], dtype=float)
+        return session_end_fit(self.ends, qualities, float(self.base.initial_satisfaction), start)
+
     def distance(self, statistics: np.ndarray) -> float:
         """The weighted squared distance of ``statistics`` from the logged ones."""
         residual = self.observed - statistics
@@ -635,6 +798,17 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     simulated = simulate(_from_free(free))
     jacobian = _jacobian_free(free, simulated, lambda z: simulate(_from_free(z)))
     free, simulated, jacobian, used = _gauss_newton(problem, free, simulated, jacobian, iterations, progress)
+    # the churn fields by the likelihood of the logged session ends, at the qualities the
+    # fitted conversion model imputes; then the other fields again with those held
+    churn_at = [list(FIT_FIELDS).index(name) for name in CHURN_FIELDS]
+    theta = _from_free(free)
+    churn, churn_covariance = problem.session_end_fit(theta)
+    theta[churn_at] = churn
+    free = _to_free(theta)
+    simulated = simulate(theta)
+    free, simulated, jacobian, more = _gauss_newton(problem, free, simulated, jacobian, iterations, progress,
+                                                    fixed=churn_at)
+    used += more
     items, out = problem.items, problem.out
     theta = _from_free(free)
     jacobian = _jacobian(theta, simulate)  # in field units, for the intervals
@@ -644,7 +818,13 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
                     item_quality(items, final, problem.price_feature),
                     extra={**{name: problem.price_feature if name == "price_feature" else getattr(items, name)
                               for name in ITEM_EVIDENCE}, "affinity_proxy": np.array(items.affinity_proxy)})
+    # the indirect inference's sandwich for the other fields (its churn columns kept in the
+    # Jacobian, so the intervals still carry what those fields' collinearity leaves open), the
+    # session-end likelihood's for the churn fields, no covariance between the two
     covariance = _sandwich(jacobian, weight, sigma)
+    covariance[churn_at, :] = 0.0
+    covariance[:, churn_at] = 0.0
+    covariance[np.ix_(churn_at, churn_at)] = churn_covariance
     covariance = (covariance + covariance.T) / 2  # exactly symmetric, as the file check wants
     se = np.sqrt(np.maximum(np.diag(covariance), 0.0))
     intervals = {name: {"value": float(v), "se": float(e), "low": float(v - 1.96 * e),
@@ -662,11 +842,15 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
 
 
 def _gauss_newton(problem: FitProblem, free: np.ndarray, simulated: np.ndarray, jacobian: np.ndarray,
-                  iterations: int, progress: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+                  iterations: int, progress: Any, fixed: list[int] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Levenberg-Marquardt steps on ``problem.distance`` from ``free`` (simulated statistics
     ``simulated``), Broyden updates of ``jacobian``, a fresh Jacobian once after 3 failed steps;
-    returns the point, its statistics, the Jacobian and the iterations used."""
+    returns the point, its statistics, the Jacobian and the iterations used. The fields at
+    ``fixed`` indices stay where they are."""
     observed, weight, distance = problem.observed, problem.weight, problem.distance
+    moving = np.ones(len(free), dtype=bool)
+    moving[fixed or []] = False
 
     def simulate(z: np.ndarray) -> np.ndarray:
         return problem.simulate(_from_free(z))
@@ -674,9 +858,12 @@ def _gauss_newton(problem: FitProblem, free: np.ndarray, simulated: np.ndarray, 
     damping, used, stalled, refreshed = 1e-2, 0, 0, False
     for used in range(1, iterations + 1):
         objective = distance(simulated)
-        gram = jacobian.T @ (weight[:, None] * jacobian)
-        gradient = jacobian.T @ (weight * (observed - simulated))
-        step = np.clip(np.linalg.solve(gram + damping * np.diag(np.diag(gram) + 1e-9), gradient), -2.0, 2.0)
+        active = jacobian[:, moving]
+        gram = active.T @ (weight[:, None] * active)
+        gradient = active.T @ (weight * (observed - simulated))
+        step = np.zeros(len(free))
+        step[moving] = np.clip(np.linalg.solve(gram + damping * np.diag(np.diag(gram) + 1e-9), gradient),
+                               -2.0, 2.0)
         candidate = free + step
         trial = simulate(candidate)
         jacobian = jacobian + np.outer(trial - simulated - jacobian @ step, step) / max(step @ step, 1e-12)
@@ -689,15 +876,19 @@ def _gauss_newton(problem: FitProblem, free: np.ndarray, simulated: np.ndarray, 
         if stalled >= 3:  # a fresh Jacobian once before giving up: Broyden's can drift
             if refreshed:
                 break
-            jacobian = _jacobian_free(free, simulated, simulate)
+            jacobian = _jacobian_free(free, simulated, simulate, moving)
             damping, stalled, refreshed = 1e-2, 0, True
     return free, simulated, jacobian, used
 
 
-def _jacobian_free(z: np.ndarray, at: np.ndarray, simulate) -> np.ndarray:
-    """Forward differences of the simulated statistics in the free coordinates (step 0.2)."""
+def _jacobian_free(z: np.ndarray, at: np.ndarray, simulate, moving: np.ndarray | None = None) -> np.ndarray:
+    """Forward differences of the simulated statistics in the free coordinates (step 0.2); a
+    column of zeros for a field not ``moving``."""
     columns = []
     for i in range(len(z)):
+        if moving is not None and not moving[i]:
+            columns.append(np.zeros_like(at))
+            continue
         moved = z.copy()
         moved[i] += 0.2
         columns.append((simulate(moved) - at) / 0.2)

@@ -201,7 +201,8 @@ def write_report(out: Path, result: FitResult, checks: list[dict[str, Any]], sou
     plt.close(fig)
     within = sum(c["within_sampling_error"] for c in checks)
     lines = [f"# Fitted world: {source}", "",
-             f"Fit by indirect inference (`recsim_gym/experiments/fit.py`) on {result.rows:,} logged "
+             f"Fit by indirect inference, the churn fields by the likelihood of the logged session ends "
+             f"(`recsim_gym/experiments/fit.py`), on {result.rows:,} logged "
              f"interactions in {result.seconds:.0f} s ({result.iterations} Gauss-Newton steps); choice "
              f"model `{result.overrides['choice_model']}` (auxiliary log-likelihood per slate: MNL "
              f"{result.choice_loglik['mnl']:.4f}, cascade {result.choice_loglik['cascade']:.4f}); "

@@ -19,11 +19,13 @@ from recsim_gym.env.logs import LogFormatError, generate_logs, save_logs
 from recsim_gym.env.simulator import make_simulator
 from recsim_gym.experiments.config import ConfigError, parse_config
 from recsim_gym.experiments.fit import (
+    CHURN_FIELDS,
     FIT_FIELDS,
     PRIOR_PROXY,
     FitProblem,
     FitResult,
     ItemTable,
+    _session_end_terms,
     _vector,
     affinity_proxy,
     auxiliary_statistics,
@@ -34,6 +36,9 @@ from recsim_gym.experiments.fit import (
     load_fit_result,
     quality_log_likelihood,
     save_fit,
+    session_end_fit,
+    session_end_information,
+    session_ends,
 )
 from scripts.fit_recovery import hidden_world
 
@@ -309,7 +314,7 @@ def test_recsim_fit_writes_a_world_with_its_covariance_and_a_report(tmp_path: Pa
     np.testing.assert_allclose(np.sqrt(np.diag(result.covariance)), se, rtol=1e-9)
     table, _ = item_evidence(result.params().catalog_file)  # the fit keeps its items' evidence
     assert 0 < table.clicks.sum() < (logs["position"] >= 0).sum()  # the fitted 80% of the users' clicks
-    level, slope = table.affinity_proxy  # and the interest proxy it measured at the fitted world
+    level, slope = table.affinity_proxy  # and the interest proxy it measured at the start
     assert table.affinity_proxy != PRIOR_PROXY and -0.2 < level < 0.3 and 0.3 < slope < 1.0
     env = gym.make("recsim/default-v0", **load_fit(tmp_path / "fit" / "world.json"))
     env.reset(seed=0)
@@ -490,6 +495,67 @@ def test_the_proxy_measured_in_the_world_predicts_its_conversions() -> None:
     assert abs(measured) < 2.0, (level, slope, measured)
 
 
+def test_session_ends_know_which_rows_ended_a_session() -> None:
+    # a user's last row ends the session unless logging stopped while the user was active (the
+    # users of the log's last batch of rows) or the user reached max_steps
+    logs = generate_logs(preset="default", n_steps=3_000, batch_size=50, seed=2, num_topics=T,
+                         declared_topics=2, max_steps=40)
+    index = np.zeros(logs["slate"].shape, np.int64)
+    ends = session_ends(logs, index, batch_size=50, max_steps=40)
+    order = np.lexsort((logs["step"], logs["user"]))
+    user, step = logs["user"][order], logs["step"][order]
+    last = np.r_[user[1:] != user[:-1], True]
+    active_at_end = np.isin(user, logs["user"][-50:])
+    assert (ends.first == np.r_[True, user[1:] != user[:-1]]).all()
+    assert (ends.known[~last]).all()  # every row before a user's last says: stayed
+    assert not ends.known[last & active_at_end].any() and not ends.known[last & (step >= 39)].any()
+    assert (ends.left == (last & ends.known)).all() and ends.left.sum() > 20
+    clicked = logs["position"][order] >= 0
+    assert ((ends.item >= 0) == clicked).all()
+
+
+def test_session_end_likelihood_gradient_matches_finite_differences() -> None:
+    logs = generate_logs(preset="default", n_steps=4_000, batch_size=100, seed=3)
+    params = make_simulator("default").params
+    items = item_table(logs, params.num_topics, params.price_min, params.price_max)
+    ends = session_ends(logs, items.index, 100, params.max_steps)
+    quality = np.random.default_rng(0).random(len(items.appeal))
+    args = (ends.first, ends.item, ends.known, ends.left, quality, np.full(len(ends.first), 0.6))
+    theta = np.array([0.01, 0.08, 0.3, 0.05])
+    nll, grad, info = _session_end_terms(*args, theta)
+    for i in range(4):
+        h = 1e-6 * np.eye(4)[i]
+        numeric = (_session_end_terms(*args, theta + h)[0] - _session_end_terms(*args, theta - h)[0]) / 2e-6
+        assert numeric == pytest.approx(grad[i], rel=1e-4, abs=1e-3), i
+    assert np.isfinite(nll) and np.all(np.linalg.eigvalsh(info) > 0)
+
+
+def test_session_end_fit_recovers_the_churn_fields_from_true_qualities() -> None:
+    # with the items' true qualities, the likelihood of the logged session ends gives back the
+    # churn fields within their intervals (the fit imputes the qualities instead: docs/fit.md)
+    sim = make_simulator("default", **hidden_world(1))
+    params = sim.params
+    logs = generate_logs(n_steps=60_000, batch_size=500, sim=sim, seed=7)
+    items = item_table(logs, params.num_topics, params.price_min, params.price_max)
+    truth = np.zeros(len(items.appeal))
+    truth[items.index.ravel()] = sim.catalog.quality[logs["slate_items"].ravel()]
+    ends = session_ends(logs, items.index, 500, params.max_steps)
+    start = np.array([0.02, 0.2, 0.5, 0.1])  # far from the truth
+    value, covariance = session_end_fit(ends, [truth], params.initial_satisfaction, start)
+    true = np.array([getattr(params, name) for name in CHURN_FIELDS])
+    z = (value - true) / np.sqrt(np.diag(covariance))
+    assert np.all(np.abs(z) < 3.0), dict(zip(CHURN_FIELDS, z.round(2), strict=True))
+    # several catalogs of qualities: the estimates' mean, and Rubin's rules add their spread
+    # to the mean of the intervals
+    other = np.clip(truth + np.random.default_rng(1).normal(0, 0.05, len(truth)), 0, 1)
+    value_other, covariance_other = session_end_fit(ends, [other], params.initial_satisfaction, start)
+    pooled_value, pooled = session_end_fit(ends, [truth, other], params.initial_satisfaction, start)
+    np.testing.assert_allclose(pooled_value, (value + value_other) / 2, rtol=1e-6)
+    spread = 1.5 * (value - value_other) ** 2 / 2  # (1 + 1/M) x the sample variance of M = 2
+    np.testing.assert_allclose(np.diag(pooled), np.diag(covariance + covariance_other) / 2 + spread,
+                               rtol=1e-6)
+
+
 def test_item_table_keeps_each_items_match_spread() -> None:
     logs = generate_logs(preset="default", n_steps=3_000, seed=1, num_topics=T, declared_topics=2)
     params = make_simulator("default").params
@@ -530,6 +596,28 @@ def test_satisfaction_paths_replay_the_simulators_satisfaction() -> None:
         bumped = sim.params.replace(**{field: getattr(sim.params, field) + h})
         moved = satisfaction_paths(logs, sim.catalog.hidden[:, 1], initial, bumped)["after"]
         np.testing.assert_allclose((moved - paths["after"]) / h, paths[key], atol=1e-4)
+
+
+def test_session_end_likelihood_replays_satisfaction_as_the_checked_replay_does() -> None:
+    # the fit's compiled replay (session_end_information) against satisfaction_paths, which the
+    # test above checks against the simulator's own satisfaction: the same Fisher information
+    from recsim_gym.env import rng as recsim_rng
+    from scripts.fit_recovery import churn_information, satisfaction_paths
+
+    sim = make_simulator("default", satisfaction_rate=0.3, no_click_penalty=0.05)
+    logs = generate_logs(n_steps=6_000, batch_size=100, sim=sim, seed=4, first_user=80_000)
+    ids, where = np.unique(logs["user"], return_inverse=True)
+    initial = np.asarray(sim.reset(recsim_rng.seed_to_key(ids)).satisfaction, dtype=np.float64)[where]
+    quality = sim.catalog.hidden[:, 1]
+    ends = session_ends(logs, logs["slate_items"].astype(np.int64), 100, sim.params.max_steps)
+    order = np.lexsort((logs["step"], logs["user"]))
+    known = np.empty_like(ends.known)
+    known[order] = ends.known
+    paths = satisfaction_paths(logs, quality, initial, sim.params)
+    expected = churn_information({name: v[known] for name, v in paths.items()}, sim.params)
+    theta = np.array([getattr(sim.params, name) for name in CHURN_FIELDS])
+    np.testing.assert_allclose(session_end_information(ends, quality, initial[order], theta), expected,
+                               rtol=1e-9)
 
 
 def test_churn_information_gives_the_binomial_standard_error() -> None:
@@ -594,7 +682,7 @@ def test_a_fit_recovers_a_hidden_world(tmp_path: Path, seed: int) -> None:
     np.testing.assert_allclose(np.sqrt(np.diag(result.covariance)), se, rtol=1e-9)
     table, _ = item_evidence(result.params().catalog_file)  # the fit keeps its items' evidence
     assert 0 < table.clicks.sum() < (logs["position"] >= 0).sum()  # the fitted 80% of the users' clicks
-    level, slope = table.affinity_proxy  # and the interest proxy it measured at the fitted world
+    level, slope = table.affinity_proxy  # and the interest proxy it measured at the start
     assert table.affinity_proxy != PRIOR_PROXY and -0.2 < level < 0.3 and 0.3 < slope < 1.0
     misses = {}
     for name in FIT_FIELDS:
@@ -604,16 +692,15 @@ def test_a_fit_recovers_a_hidden_world(tmp_path: Path, seed: int) -> None:
         if not (inside or close):
             misses[name] = (f"true {value:.4g}, fit {interval['value']:.4g} "
                             f"[{interval['low']:.4g}, {interval['high']:.4g}]")
-    # What the fit achieves today (docs/fit.md): the choice model always comes back; of the
-    # conversion, churn/satisfaction and drift fields one to four fall outside their
-    # intervals (satisfaction_rate comes out high), so the test allows four misses in all,
+    # What the fit achieves today (docs/fit.md): the choice model always comes back, and one
+    # conversion or churn field per world falls outside its interval (4, 1 and 2 before the
+    # churn fields were fitted by the session-end likelihood), so the test allows two misses,
     # none in the choice model. Issue 27's target is none at all.
     assert not set(misses) & set(CHOICE_FIELDS), misses
-    assert len(misses) <= 4, misses
+    assert len(misses) <= 2, misses
     checks = compare(heldout, simulate_fitted(result, meta, len(logs["user"]), 0.2), 16)
     outside = [c["statistic"] for c in checks if not c["within_sampling_error"]]
     # 20 statistics at 95%: one may fall outside by chance, which is issue 27's target. Today
-    # 1, 4 and 1 do (the fit's measured interest proxy, eaacce6; 1, 0 and 1 before it), so the
-    # test allows 4.
+    # 1, 2 and 1 do (1, 4 and 1 before the session-end likelihood), so the test allows 3.
     assert len(checks) == 20
-    assert len(outside) <= 4, outside
+    assert len(outside) <= 3, outside
