@@ -395,13 +395,6 @@ def _quality_posterior(items: ItemTable, params: Any, price_feature: np.ndarray)
     return np.exp(log_post - log_post.max(1, keepdims=True))
 
 
-def quality_posterior_mean(items: ItemTable, params: Any, price_feature: np.ndarray) -> np.ndarray:
-    """Each item's posterior mean of quality (:func:`item_quality`'s posterior): the best guess
-    of what a click on it does to satisfaction, which :func:`session_end_fit` replays."""
-    post = _quality_posterior(items, params, price_feature)
-    return post @ _GRID / post.sum(1)
-
-
 def item_quality(items: ItemTable, params: Any, price_feature: np.ndarray, seed: Any = 0) -> np.ndarray:
     """A draw of each item's quality from its posterior given its clicks and conversions
     (:func:`quality_log_likelihood`), with the default family's prior given the item's appeal:
@@ -526,8 +519,8 @@ def session_end_information(ends: SessionEnds, quality: np.ndarray, initial: flo
     return _session_end_terms(*_session_end_args(ends, quality, initial), np.asarray(theta, np.float64))[2]
 
 
-def session_end_fit(ends: SessionEnds, qualities: list[np.ndarray], initial: float, start: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def session_end_fit(ends: SessionEnds, qualities: list[np.ndarray], initial: float | np.ndarray,
+                    start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Maximum likelihood of :data:`CHURN_FIELDS` from the logged session ends, each user's
     satisfaction replayed from the ``initial`` satisfaction and the items' qualities, from
     ``start`` inside the fields' search bounds (L-BFGS-B). The qualities are not known, only
