@@ -446,7 +446,10 @@ def session_ends(logs: dict[str, np.ndarray], index: np.ndarray, batch_size: int
     once, as :func:`~recsim_gym.env.logs.generate_logs` writes them; ``index``: the item
     table's row of every shown slot). The users in the last ``batch_size`` rows (and a tenth
     more, for a last step that is not full) were still active when logging stopped: their last
-    rows are cut, not ended, and say nothing of churn; nor do rows at ``max_steps``."""
+    rows are cut, not ended, and say nothing of churn; nor do rows at ``max_steps``. A log
+    whose rows are grouped by user instead (``recsim logs convert`` sorts by user and time)
+    does not show who was cut: there the last rows of the last users are left out, and a cut
+    session of any other user counts as an end, which biases the churn fields up."""
     user, step = logs["user"], logs["step"]
     order = np.lexsort((step, user))
     sorted_user = user[order]
