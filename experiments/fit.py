@@ -803,7 +803,7 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     free = _to_free(theta)
     simulated = simulate(theta)
     free, simulated, jacobian, more = _gauss_newton(problem, free, simulated, jacobian, iterations, progress,
-                                                    fixed=churn_at)
+                                                    fixed=churn_at, start=used)
     used += more
     items, out = problem.items, problem.out
     theta = _from_free(free)
@@ -838,12 +838,12 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
 
 
 def _gauss_newton(problem: FitProblem, free: np.ndarray, simulated: np.ndarray, jacobian: np.ndarray,
-                  iterations: int, progress: Any, fixed: list[int] | None = None
+                  iterations: int, progress: Any, fixed: list[int] | None = None, start: int = 0
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Levenberg-Marquardt steps on ``problem.distance`` from ``free`` (simulated statistics
     ``simulated``), Broyden updates of ``jacobian``, a fresh Jacobian once after 3 failed steps;
     returns the point, its statistics, the Jacobian and the iterations used. The fields at
-    ``fixed`` indices stay where they are."""
+    ``fixed`` indices stay where they are; ``progress`` numbers the steps on from ``start``."""
     observed, weight, distance = problem.observed, problem.weight, problem.distance
     moving = np.ones(len(free), dtype=bool)
     moving[fixed or []] = False
@@ -868,7 +868,7 @@ def _gauss_newton(problem: FitProblem, free: np.ndarray, simulated: np.ndarray, 
         else:
             damping, stalled = damping * 4, stalled + 1
         if progress is not None:
-            progress(used, distance(simulated))
+            progress(start + used, distance(simulated))
         if stalled >= 3:  # a fresh Jacobian once before giving up: Broyden's can drift
             if refreshed:
                 break

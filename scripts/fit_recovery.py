@@ -35,6 +35,7 @@ from recsim_gym.env.logs import generate_logs
 from recsim_gym.env.simulator import make_simulator
 from recsim_gym.experiments.evaluate import evaluate, make_train_env
 from recsim_gym.experiments.fit import (
+    CHURN_FIELDS,
     FIT_FIELDS,
     FitProblem,
     _jacobian,
@@ -91,10 +92,6 @@ def collinearity(problem: FitProblem, params) -> dict[str, dict]:
         out[name] = {"r2": float(r2), "unique": unique,
                      "closest": {names[j]: float(cosine[i, j]) for j in closest}}
     return out
-
-
-#: The fields behind session ends, in the order :func:`churn_information` uses.
-CHURN_FIELDS = ("churn_base", "churn_scale", "satisfaction_rate", "no_click_penalty")
 
 
 def satisfaction_paths(logs: dict[str, np.ndarray], quality: np.ndarray, initial: np.ndarray,

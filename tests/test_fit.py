@@ -319,7 +319,12 @@ def test_recsim_fit_writes_a_world_with_its_covariance_and_a_report(tmp_path: Pa
     env = gym.make("recsim/default-v0", **load_fit(tmp_path / "fit" / "world.json"))
     env.reset(seed=0)
     report = (tmp_path / "fit" / "report.md").read_text()
-    assert "held-out checks" in capsys.readouterr().out and "## Held-out checks" in report
+    captured = capsys.readouterr()
+    assert "held-out checks" in captured.out and "## Held-out checks" in report
+    # the progress lines number the Gauss-Newton steps on through both stages of the fit
+    steps = [int(line.split()[1].rstrip(":")) for line in captured.err.splitlines()
+             if line.startswith("step ")]
+    assert steps == list(range(1, result.iterations + 1)), steps
     assert "the log cannot rule out" in report
     assert (tmp_path / "fit" / "fit_checks.png").stat().st_size > 0
     assert main([str(tmp_path / "missing.npz"), "--out", str(tmp_path / "fit2")]) == 2
