@@ -101,7 +101,7 @@ def _cmd_logs(args: argparse.Namespace) -> int:
         return 2
     path = save_logs(logs, args.out, **meta)
     print(f"wrote {path}: {len(logs['user']):,} slates of {meta['users']:,} users; propensities "
-          f"{meta['propensities']}")
+          f"{meta['propensities']}, session ends {meta['session_ends']}")
     return 0
 
 
@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="interaction logs: convert plain tables (docs/logs.md)")
     logs_sub = logs.add_subparsers(dest="logs_command", required=True)
     convert = logs_sub.add_parser("convert", help="events and items CSV tables -> a recsim log (.npz)")
-    convert.add_argument("events", type=Path, help="events CSV: user, time, slate, clicked_item, converted")
+    convert.add_argument("events", type=Path, help="events CSV: user, time, slate, clicked_item, converted "
+                         "(optional: propensity, terminated)")
     convert.add_argument("--items", type=Path, required=True,
                          help="items CSV: item, topic_0.. (or topic), appeal, price, popularity")
     convert.add_argument("--out", type=Path, default=Path("log.npz"), help="output log (default log.npz)")

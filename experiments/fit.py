@@ -18,7 +18,9 @@ inference (Gourieroux, Monfort and Renault 1993; Smith 1993) needs only the simu
    (:func:`session_end_fit`, the qualities drawn from their posteriors under the fitted
    conversion model, Rubin's rules over the draws); then step 3 for the other fields with
    those held. The auxiliary statistics say little about the churn fields (their estimates
-   leaned the same way in 11 of 12 fits, docs/fit.md); the likelihood reads every row.
+   leaned the same way in 11 of 12 fits, docs/fit.md); the likelihood reads every row. It
+   needs to know which sessions ended: the log's ``terminated`` column, or rows in time order
+   (:func:`session_ends`); a converted table without that column skips this step.
 
 The simulator is the model (no second implementation of the dynamics), and the Jacobian also
 gives the uncertainty: the simulated-method-of-moments sandwich
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -442,14 +445,15 @@ class SessionEnds:
 
 def session_ends(logs: dict[str, np.ndarray], index: np.ndarray, batch_size: int, max_steps: int
                  ) -> SessionEnds:
-    """:class:`SessionEnds` of ``logs`` (rows in time order, ``batch_size`` users logged at
-    once, as :func:`~recsim_gym.env.logs.generate_logs` writes them; ``index``: the item
-    table's row of every shown slot). The users in the last ``batch_size`` rows (and a tenth
-    more, for a last step that is not full) were still active when logging stopped: their last
-    rows are cut, not ended, and say nothing of churn; nor do rows at ``max_steps``. A log
-    whose rows are grouped by user instead (``recsim logs convert`` sorts by user and time)
-    does not show who was cut: there the last rows of the last users are left out, and a cut
-    session of any other user counts as an end, which biases the churn fields up."""
+    """:class:`SessionEnds` of ``logs`` (``index``: the item table's row of every shown slot).
+
+    With a ``terminated`` column (``generate_logs`` writes one; ``recsim logs convert`` takes
+    one) every row's outcome is known, in any row order: the user left after a marked row and
+    stayed after any other, including a last row that logging stopped at. Without one, the
+    rows must be in time order with ``batch_size`` users logged at once (older
+    ``generate_logs`` files): the users in the last ``batch_size`` rows (and a tenth more, for
+    a last step that is not full) were still active when logging stopped, so their last rows,
+    and last rows at ``max_steps``, are left out as unknown."""
     user, step = logs["user"], logs["step"]
     order = np.lexsort((step, user))
     sorted_user = user[order]
@@ -457,6 +461,9 @@ def session_ends(logs: dict[str, np.ndarray], index: np.ndarray, batch_size: int
     last = np.r_[sorted_user[1:] != sorted_user[:-1], True]
     position = logs["position"][order].astype(np.int64)
     item = np.where(position >= 0, index[order, np.maximum(position, 0)], -1)
+    if "terminated" in logs:
+        ended = logs["terminated"][order].astype(bool)
+        return SessionEnds(first=first, item=item.astype(np.int64), known=np.ones_like(ended), left=ended)
     tail = int(np.ceil(1.1 * batch_size))
     cut = np.isin(sorted_user, user[-tail:])
     known = ~(last & (cut | (step[order] >= max_steps - 1)))
@@ -617,6 +624,9 @@ class FitResult:
     #: The fitted fields' covariance (the sandwich behind ``intervals``; rows and columns in
     #: :data:`FIT_FIELDS` order, field units), or None for a file written without it.
     covariance: np.ndarray | None = None
+    #: How the :data:`CHURN_FIELDS` were fitted: ``"session_ends"`` (their likelihood) or
+    #: ``"statistics"`` (with the others, for a log that does not show its session ends).
+    churn_fields: str = "session_ends"
 
     def params(self) -> Any:
         """The fitted world's Params."""
@@ -718,7 +728,10 @@ class FitProblem:
         self.observed, self.names = auxiliary_statistics(logs, t)
         self.sigma = _bootstrap_covariance(logs, t, bootstrap, self.observed)
         self.weight = 1.0 / np.maximum(np.diag(self.sigma), 1e-12)
-        self.ends = session_ends(logs, self.items.index, self.batch, max_steps)
+        #: None for a log that does not show its session ends (a converted table without a
+        #: ``terminated`` column): then the churn fields are fitted with the others
+        self.ends = (None if "terminated" not in logs and meta.get("session_ends") == "unknown"
+                     else session_ends(logs, self.items.index, self.batch, max_steps))
         self._tables = 0
 
     def world(self, theta: np.ndarray) -> Any:
@@ -797,14 +810,19 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     # the churn fields by the likelihood of the logged session ends, at the qualities the
     # fitted conversion model imputes; then the other fields again with those held
     churn_at = [list(FIT_FIELDS).index(name) for name in CHURN_FIELDS]
-    theta = _from_free(free)
-    churn, churn_covariance = problem.session_end_fit(theta)
-    theta[churn_at] = churn
-    free = _to_free(theta)
-    simulated = simulate(theta)
-    free, simulated, jacobian, more = _gauss_newton(problem, free, simulated, jacobian, iterations, progress,
-                                                    fixed=churn_at, start=used)
-    used += more
+    if problem.ends is not None:
+        theta = _from_free(free)
+        churn, churn_covariance = problem.session_end_fit(theta)
+        theta[churn_at] = churn
+        free = _to_free(theta)
+        simulated = simulate(theta)
+        free, simulated, jacobian, more = _gauss_newton(problem, free, simulated, jacobian, iterations,
+                                                        progress, fixed=churn_at, start=used)
+        used += more
+    else:
+        warnings.warn("the log does not show its session ends (no 'terminated' column): the churn "
+                      "fields are fitted from the session-length statistics, which a log's cut "
+                      "sessions bias (docs/logs.md)", stacklevel=2)
     items, out = problem.items, problem.out
     theta = _from_free(free)
     jacobian = _jacobian(theta, simulate)  # in field units, for the intervals
@@ -818,9 +836,10 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     # Jacobian, so the intervals still carry what those fields' collinearity leaves open), the
     # session-end likelihood's for the churn fields, no covariance between the two
     covariance = _sandwich(jacobian, weight, sigma)
-    covariance[churn_at, :] = 0.0
-    covariance[:, churn_at] = 0.0
-    covariance[np.ix_(churn_at, churn_at)] = churn_covariance
+    if problem.ends is not None:
+        covariance[churn_at, :] = 0.0
+        covariance[:, churn_at] = 0.0
+        covariance[np.ix_(churn_at, churn_at)] = churn_covariance
     covariance = (covariance + covariance.T) / 2  # exactly symmetric, as the file check wants
     se = np.sqrt(np.maximum(np.diag(covariance), 0.0))
     intervals = {name: {"value": float(v), "se": float(e), "low": float(v - 1.96 * e),
@@ -834,7 +853,8 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
                   for name, o, s, v in zip(names, observed, simulated, np.diag(sigma), strict=True)}
     return FitResult(overrides=overrides, intervals=intervals, statistics=statistics,
                      choice_loglik=problem.choice_loglik, seconds=time.perf_counter() - start,
-                     iterations=used, rows=problem.rows, covariance=covariance)
+                     iterations=used, rows=problem.rows, covariance=covariance,
+                     churn_fields="statistics" if problem.ends is None else "session_ends")
 
 
 def _gauss_newton(problem: FitProblem, free: np.ndarray, simulated: np.ndarray, jacobian: np.ndarray,
@@ -946,6 +966,7 @@ def save_fit(result: FitResult, out: str | Path) -> Path:
                                 "intervals": result.intervals, "statistics": result.statistics,
                                 "choice_loglik": result.choice_loglik, "seconds": result.seconds,
                                 "iterations": result.iterations, "rows": result.rows,
+                                "churn_fields": result.churn_fields,
                                 "covariance": None if result.covariance is None
                                 else np.asarray(result.covariance).tolist()}, indent=1))
     return path
@@ -993,6 +1014,10 @@ def load_fit_result(path: str | Path) -> FitResult:
         if (not isinstance(row, dict) or set(row) != {"value", "se", "low", "high"}
                 or not all(isinstance(v, int | float) and np.isfinite(v) for v in row.values())):
             raise ValueError(f"{path}: intervals.{name} must be finite numbers value, se, low, high")
+    churn_fields = data.get("churn_fields", "session_ends")
+    if churn_fields not in ("session_ends", "statistics"):
+        raise ValueError(f"{path}: 'churn_fields' must be 'session_ends' or 'statistics', "
+                         f"got {churn_fields!r}")
     if overrides.get("catalog_file"):
         try:
             item_evidence(overrides["catalog_file"])
@@ -1015,6 +1040,6 @@ def load_fit_result(path: str | Path) -> FitResult:
                          statistics=dict(data.get("statistics") or {}),
                          choice_loglik=dict(data.get("choice_loglik") or {}),
                          seconds=float(data.get("seconds", 0.0)), iterations=int(data.get("iterations", 0)),
-                         rows=int(data.get("rows", 0)), covariance=covariance)
+                         rows=int(data.get("rows", 0)), covariance=covariance, churn_fields=churn_fields)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: {err}") from err

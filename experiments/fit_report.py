@@ -167,6 +167,14 @@ def bound_not_ruled_out(result: FitResult) -> dict[str, float]:
     return out
 
 
+def churn_method(result: FitResult) -> str:
+    """How the report says the churn fields were fitted."""
+    if result.churn_fields == "session_ends":
+        return "the churn fields by the likelihood of the logged session ends"
+    return ("the churn fields too (**the log does not mark its session ends**, so they come from the "
+            "session-length statistics, which cut sessions bias: add a `terminated` column, docs/logs.md)")
+
+
 def write_report(out: Path, result: FitResult, checks: list[dict[str, Any]], source: str) -> Path:
     """``report.md`` and ``fit_checks.png``."""
     import matplotlib
@@ -201,7 +209,7 @@ def write_report(out: Path, result: FitResult, checks: list[dict[str, Any]], sou
     plt.close(fig)
     within = sum(c["within_sampling_error"] for c in checks)
     lines = [f"# Fitted world: {source}", "",
-             f"Fit by indirect inference, the churn fields by the likelihood of the logged session ends "
+             f"Fit by indirect inference, {churn_method(result)} "
              f"(`recsim_gym/experiments/fit.py`), on {result.rows:,} logged "
              f"interactions in {result.seconds:.0f} s ({result.iterations} Gauss-Newton steps); choice "
              f"model `{result.overrides['choice_model']}` (auxiliary log-likelihood per slate: MNL "

@@ -17,6 +17,10 @@ column            required  meaning
                             probability, spread evenly over its positions; without it,
                             propensities are unknown (the meta says so, and off-policy
                             estimators that need them refuse)
+``terminated``    no        1 on a user's last row if they left the service after it (by your
+                            churn definition, e.g. no visit in the 30 days after it), else 0;
+                            without it the meta says ``session_ends: unknown`` and ``recsim fit``
+                            cannot use the likelihood of the session ends
 ================  ========  ====================================================================
 
 **Items table** (CSV; one row per item): ``item`` (id), ``topic_0 .. topic_{T-1}`` (the topic
@@ -97,6 +101,20 @@ def _items(table: Any, source: str, price_min: float, price_max: float
     return {item: i for i, item in enumerate(ids)}, features.astype(np.float32)
 
 
+def _flags(column: Any, what: str) -> np.ndarray:
+    """A 0/1 column as booleans; anything else raises :class:`LogFormatError` naming the row."""
+    values = column.to_numpy()
+    try:
+        numbers = values.astype(float)
+    except ValueError:
+        numbers = np.full(len(values), np.nan)
+    bad = ~np.isin(numbers, (0.0, 1.0))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise LogFormatError(f"{what}, row {row}: {values[row]!r} is not 0 or 1")
+    return numbers.astype(bool)
+
+
 def from_tables(events: str | Path, items: str | Path, history_length: int = 8, max_steps: int = 200,
                 price_min: float = 1.0, price_max: float = 1000.0
                 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -143,6 +161,15 @@ def from_tables(events: str | Path, items: str | Path, history_length: int = 8, 
     users_text = table["user"].to_numpy()
     _, user = np.unique(users_text, return_inverse=True)
     order = np.lexsort((times, user))
+    ends_known = "terminated" in table.columns
+    if ends_known:
+        terminated = _flags(table["terminated"], f"events table {events}: column 'terminated'")
+        last = np.empty(len(order), dtype=bool)
+        last[order] = np.r_[user[order][1:] != user[order][:-1], True]
+        if (terminated & ~last).any():
+            raise LogFormatError(f"events table {events}: column 'terminated', row "
+                                 f"{int(np.flatnonzero(terminated & ~last)[0])}: 1 only on a user's last "
+                                 "row (by time): a user leaves once")
     user, item_rows, position, converted = user[order], item_rows[order], position[order], converted[order]
     n = len(order)
     first = np.r_[True, user[1:] != user[:-1]]
@@ -177,8 +204,11 @@ def from_tables(events: str | Path, items: str | Path, history_length: int = 8, 
             "click": click, "position": position.astype(np.int8), "conversion": converted,
             "revenue": np.zeros(n, np.float32),
             "reward": (click + 2.0 * converted).astype(np.float32)}
+    if ends_known:
+        logs["terminated"] = terminated[order]
     validate_logs(logs, str(events), num_candidates=k)
     meta = {"source": str(events), "num_candidates": k, "max_steps": max_steps,
             "propensities": "known" if known else "unknown", "declared_topics": "unknown",
+            "session_ends": "known" if ends_known else "unknown",
             "users": int(user.max() + 1) if n else 0}
     return logs, meta

@@ -30,6 +30,10 @@ policies other than the logger (:mod:`recsim_gym.experiments.ope_run`):
                                       what a target policy needs to choose its own slate
 ``marginal``       float32 (n, k)     P(logging policy puts the logged item at that position),
                                       what independent IPS divides by
+``terminated``     bool (n,)          the user left after this row (only on a user's last row);
+                                      false: they stayed, though logging or ``max_steps`` may
+                                      have stopped there. Every row's churn outcome, in any
+                                      row order (``recsim fit``'s churn fields)
 =================  =================  ==========================================================
 
 Files are ``.npz`` (``numpy.savez_compressed``) plus a ``__meta__`` JSON entry naming the schema
@@ -75,7 +79,7 @@ def _columns(k: int, t: int, h: int, u: int | None = None) -> dict[str, tuple[st
 
 def _optional_columns(k: int, t: int, m: int) -> dict[str, tuple[str, tuple[int, ...]]]:
     """Expected dtype and per-row shape of the optional columns."""
-    return {"candidates": ("float16", (m, t + 3)), "marginal": ("float32", (k,))}
+    return {"candidates": ("float16", (m, t + 3)), "marginal": ("float32", (k,)), "terminated": ("bool", ())}
 
 
 def uniform_policy(k: int) -> LoggingPolicy:
@@ -170,7 +174,7 @@ def generate_logs(preset: str = "static", n_steps: int = 10_000, batch_size: int
         :data:`LoggingPolicy` (one of :mod:`recsim_gym.env.logging_policies` also logs marginals)
     :param full_observations: also log every candidate (``candidates``) and, for a policy that
         knows them, the ``marginal`` probabilities: what off-policy evaluation needs
-    :returns: the columns of the schema above (exactly ``n_steps`` rows)
+    :returns: the columns of the schema above (exactly ``n_steps`` rows), with ``terminated``
     """
     sim = sim if sim is not None else make_simulator(preset, **overrides)
     params = sim.params
@@ -183,7 +187,7 @@ def generate_logs(preset: str = "static", n_steps: int = 10_000, batch_size: int
     next_user = first_user + batch
     state = sim.reset(recsim_rng.seed_to_key(users))
     steps = np.zeros(batch, dtype=np.int32)
-    chunks: dict[str, list[np.ndarray]] = {name: [] for name in _columns(k, 1, 1)}
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in (*_columns(k, 1, 1), "terminated")}
     marginals = getattr(policy, "marginals", None)
     if full_observations:
         chunks["candidates"] = []
@@ -205,7 +209,8 @@ def generate_logs(preset: str = "static", n_steps: int = 10_000, batch_size: int
                "user_features": obs["user"].astype(np.float16), "propensity": prop.astype(np.float32),
                "click": result.click.astype(bool), "position": result.position.astype(np.int8),
                "conversion": result.conversion.astype(bool),
-               "revenue": result.revenue.astype(np.float32), "reward": result.reward.astype(np.float32)}
+               "revenue": result.revenue.astype(np.float32), "reward": result.reward.astype(np.float32),
+               "terminated": result.terminated.astype(bool)}
         if full_observations:
             row["candidates"] = obs["candidates"].astype(np.float16)
             if marginals is not None:
@@ -276,7 +281,21 @@ def validate_logs(logs: dict[str, np.ndarray], source: str = "logs", num_candida
         marginal = logs["marginal"]
         _first_bad(source, "marginal", ~np.isfinite(marginal) | (marginal <= 0) | (marginal > 1),
                    "marginal probabilities must be in (0, 1]")
+    if "terminated" in logs:
+        _first_bad(source, "terminated", logs["terminated"] & ~_last_rows(logs["user"], logs["step"]),
+                   "a session ends on the user's last row (the highest step) only")
     return logs
+
+
+def _last_rows(user: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """Whether each row is its user's only row at the user's highest step."""
+    order = np.lexsort((step, user))
+    u, s = user[order], step[order]
+    last = np.r_[u[1:] != u[:-1], True]
+    last &= np.r_[True, (u[1:] != u[:-1]) | (s[1:] != s[:-1])]  # no other row at that step
+    out = np.empty(len(user), dtype=bool)
+    out[order] = last
+    return out
 
 
 def _first_bad(source: str, name: str, bad: np.ndarray, rule: str) -> None:
@@ -349,7 +368,7 @@ def load_logs(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if meta.get("schema_version") not in READABLE_VERSIONS:
         raise LogFormatError(f"{path}: schema version {meta.get('schema_version')}, "
                              f"expected one of {list(READABLE_VERSIONS)}")
-    if meta["schema_version"] == 1 and {"candidates", "marginal"} & set(data):
+    if meta["schema_version"] == 1 and {"candidates", "marginal", "terminated"} & set(data):
         raise LogFormatError(f"{path}: a schema version 1 log has no optional columns")
     validate_logs(data, str(path), meta.get("num_candidates"))
     if len(data["user"]) != meta.get("rows"):

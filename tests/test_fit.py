@@ -29,6 +29,7 @@ from recsim_gym.experiments.fit import (
     _vector,
     affinity_proxy,
     auxiliary_statistics,
+    fit_world,
     item_evidence,
     item_quality,
     item_table,
@@ -289,6 +290,22 @@ def test_a_bad_covariance_is_refused(tmp_path: Path, covariance: object, message
             load_fit_result(path)
 
 
+def test_a_log_without_its_session_ends_fits_the_churn_fields_with_the_others(tmp_path: Path) -> None:
+    # a converted table without a terminated column cannot show who left: the fit says so (a
+    # warning, the result, its file and the report) instead of reading cut sessions as churns
+    from recsim_gym.experiments.fit_report import churn_method
+
+    logs = generate_logs(n_steps=2000, batch_size=50, sim=make_simulator("default"), seed=0)
+    logs = {name: column for name, column in logs.items() if name != "terminated"}
+    meta = {"batch_size": 50, "num_candidates": 20, "session_ends": "unknown"}
+    with pytest.warns(UserWarning, match="does not show its session ends"):
+        result = fit_world(logs, meta, tmp_path, iterations=1, bootstrap=4)
+    assert result.churn_fields == "statistics" and result.iterations <= 1
+    assert np.all(np.linalg.eigvalsh(result.covariance) > -1e-12)
+    assert load_fit_result(save_fit(result, tmp_path)).churn_fields == "statistics"
+    assert "does not mark its session ends" in churn_method(result)
+
+
 def test_a_fit_file_without_every_interval_is_refused(tmp_path: Path) -> None:
     path = save_fit(_fit_result(tmp_path), tmp_path)
     data = json.loads(path.read_text())
@@ -300,6 +317,11 @@ def test_a_fit_file_without_every_interval_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="intervals.churn_base"):
         load_fit_result(path)
+    data = json.loads(save_fit(_fit_result(tmp_path), tmp_path).read_text())
+    data["churn_fields"] = "guessed"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="'churn_fields' must be 'session_ends' or 'statistics'"):
+        load_fit_result(path)
 
 
 def test_recsim_fit_writes_a_world_with_its_covariance_and_a_report(tmp_path: Path, capsys) -> None:
@@ -310,6 +332,7 @@ def test_recsim_fit_writes_a_world_with_its_covariance_and_a_report(tmp_path: Pa
                      batch_size=50, max_steps=200, num_candidates=20)
     assert main([str(path), "--out", str(tmp_path / "fit")]) == 0
     result = load_fit_result(tmp_path / "fit" / "world.json")
+    assert result.churn_fields == "session_ends"  # a generated log marks its session ends
     se = np.array([result.intervals[name]["se"] for name in FIT_FIELDS])
     np.testing.assert_allclose(np.sqrt(np.diag(result.covariance)), se, rtol=1e-9)
     table, _ = item_evidence(result.params().catalog_file)  # the fit keeps its items' evidence
@@ -349,6 +372,24 @@ def test_a_plain_table_converts_into_a_log(tmp_path: Path) -> None:
     assert hist[1, 1] == 1.0 and hist[1, -3:].tolist() == [1.0, 1.0, 1.0]  # b, clicked, converted
     assert hist[2, 2] == 1.0 and hist[2, -3:].tolist() == [0.0, 0.0, 1.0]  # c shown first, no click
     assert logs["reward"].tolist() == [3.0, 0.0, 1.0, 1.0]
+
+
+def test_a_table_with_terminated_marks_the_session_ends(tmp_path: Path) -> None:
+    # rows out of time order: the flag follows its row; without the column the meta says the
+    # ends are unknown (recsim fit then cannot use their likelihood)
+    _, items = _tables(tmp_path, "")
+    events = tmp_path / "ends.csv"
+    events.write_text("user,time,slate,clicked_item,converted,terminated\n"
+                      "alice,2,c d a,,0,1\nbob,5,d|a|b,d,0,0\nalice,1,a b c,b,1,0\n")
+    logs, meta = from_tables(events, items)
+    assert logs["user"].tolist() == [0, 0, 1] and logs["terminated"].tolist() == [False, True, False]
+    assert meta["session_ends"] == "known"
+    assert from_tables(*_tables(tmp_path, "alice,1,a b c,b,1\n"))[1]["session_ends"] == "unknown"
+    for rows, message in [("alice,1,a b c,b,1,1\nalice,2,c d a,,0,0\n", "'terminated', row 0: 1 only on"),
+                          ("alice,1,a b c,b,1,2\n", "'terminated', row 0: .*not 0 or 1")]:
+        events.write_text("user,time,slate,clicked_item,converted,terminated\n" + rows)
+        with pytest.raises(LogFormatError, match=message):
+            from_tables(events, items)
 
 
 @pytest.mark.parametrize(("events", "message"), [
@@ -501,12 +542,14 @@ def test_the_proxy_measured_in_the_world_predicts_its_conversions() -> None:
 
 
 def test_session_ends_know_which_rows_ended_a_session() -> None:
-    # a user's last row ends the session unless logging stopped while the user was active (the
-    # users of the log's last batch of rows) or the user reached max_steps
+    # without a terminated column (an older log, rows in time order): a user's last row ends
+    # the session unless logging stopped while the user was active (the users of the log's
+    # last batch of rows) or the user reached max_steps
     logs = generate_logs(preset="default", n_steps=3_000, batch_size=50, seed=2, num_topics=T,
                          declared_topics=2, max_steps=40)
     index = np.zeros(logs["slate"].shape, np.int64)
-    ends = session_ends(logs, index, batch_size=50, max_steps=40)
+    older = {name: column for name, column in logs.items() if name != "terminated"}
+    ends = session_ends(older, index, batch_size=50, max_steps=40)
     order = np.lexsort((logs["step"], logs["user"]))
     user, step = logs["user"][order], logs["step"][order]
     last = np.r_[user[1:] != user[:-1], True]
@@ -517,6 +560,17 @@ def test_session_ends_know_which_rows_ended_a_session() -> None:
     assert (ends.left == (last & ends.known)).all() and ends.left.sum() > 20
     clicked = logs["position"][order] >= 0
     assert ((ends.item >= 0) == clicked).all()
+    # with it, every row's outcome is known, the same where the time order told it, and in
+    # any row order (a converted log is grouped by user)
+    exact = session_ends(logs, index, batch_size=50, max_steps=40)
+    assert exact.known.all() and (exact.left == logs["terminated"][order]).all()
+    assert (exact.left[ends.known] == ends.left[ends.known]).all()
+    assert exact.left[last & active_at_end].sum() < exact.left[last & ~active_at_end].sum()
+    shuffled = np.random.default_rng(0).permutation(len(order))
+    grouped = session_ends({name: column[shuffled] for name, column in logs.items()}, index[shuffled],
+                           batch_size=50, max_steps=40)
+    for name in ("first", "item", "known", "left"):
+        assert (getattr(grouped, name) == getattr(exact, name)).all(), name
 
 
 def test_session_end_likelihood_gradient_matches_finite_differences() -> None:
@@ -671,7 +725,6 @@ def test_the_fit_simulates_a_user_split_with_its_share_of_concurrent_users() -> 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_fit_recovers_a_hidden_world(tmp_path: Path, seed: int) -> None:
-    from recsim_gym.experiments.fit import fit_world
     from recsim_gym.experiments.fit_report import compare, simulate_fitted, split_for_fit
 
     hidden = hidden_world(seed)

@@ -150,6 +150,8 @@ def _damaged(logs: dict[str, np.ndarray], how: str) -> dict[str, np.ndarray]:
         bad["extra"] = np.zeros(len(bad["user"]))
     elif how == "user_features_width":
         bad["user_features"] = np.zeros((len(bad["user"]), 3), np.float16)
+    elif how == "terminated_before_last_row":
+        bad["terminated"][5] = True  # row 5 is step 0 of its user, who has later rows
     return bad
 
 
@@ -162,6 +164,7 @@ DAMAGE = {
     "no_click_with_position": ("click", "position >= 0"),
     "conversion_without_click": ("conversion", "needs a click"),
     "unknown_column": ("unknown columns", "extra"), "user_features_width": ("user_features", "width 3"),
+    "terminated_before_last_row": ("terminated", "last row"),
 }
 
 
@@ -174,7 +177,7 @@ def test_bad_values_are_refused_at_save_and_load_naming_column_and_row(logs, tmp
     with pytest.raises(LogFormatError, match=rf"{column}.*{rule}"):
         save_logs(bad, tmp_path / "bad.npz")
     assert not (tmp_path / "bad.npz").exists()
-    meta = json.dumps({"schema_version": 1, "rows": len(bad["user"])})
+    meta = json.dumps({"schema_version": 2, "rows": len(bad["user"])})
     np.savez_compressed(tmp_path / "raw.npz", __meta__=np.array(meta), **bad)
     with pytest.raises(LogFormatError, match=rf"{column}.*{rule}") as error:
         load_logs(tmp_path / "raw.npz")
@@ -187,3 +190,21 @@ def test_a_bad_meta_entry_is_a_log_format_error(logs, tmp_path):
     np.savez_compressed(tmp_path / "meta.npz", __meta__=np.array("{not json"), **logs)
     with pytest.raises(LogFormatError, match="__meta__ entry is not JSON"):
         load_logs(tmp_path / "meta.npz")
+
+
+def test_terminated_marks_the_users_who_left_and_no_one_else(logs):
+    """Every user who left the logged batch before logging stopped either churned (marked on
+    their last row) or reached max_steps (unmarked); the users of the last logged step are
+    still there, so only a churn at that very step marks them."""
+    from recsim_gym.env.presets import make_params
+
+    max_steps = make_params("static").max_steps
+    order = np.lexsort((logs["step"], logs["user"]))
+    user, step, ended = logs["user"][order], logs["step"][order], logs["terminated"][order]
+    last = np.r_[user[1:] != user[:-1], True]
+    assert not (ended & ~last).any()
+    still_there = np.isin(user, logs["user"][-200:])  # the last step's 200 users
+    gone = last & ~still_there
+    assert gone.sum() >= 10 and ended[gone].sum() >= 10  # churn happens in this log
+    assert (ended[gone] | (step[gone] == max_steps - 1)).all()
+    assert ended[last & still_there].sum() < 0.2 * 200  # a churn at the last step only
