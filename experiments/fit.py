@@ -1,32 +1,40 @@
-"""Fit the simulator to a team's own logs: ``recsim fit LOGS`` (indirect inference).
+"""Fit the simulator to a team's own logs: ``recsim fit LOGS`` (likelihoods and indirect inference).
 
 **Method, and why.** The likelihood of a log under the default world integrates over every
 user's latent interest path (drift, regime shifts), fatigue and satisfaction and over every
 item's hidden quality: a high-dimensional state-space model with no closed form. Indirect
-inference (Gourieroux, Monfort and Renault 1993; Smith 1993) needs only the simulator:
+inference (Gourieroux, Monfort and Renault 1993; Smith 1993) needs only the simulator; where
+a part of the model has a likelihood that the log gives in closed form, that is used instead.
+After the interest proxy is measured in a world simulated at the start (:func:`affinity_proxy`):
 
-1. fit cheap *auxiliary* models to the log (:func:`auxiliary_statistics`): a conditional logit
-   of the choice on the shown slate (interest, appeal, fatigue and position terms), a logistic
-   model of conversion after a click, a hazard model of session ends, and drift summaries;
-2. simulate logs under candidate Params with the log's logging policy, size and batch (the
-   same users every time: common random numbers) and fit the same auxiliary models;
-3. move the Params until the two agree: Levenberg-Marquardt Gauss-Newton on the weighted
-   distance, with a finite-difference Jacobian, inside the search bounds of :data:`FIT_FIELDS`;
-4. the churn fields (:data:`CHURN_FIELDS`) again, by the exact likelihood of the logged session
-   ends: given the items' qualities, each user's satisfaction follows from what they clicked, so
+1. the conversion fields (:data:`CONVERSION_FIELDS`) by the likelihood of the logged
+   conversions, each item's hidden quality summed out over the default family's prior given
+   its appeal and each click's interest from its declared-topic match (:func:`conversion_fit`);
+2. the churn fields (:data:`CHURN_FIELDS`) by the exact likelihood of the logged session ends:
+   given the items' qualities, each user's satisfaction follows from what they clicked, so
    ``P(leave) = churn_base + churn_scale (1 - s)^2`` is known row by row
    (:func:`session_end_fit`, the qualities drawn from their posteriors under the fitted
-   conversion model, Rubin's rules over the draws); then step 3 for the other fields with
-   those held. The auxiliary statistics say little about the churn fields (their estimates
-   leaned the same way in 11 of 12 fits, docs/fit.md); the likelihood reads every row. It
-   needs to know which sessions ended: the log's ``terminated`` column, or rows in time order
-   (:func:`session_ends`); a converted table without that column skips this step.
+   conversion model, Rubin's rules over the draws). It needs to know which sessions ended:
+   the log's ``terminated`` column, or rows in time order (:func:`session_ends`); a converted
+   table without that column leaves the churn fields to step 3;
+3. the other fields by indirect inference, with those held: fit cheap *auxiliary* models to
+   the log (:func:`auxiliary_statistics`: a conditional logit of the choice on the shown slate,
+   a logistic model of conversion after a click, a hazard model of session ends, and drift
+   summaries), simulate logs under candidate Params with the log's logging policy, size and
+   batch (the same users every time: common random numbers), fit the same auxiliary models,
+   and move the Params until the two agree: Levenberg-Marquardt Gauss-Newton on the weighted
+   distance, with a finite-difference Jacobian, inside the search bounds of :data:`FIT_FIELDS`.
+
+Why the two likelihoods: the auxiliary statistics say little about the churn fields (their
+estimates leaned the same way in 11 of 12 fits, docs/fit.md), and nothing that separates the
+conversion fields from the imputed qualities, which adapt to any conversion model (bias and
+price came back off by 2-3 standard errors in most fits); both likelihoods read every row.
 
 The simulator is the model (no second implementation of the dynamics), and the Jacobian also
 gives the uncertainty: the simulated-method-of-moments sandwich
 ``(1 + 1/S) (J'WJ)^-1 J'W Sigma W J (J'WJ)^-1`` with ``Sigma`` the bootstrap covariance (over
 users) of the logged statistics and ``W`` the inverse of its diagonal; 95% intervals per field
-(for the churn fields, the session-end likelihood's inverse Fisher information).
+(for the conversion and churn fields, their likelihood's inverse information).
 The choice model (MNL or cascade) is picked by which auxiliary model, a conditional logit or a
 cascade of logits on the same features, explains the logged clicks better.
 
@@ -385,16 +393,9 @@ def _quality_posterior(items: ItemTable, params: Any, price_feature: np.ndarray)
     """Each item's posterior of quality on the grid (``(items, grid)``, unnormalised, its largest
     value 1): :func:`quality_log_likelihood` times the default family's prior given the appeal
     (:func:`item_quality`)."""
-    from scipy.stats import beta
-
-    regular = beta.pdf(np.clip(_GRID, 1e-6, 1 - 1e-6), params.quality_alpha, params.quality_beta)
-    clickbait = (_GRID <= params.clickbait_quality_max).astype(float)
-    prior = np.where((items.appeal >= params.clickbait_appeal_min)[:, None], clickbait / clickbait.sum(),
-                     regular / regular.sum())
     # in log space throughout: an item with many clicks whose likelihood peaks outside its
     # prior's support (clickbait converting like a good item) must not underflow to zero
-    with np.errstate(divide="ignore"):
-        log_post = quality_log_likelihood(items, params, price_feature) + np.log(prior)
+    log_post = quality_log_likelihood(items, params, price_feature) + _quality_log_prior(items, params)
     return np.exp(log_post - log_post.max(1, keepdims=True))
 
 
@@ -555,6 +556,138 @@ def session_end_fit(ends: SessionEnds, qualities: list[np.ndarray], initial: flo
     estimates = np.array(estimates)
     between = np.cov(estimates, rowvar=False) if len(estimates) > 1 else np.zeros((4, 4))
     return estimates.mean(0), np.mean(within, axis=0) + (1.0 + 1.0 / len(estimates)) * between
+
+
+# --------------------------------------------------------------------------------------------
+# Conversions: the conversion fields by their marginal likelihood
+# --------------------------------------------------------------------------------------------
+
+#: The conversion model's fields. :func:`fit_world` estimates them by the likelihood of the
+#: logged conversions, each item's quality integrated over the default family's prior
+#: (:func:`conversion_fit`): the auxiliary statistics cannot tell them apart from the imputed
+#: qualities, which adapt to any conversion model (docs/fit.md).
+CONVERSION_FIELDS = ("conversion_bias", "conversion_affinity", "conversion_quality", "conversion_price")
+
+
+@dataclass
+class ConversionClicks:
+    """A log's clicks sorted by item: the clicked item's table row, the clicking user's
+    declared-topic match with it, and whether the click converted (0/1)."""
+
+    item: np.ndarray
+    match: np.ndarray
+    converted: np.ndarray
+
+
+def conversion_clicks(logs: dict[str, np.ndarray], index: np.ndarray, num_topics: int) -> ConversionClicks:
+    """:class:`ConversionClicks` of ``logs`` (``index``: the item table's row of every shown
+    slot); the match is the one :func:`item_table` averages per item."""
+    rows = np.flatnonzero(logs["position"] >= 0)
+    position = logs["position"][rows].astype(np.int64)
+    item = index[rows, position]
+    shown = logs["slate_features"][rows, position, :num_topics].astype(np.float32)
+    match = (shown * logs["user_features"][rows, :num_topics].astype(np.float32)).sum(1)
+    order = np.argsort(item, kind="stable")
+    return ConversionClicks(item=item[order].astype(np.int64), match=match[order].astype(np.float64),
+                            converted=logs["conversion"][rows][order].astype(np.float64))
+
+
+def _quality_log_prior(items: ItemTable, params: Any) -> np.ndarray:
+    """The default family's log prior of each item's quality on the grid (``(items, grid)``,
+    normalised; -inf outside a clickbait item's support), given its appeal."""
+    from scipy.stats import beta
+
+    regular = beta.pdf(np.clip(_GRID, 1e-6, 1 - 1e-6), params.quality_alpha, params.quality_beta)
+    clickbait = (_GRID <= params.clickbait_quality_max).astype(float)
+    prior = np.where((items.appeal >= params.clickbait_appeal_min)[:, None], clickbait / clickbait.sum(),
+                     regular / regular.sum())
+    with np.errstate(divide="ignore"):
+        return np.log(prior)
+
+
+@njit(cache=True)
+def _conversion_terms(item, match, converted, price_feature, log_prior, grid, theta, level, slope
+                      ):  # pragma: no cover - numba
+    """Negative log marginal likelihood of the logged conversions and its gradient in ``theta``
+    = (bias, affinity, quality, price): each click converts with ``sigmoid(bias + affinity (level
+    + slope match) + quality q - price price_feature)``, and each item's ``q`` is summed out
+    over ``grid`` with the item's ``log_prior`` (clicks sorted by item)."""
+    bias, affinity, quality, price = theta[0], theta[1], theta[2], theta[3]
+    g_count = grid.shape[0]
+    ll = np.zeros(g_count)
+    dll = np.zeros((g_count, 4))
+    weights = np.zeros(g_count)
+    nll = 0.0
+    grad = np.zeros(4)
+    n = item.shape[0]
+    i = 0
+    while i < n:
+        it = item[i]
+        ll[:] = 0.0
+        dll[:] = 0.0
+        pf = price_feature[it]
+        j = i
+        while j < n and item[j] == it:
+            a = level + slope * match[j]
+            centre = bias + affinity * a - price * pf
+            y = converted[j]
+            for g in range(g_count):
+                x = centre + quality * grid[g]
+                if x > 0.0:
+                    e = np.exp(-x)
+                    softplus = x + np.log1p(e)
+                    p = 1.0 / (1.0 + e)
+                else:
+                    e = np.exp(x)
+                    softplus = np.log1p(e)
+                    p = e / (1.0 + e)
+                ll[g] += y * x - softplus
+                r = y - p
+                dll[g, 0] += r
+                dll[g, 1] += r * a
+                dll[g, 2] += r * grid[g]
+                dll[g, 3] -= r * pf
+            j += 1
+        top = -np.inf
+        for g in range(g_count):
+            weights[g] = ll[g] + log_prior[it, g]
+            top = max(top, weights[g])
+        total = 0.0
+        for g in range(g_count):
+            weights[g] = np.exp(weights[g] - top)
+            total += weights[g]
+        nll -= top + np.log(total)
+        for g in range(g_count):
+            for d in range(4):
+                grad[d] -= weights[g] / total * dll[g, d]
+        i = j
+    return nll, grad
+
+
+def conversion_fit(clicks: ConversionClicks, items: ItemTable, params: Any, price_feature: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Maximum likelihood of :data:`CONVERSION_FIELDS` from the logged conversions, from
+    ``params``' values (L-BFGS-B inside the search bounds), and its covariance (the inverse of
+    the observed information, by differences of the exact gradient). Each click's interest is
+    ``items.affinity_proxy`` of its declared-topic match (measured by the fit in a simulated
+    world); each item's quality is integrated over the default family's prior given its
+    appeal, so the qualities cannot absorb the conversion model as imputed ones do."""
+    level, slope = (float(v) for v in items.affinity_proxy)
+    args = (clicks.item, clicks.match, clicks.converted, np.asarray(price_feature, np.float64),
+            np.ascontiguousarray(_quality_log_prior(items, params)), _GRID)
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        return _conversion_terms(*args, np.asarray(theta, np.float64), level, slope)
+
+    bounds = [FIT_FIELDS[name] for name in CONVERSION_FIELDS]
+    start = np.array([getattr(params, name) for name in CONVERSION_FIELDS], dtype=float)
+    theta = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds).x
+    information = np.zeros((4, 4))
+    for d in range(4):
+        h = np.zeros(4)
+        h[d] = 1e-4 * (1.0 + abs(theta[d]))
+        information[:, d] = (objective(theta + h)[1] - objective(theta - h)[1]) / (2.0 * h[d])
+    return theta, np.linalg.pinv((information + information.T) / 2.0)
 
 
 #: The columns of a fitted item table that keep the evidence behind each item's quality (its
@@ -732,6 +865,7 @@ class FitProblem:
         #: ``terminated`` column): then the churn fields are fitted with the others
         self.ends = (None if "terminated" not in logs and meta.get("session_ends") == "unknown"
                      else session_ends(logs, self.items.index, self.batch, max_steps))
+        self.clicks = conversion_clicks(logs, self.items.index, t)
         self._tables = 0
 
     def world(self, theta: np.ndarray) -> Any:
@@ -782,6 +916,11 @@ class FitProblem:
         start = np.array([getattr(params, name) for name in CHURN_FIELDS], dtype=float)
         return session_end_fit(self.ends, qualities, float(self.base.initial_satisfaction), start)
 
+    def conversion_fit(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:data:`CONVERSION_FIELDS` and their covariance by :func:`conversion_fit` on the log's
+        clicks, from ``theta``'s values, with the interest proxy measured so far."""
+        return conversion_fit(self.clicks, self.items, _with(self.base, theta), self.price_feature)
+
     def distance(self, statistics: np.ndarray) -> float:
         """The weighted squared distance of ``statistics`` from the logged ones."""
         residual = self.observed - statistics
@@ -802,27 +941,29 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     simulate, weight = problem.simulate, problem.weight
     # the interest proxy of the quality posterior, measured at the starting world (the default
     # family at the log's sizes) before any catalog is imputed
-    problem.calibrate(_vector(base))
-    free = _to_free(_vector(base))  # Gauss-Newton runs in the free coordinates
-    simulated = simulate(_from_free(free))
-    jacobian = _jacobian_free(free, simulated, lambda z: simulate(_from_free(z)))
-    free, simulated, jacobian, used = _gauss_newton(problem, free, simulated, jacobian, iterations, progress)
-    # the churn fields by the likelihood of the logged session ends, at the qualities the
-    # fitted conversion model imputes; then the other fields again with those held
+    theta = _vector(base)
+    problem.calibrate(theta)
+    # the conversion fields by the likelihood of the logged conversions (qualities summed out),
+    # then the churn fields by that of the logged session ends (qualities drawn under the
+    # fitted conversion model); the indirect inference fits the other fields with those held
+    conversion_at = [list(FIT_FIELDS).index(name) for name in CONVERSION_FIELDS]
     churn_at = [list(FIT_FIELDS).index(name) for name in CHURN_FIELDS]
+    theta[conversion_at], conversion_covariance = problem.conversion_fit(theta)
+    held = list(conversion_at)
     if problem.ends is not None:
-        theta = _from_free(free)
-        churn, churn_covariance = problem.session_end_fit(theta)
-        theta[churn_at] = churn
-        free = _to_free(theta)
-        simulated = simulate(theta)
-        free, simulated, jacobian, more = _gauss_newton(problem, free, simulated, jacobian, iterations,
-                                                        progress, fixed=churn_at, start=used)
-        used += more
+        theta[churn_at], churn_covariance = problem.session_end_fit(theta)
+        held += churn_at
     else:
         warnings.warn("the log does not show its session ends (no 'terminated' column): the churn "
                       "fields are fitted from the session-length statistics, which a log's cut "
                       "sessions bias (docs/logs.md)", stacklevel=2)
+    moving = np.ones(len(theta), dtype=bool)
+    moving[held] = False
+    free = _to_free(theta)  # Gauss-Newton runs in the free coordinates
+    simulated = simulate(theta)
+    jacobian = _jacobian_free(free, simulated, lambda z: simulate(_from_free(z)), moving)
+    free, simulated, jacobian, used = _gauss_newton(problem, free, simulated, jacobian, iterations, progress,
+                                                    fixed=held)
     items, out = problem.items, problem.out
     theta = _from_free(free)
     jacobian = _jacobian(theta, simulate)  # in field units, for the intervals
@@ -832,13 +973,14 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
                     item_quality(items, final, problem.price_feature),
                     extra={**{name: problem.price_feature if name == "price_feature" else getattr(items, name)
                               for name in ITEM_EVIDENCE}, "affinity_proxy": np.array(items.affinity_proxy)})
-    # the indirect inference's sandwich for the other fields (its churn columns kept in the
-    # Jacobian, so the intervals still carry what those fields' collinearity leaves open), the
-    # session-end likelihood's for the churn fields, no covariance between the two
+    # the indirect inference's sandwich for the other fields (the held fields' columns kept in
+    # the Jacobian, so the intervals still carry what their collinearity leaves open), each
+    # likelihood's for its own fields, no covariance between the blocks
     covariance = _sandwich(jacobian, weight, sigma)
+    covariance[held, :] = 0.0
+    covariance[:, held] = 0.0
+    covariance[np.ix_(conversion_at, conversion_at)] = conversion_covariance
     if problem.ends is not None:
-        covariance[churn_at, :] = 0.0
-        covariance[:, churn_at] = 0.0
         covariance[np.ix_(churn_at, churn_at)] = churn_covariance
     covariance = (covariance + covariance.T) / 2  # exactly symmetric, as the file check wants
     se = np.sqrt(np.maximum(np.diag(covariance), 0.0))
