@@ -209,7 +209,8 @@ def write_report(out: Path, result: FitResult, checks: list[dict[str, Any]], sou
     plt.close(fig)
     within = sum(c["within_sampling_error"] for c in checks)
     lines = [f"# Fitted world: {source}", "",
-             f"Fit by indirect inference, {churn_method(result)} "
+             f"Fit by indirect inference, the conversion fields by the likelihood of the logged "
+             f"conversions, {churn_method(result)} "
              f"(`recsim_gym/experiments/fit.py`), on {result.rows:,} logged "
              f"interactions in {result.seconds:.0f} s ({result.iterations} Gauss-Newton steps); choice "
              f"model `{result.overrides['choice_model']}` (auxiliary log-likelihood per slate: MNL "
