@@ -297,6 +297,17 @@ class ItemTable:
     affinity_proxy: tuple[float, float] = PRIOR_PROXY
 
 
+def _clicked(logs: dict[str, np.ndarray], index: np.ndarray, num_topics: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The log's rows with a click, the clicked item's table row (``index``: every shown
+    slot's) and the clicking user's declared-topic match with it (float32)."""
+    rows = np.flatnonzero(logs["position"] >= 0)
+    position = logs["position"][rows].astype(np.int64)
+    shown = logs["slate_features"][rows, position, :num_topics].astype(np.float32)
+    match = (shown * logs["user_features"][rows, :num_topics].astype(np.float32)).sum(1)
+    return rows, index[rows, position], match
+
+
 def item_table(logs: dict[str, np.ndarray], num_topics: int, price_min: float, price_max: float) -> ItemTable:
     """Distinct items of the log by their static features (topic, appeal, price feature)."""
     from recsim_gym.agents.bandits import item_keys
@@ -313,11 +324,7 @@ def item_table(logs: dict[str, np.ndarray], num_topics: int, price_min: float, p
     popularity = np.zeros(len(unique))
     np.maximum.at(popularity, inverse, flat[:, t + 2].astype(np.float64))
     index = inverse.reshape(keys.shape)
-    position = logs["position"].astype(np.int64)
-    rows = np.flatnonzero(position >= 0)
-    clicked_items = index[rows, position[rows]]
-    declared = logs["user_features"][rows, :t].astype(np.float32)
-    match = (flat[(rows * keys.shape[1] + position[rows]), :t] * declared).sum(1)
+    rows, clicked_items, match = _clicked(logs, index, t)
     clicks = np.bincount(clicked_items, minlength=len(unique)).astype(float)
     conversions = np.bincount(clicked_items, weights=logs["conversion"][rows].astype(float),
                               minlength=len(unique))
@@ -426,8 +433,8 @@ def item_quality(items: ItemTable, params: Any, price_feature: np.ndarray, seed:
 # --------------------------------------------------------------------------------------------
 
 #: The fields behind session ends. :func:`fit_world` estimates them by the likelihood of the
-#: logged session ends (:func:`session_end_fit`) once the indirect inference has fitted the
-#: rest: the auxiliary statistics say little about them (docs/fit.md).
+#: logged session ends (:func:`session_end_fit`) after the conversion fields and before the
+#: indirect inference fits the rest: the auxiliary statistics say little about them (docs/fit.md).
 CHURN_FIELDS = ("churn_base", "churn_scale", "satisfaction_rate", "no_click_penalty")
 
 
@@ -582,11 +589,7 @@ class ConversionClicks:
 def conversion_clicks(logs: dict[str, np.ndarray], index: np.ndarray, num_topics: int) -> ConversionClicks:
     """:class:`ConversionClicks` of ``logs`` (``index``: the item table's row of every shown
     slot); the match is the one :func:`item_table` averages per item."""
-    rows = np.flatnonzero(logs["position"] >= 0)
-    position = logs["position"][rows].astype(np.int64)
-    item = index[rows, position]
-    shown = logs["slate_features"][rows, position, :num_topics].astype(np.float32)
-    match = (shown * logs["user_features"][rows, :num_topics].astype(np.float32)).sum(1)
+    rows, item, match = _clicked(logs, index, num_topics)
     order = np.argsort(item, kind="stable")
     return ConversionClicks(item=item[order].astype(np.int64), match=match[order].astype(np.float64),
                             converted=logs["conversion"][rows][order].astype(np.float64))
@@ -963,7 +966,7 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     simulated = simulate(theta)
     jacobian = _jacobian_free(free, simulated, lambda z: simulate(_from_free(z)), moving)
     free, simulated, jacobian, used = _gauss_newton(problem, free, simulated, jacobian, iterations, progress,
-                                                    fixed=held)
+                                                    moving)
     items, out = problem.items, problem.out
     theta = _from_free(free)
     jacobian = _jacobian(theta, simulate)  # in field units, for the intervals
@@ -1000,15 +1003,13 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
 
 
 def _gauss_newton(problem: FitProblem, free: np.ndarray, simulated: np.ndarray, jacobian: np.ndarray,
-                  iterations: int, progress: Any, fixed: list[int] | None = None, start: int = 0
+                  iterations: int, progress: Any, moving: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Levenberg-Marquardt steps on ``problem.distance`` from ``free`` (simulated statistics
     ``simulated``), Broyden updates of ``jacobian``, a fresh Jacobian once after 3 failed steps;
-    returns the point, its statistics, the Jacobian and the iterations used. The fields at
-    ``fixed`` indices stay where they are; ``progress`` numbers the steps on from ``start``."""
+    returns the point, its statistics, the Jacobian and the iterations used. Only the fields
+    where ``moving`` is true move."""
     observed, weight, distance = problem.observed, problem.weight, problem.distance
-    moving = np.ones(len(free), dtype=bool)
-    moving[fixed or []] = False
 
     def simulate(z: np.ndarray) -> np.ndarray:
         return problem.simulate(_from_free(z))
@@ -1030,7 +1031,7 @@ def _gauss_newton(problem: FitProblem, free: np.ndarray, simulated: np.ndarray, 
         else:
             damping, stalled = damping * 4, stalled + 1
         if progress is not None:
-            progress(start + used, distance(simulated))
+            progress(used, distance(simulated))
         if stalled >= 3:  # a fresh Jacobian once before giving up: Broyden's can drift
             if refreshed:
                 break
