@@ -19,7 +19,8 @@ After the interest proxy is measured in a world simulated at the start (:func:`a
    table without that column leaves the churn fields to step 3;
 3. the other fields by indirect inference, with those held: fit cheap *auxiliary* models to
    the log (:func:`auxiliary_statistics`: a conditional logit of the choice on the shown slate,
-   a logistic model of conversion after a click, a hazard model of session ends, and drift
+   with the user's clicks of 20 or more steps before (:func:`distant_clicks`), a logistic
+   model of conversion after a click, a hazard model of session ends, and drift
    summaries), simulate logs under candidate Params with the log's logging policy, size and
    batch (the same users every time: common random numbers), fit the same auxiliary models,
    and move the Params until the two agree: Levenberg-Marquardt Gauss-Newton on the weighted
@@ -196,6 +197,37 @@ def last_rows(logs: dict[str, np.ndarray]) -> np.ndarray:
     return last
 
 
+#: Steps back beyond which a user's clicks enter :func:`distant_clicks`: past fatigue's reach
+#: (the default decay leaves 0.9^20 = 12% of a click's fatigue), inside interest's (reversion
+#: 0.01 a step).
+DISTANT_LAG = 20
+
+
+def distant_clicks(logs: dict[str, np.ndarray], num_topics: int, lag: int = DISTANT_LAG) -> np.ndarray:
+    """Per row (n, T): the mean topic vector of the user's clicks at least ``lag`` steps
+    before the row's step (zeros where there is none), from the log's rows by user and step,
+    so beyond the observed history. What a click does to the user's interest in its topics
+    long after its fatigue has gone is the drift rate's signature."""
+    t = num_topics
+    _, user = np.unique(logs["user"], return_inverse=True)
+    step = logs["step"].astype(np.int64)
+    order = np.lexsort((step, user))
+    user, step = user[order], step[order]
+    position = logs["position"][order].astype(np.int64)
+    clicked = np.flatnonzero(position >= 0)
+    topics = np.zeros((len(order), t))
+    topics[clicked] = logs["slate_features"][order[clicked], position[clicked], :t]
+    total = np.vstack([np.zeros((1, t)), np.cumsum(topics, axis=0)])
+    count = np.r_[0, np.cumsum(position >= 0)]
+    key = user * (int(step.max()) + lag + 1) + step  # sorted: rows of a user in step order
+    first = np.searchsorted(key, user * (int(step.max()) + lag + 1), side="left")
+    end = np.maximum(np.searchsorted(key, key - lag, side="right"), first)
+    mean = (total[end] - total[first]) / np.maximum(count[end] - count[first], 1)[:, None]
+    out = np.empty_like(mean)
+    out[order] = mean
+    return out
+
+
 def auxiliary_statistics(logs: dict[str, np.ndarray], num_topics: int, start: np.ndarray | None = None
                          ) -> tuple[np.ndarray, list[str]]:
     """The auxiliary statistics of a log (values, names): the choice logit's coefficients,
@@ -206,18 +238,20 @@ def auxiliary_statistics(logs: dict[str, np.ndarray], num_topics: int, start: np
     t = num_topics
     terms = _slate_terms(logs, t)
     n, k = terms["appeal"].shape
-    x = _choice_features(terms)
+    distant = np.einsum("nkt,nt->nk", logs["slate_features"][..., :t].astype(np.float32),
+                        distant_clicks(logs, t).astype(np.float32))
+    x = np.concatenate([_choice_features(terms), distant[..., None]], axis=2)
     position = logs["position"].astype(np.int64)
     begin = (lambda a, b: None) if start is None else (lambda a, b: start[a:b])
-    choice, _ = choice_logit(x, position, start=begin(0, 4 + k))
+    choice, _ = choice_logit(x, position, start=begin(0, 5 + k))
     names = ["choice/intercept", "choice/declared", "choice/appeal", "choice/recent_clicks",
-             "choice/older_clicks", *(f"choice/position_{j}" for j in range(1, k))]
+             "choice/older_clicks", "choice/distant_clicks", *(f"choice/position_{j}" for j in range(1, k))]
     clicked = position >= 0
     rows = np.flatnonzero(clicked)
     at = position[rows]
     cx = np.stack([np.ones(len(rows)), terms["declared"][rows, at], terms["appeal"][rows, at],
                    terms["price"][rows, at], terms["popularity"][rows, at]], axis=1)
-    conversion = _logistic(cx, logs["conversion"][rows].astype(float), begin(4 + k, 9 + k))
+    conversion = _logistic(cx, logs["conversion"][rows].astype(float), begin(5 + k, 10 + k))
     names += ["conversion/intercept", "conversion/declared", "conversion/appeal", "conversion/price",
               "conversion/popularity"]
     # session ends: the last logged row of each user (ended or cut by the end of logging,
@@ -230,7 +264,7 @@ def auxiliary_statistics(logs: dict[str, np.ndarray], num_topics: int, start: np
     clicked_appeal = (hist[..., t] * hist_click * valid).sum(1) / np.maximum((hist_click * valid).sum(1), 1)
     progress = logs["user_features"][:, -1].astype(np.float32)
     hazard_x = np.stack([np.ones(n), no_clicks, clicked_appeal, progress], axis=1)
-    hazard = _logistic(hazard_x, last.astype(float), begin(9 + k, 13 + k))
+    hazard = _logistic(hazard_x, last.astype(float), begin(10 + k, 14 + k))
     names += ["session_end/intercept", "session_end/recent_no_clicks", "session_end/clicked_appeal",
               "session_end/progress"]
     step = logs["step"]

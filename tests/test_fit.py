@@ -33,6 +33,7 @@ from recsim_gym.experiments.fit import (
     affinity_proxy,
     auxiliary_statistics,
     conversion_fit,
+    distant_clicks,
     fit_world,
     item_evidence,
     item_quality,
@@ -422,6 +423,33 @@ def test_the_auxiliary_statistics_follow_the_params() -> None:
         assert values[2.0][f"choice/position_{j}"] == pytest.approx(j * np.log(0.85), abs=0.12)
 
 
+def test_distant_clicks_are_the_users_clicks_twenty_steps_back_in_any_row_order() -> None:
+    logs = generate_logs(n_steps=3_000, sim=make_simulator("default"), seed=0, batch_size=50)
+    expected = np.zeros((len(logs["user"]), 16))
+    for i in range(len(logs["user"])):
+        earlier = np.flatnonzero((logs["user"] == logs["user"][i]) & (logs["step"] <= logs["step"][i] - 20)
+                                 & (logs["position"] >= 0))
+        if len(earlier):
+            shown = logs["slate_features"][earlier, logs["position"][earlier], :16]
+            expected[i] = shown.astype(float).mean(0)
+    assert (np.abs(expected).sum(1) > 0).mean() > 0.2  # the check has rows with such clicks
+    np.testing.assert_allclose(distant_clicks(logs, 16), expected, atol=1e-6)
+    shuffled = np.random.default_rng(0).permutation(len(logs["user"]))
+    reordered = {key: value[shuffled] for key, value in logs.items()}
+    np.testing.assert_allclose(distant_clicks(reordered, 16), expected[shuffled], atol=1e-6)
+
+
+def test_the_distant_clicks_coefficient_follows_the_drift_rate() -> None:
+    # clicks mostly land on items of quality < 0.5, which drift pulls the user's interest away
+    # from: with fast drift, topics clicked 20+ steps ago are chosen less
+    coefficient = {}
+    for rate in (0.0, 0.3):
+        stats, names = auxiliary_statistics(generate_logs(
+            n_steps=40_000, sim=make_simulator("default", interest_update_rate=rate), seed=0), 16)
+        coefficient[rate] = dict(zip(names, stats, strict=True))["choice/distant_clicks"]
+    assert coefficient[0.3] < coefficient[0.0] - 1.5
+
+
 def test_collinearity_finds_a_field_the_others_can_mimic() -> None:
     from types import SimpleNamespace
 
@@ -805,7 +833,7 @@ def test_a_fit_recovers_a_hidden_world(tmp_path: Path, seed: int) -> None:
             misses[name] = (f"true {value:.4g}, fit {interval['value']:.4g} "
                             f"[{interval['low']:.4g}, {interval['high']:.4g}]")
     # What the fit achieves today (docs/fit.md): the choice model always comes back, and 1, 0
-    # and 1 fields fall outside their intervals (conversion_affinity 11% low, interest_noise;
+    # and 2 fields fall outside their intervals (conversion_affinity 11% low; the drift fields;
     # 4, 1 and 2 before the likelihoods of the session ends and the conversions), so the test
     # allows two misses, none in the choice model. Issue 27's target is none at all.
     assert not set(misses) & set(CHOICE_FIELDS), misses
@@ -813,6 +841,6 @@ def test_a_fit_recovers_a_hidden_world(tmp_path: Path, seed: int) -> None:
     checks = compare(heldout, simulate_fitted(result, meta, len(logs["user"]), 0.2), 16)
     outside = [c["statistic"] for c in checks if not c["within_sampling_error"]]
     # 20 statistics at 95%: one may fall outside by chance, which is issue 27's target. Today
-    # 2, 1 and 0 do (1, 4 and 1 before the session-end likelihood), so the test allows 3.
+    # 0, 1 and 1 do (1, 4 and 1 before the session-end likelihood), so the test allows 3.
     assert len(checks) == 20
     assert len(outside) <= 3, outside
