@@ -219,8 +219,8 @@ def distant_clicks(logs: dict[str, np.ndarray], num_topics: int, lag: int = DIST
     topics[clicked] = logs["slate_features"][order[clicked], position[clicked], :t]
     total = np.vstack([np.zeros((1, t)), np.cumsum(topics, axis=0)])
     count = np.r_[0, np.cumsum(position >= 0)]
-    key = user * (int(step.max()) + lag + 1) + step  # sorted: rows of a user in step order
-    first = np.searchsorted(key, user * (int(step.max()) + lag + 1), side="left")
+    key = user * (int(step.max()) + lag + 1) + step  # sorted, and key - lag stays inside its user's range
+    first = np.searchsorted(user, user, side="left")
     end = np.maximum(np.searchsorted(key, key - lag, side="right"), first)
     mean = (total[end] - total[first]) / np.maximum(count[end] - count[first], 1)[:, None]
     out = np.empty_like(mean)
