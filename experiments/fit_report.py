@@ -15,6 +15,7 @@ the whole fit with its covariance, :func:`~recsim_gym.experiments.fit.load_fit_r
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import tempfile
@@ -141,10 +142,13 @@ def return_interval(agent: Any, result: FitResult, n_users: int = 2000, draws: i
     the fit's uncertainty (:meth:`FitResult.draw_params`): ``agent`` (trained or not) is
     evaluated on ``n_users`` users, the same users (``seeds.eval_seed(0)``) in every world, so
     the range is that of the fitted fields and of the items' qualities (redrawn in each world
-    from their posteriors, where the fit kept the evidence), not of the users. Returns
-    ``fitted``, ``low``, ``high`` (2.5 and 97.5 percentiles) and ``draws``."""
+    from their posteriors, where the fit kept the evidence), not of the users. Each world gets
+    a copy of ``agent`` as given, so a stochastic policy starts from the same random state in
+    every world (and ``agent`` itself is left as it was). Returns ``fitted``, ``low``, ``high``
+    (2.5 and 97.5 percentiles) and ``draws``."""
     def mean_return(params: Any) -> float:
-        return float(evaluate(agent, params, n_users, seed=seeds.eval_seed(0)).means()["return"])
+        fresh = copy.deepcopy(agent)
+        return float(evaluate(fresh, params, n_users, seed=seeds.eval_seed(0)).means()["return"])
 
     fitted = mean_return(result.params())
     with tempfile.TemporaryDirectory() as catalogs:

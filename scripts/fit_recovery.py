@@ -22,6 +22,7 @@ have on the same log (:func:`oracle_churn_se`), and how far that moves two polic
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 import time
@@ -191,8 +192,11 @@ def trained_policies(params, train_steps: int) -> dict:
 
 
 def mean_return(agent, params, users: int) -> float:
-    """Mean lifetime return of ``agent`` on ``users`` evaluation users of ``params``."""
-    return float(evaluate(agent, params, users, seed=seeds.eval_seed(0)).means()["return"])
+    """Mean lifetime return of ``agent`` on ``users`` evaluation users of ``params``; a copy of
+    ``agent`` is run, so a stochastic policy starts from the same random state on every world
+    (as in :func:`return_interval`)."""
+    fresh = copy.deepcopy(agent)
+    return float(evaluate(fresh, params, users, seed=seeds.eval_seed(0)).means()["return"])
 
 
 def main() -> None:

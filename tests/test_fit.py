@@ -173,14 +173,17 @@ def test_a_fit_round_trips_with_its_covariance_and_draws_worlds_from_it(tmp_path
     assert -0.88 < r < -0.72
 
 
-def test_a_return_interval_is_a_point_when_the_fit_is_certain(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["oracle_myopic", "random"])
+def test_a_return_interval_is_a_point_when_the_fit_is_certain(tmp_path: Path, name: str) -> None:
     from recsim_gym.agents import registry
     from recsim_gym.experiments.fit_report import return_interval
 
     certain = _fit_result(tmp_path, se_share=0.0)
-    agent = registry.make("oracle_myopic", params=certain.params(), seed=0)
+    agent = registry.make(name, params=certain.params(), seed=0)
     point = return_interval(agent, certain, n_users=40, draws=3)
+    # every world gets the agent in the state it was given: a random policy too
     assert point["low"] == point["high"] == point["fitted"] == point["draws"][0]
+    assert return_interval(agent, certain, n_users=40, draws=1)["fitted"] == point["fitted"]
     wide = return_interval(agent, _fit_result(tmp_path, se_share=0.1), n_users=40, draws=8)
     assert wide["low"] < wide["high"] and len(set(wide["draws"])) == 8
 
