@@ -267,7 +267,9 @@ def main() -> None:
             fields.append({"field": name, "true": value, "fit": iv["value"], "low": iv["low"],
                            "high": iv["high"], "inside": iv["low"] <= value <= iv["high"],
                            "within_10pct": abs(iv["value"] - value) <= 0.1 * abs(value)})
+        error = np.array([f["fit"] - f["true"] for f in fields])
         row = {"world": seed, "choice_model": hidden["choice_model"],
+               "mahalanobis2": float(error @ np.linalg.solve(result.covariance, error)),
                "fitted_choice": result.overrides["choice_model"],
                "fit_seconds": seconds, "train_rows": len(train["user"]), "affinity_proxy": proxy,
                "fields": fields,
@@ -285,6 +287,8 @@ def main() -> None:
             mark = "inside" if f["inside"] else ("within 10%" if f["within_10pct"] else "MISS")
             print(f"  {f['field']:22s} true {f['true']:9.4g}  fit {f['fit']:9.4g} [{f['low']:9.4g}, "
                   f"{f['high']:9.4g}]  {mark}")
+        print(f"  all fields at once: squared Mahalanobis distance of the truth {row['mahalanobis2']:.1f} "
+              f"(chi-square, {len(fields)} degrees of freedom: 95% point 25.0)")
         print(f"  held-out checks within sampling error: {row['checks_within']}/{row['checks']} "
               f"(outside: {row['checks_outside']})")
         for name in POLICIES:
