@@ -802,6 +802,16 @@ class FitResult:
         """The fitted world's Params."""
         return make_params("default", **self.overrides)
 
+    def distance_to(self, params: Any) -> float:
+        """The squared Mahalanobis distance of ``params``' fitted fields from the fit under
+        :attr:`covariance`: chi-square with ``len(FIT_FIELDS)`` degrees of freedom when
+        ``params`` is the truth and the covariance is right (docs/fit.md)."""
+        if self.covariance is None:
+            raise ValueError("distance_to: this fit has no covariance (a file written before "
+                             "recsim-fit/1 stored it); fit again")
+        error = np.array([self.intervals[name]["value"] - getattr(params, name) for name in FIT_FIELDS])
+        return float(error @ np.linalg.solve(self.covariance, error))
+
     def draw_params(self, n: int, seed: int = 0, catalog_dir: str | Path | None = None) -> list[Any]:
         """``n`` worlds drawn from the fit's uncertainty: field vectors from the normal with the
         fitted values as mean and :attr:`covariance`, each held inside its search bound

@@ -136,6 +136,14 @@ def simulate_fitted(result: FitResult, meta: dict[str, Any], rows: int, holdout:
     return split_users(logged, holdout, seed=1)[1]
 
 
+def policy_return(agent: Any, params: Any, n_users: int = 2000) -> float:
+    """Mean lifetime return of a copy of ``agent`` on ``n_users`` evaluation users
+    (``seeds.eval_seed(0)``) of ``params``: the same users in every world, and a stochastic
+    policy starting from the random state it was given (``agent`` itself is left as it was)."""
+    fresh = copy.deepcopy(agent)
+    return float(evaluate(fresh, params, n_users, seed=seeds.eval_seed(0)).means()["return"])
+
+
 def return_interval(agent: Any, result: FitResult, n_users: int = 2000, draws: int = 16, seed: int = 0
                     ) -> dict[str, Any]:
     """A policy's lifetime return on the fitted world and its 95% range over worlds drawn from
@@ -146,13 +154,10 @@ def return_interval(agent: Any, result: FitResult, n_users: int = 2000, draws: i
     a copy of ``agent`` as given, so a stochastic policy starts from the same random state in
     every world (and ``agent`` itself is left as it was). Returns ``fitted``, ``low``, ``high``
     (2.5 and 97.5 percentiles) and ``draws``."""
-    def mean_return(params: Any) -> float:
-        fresh = copy.deepcopy(agent)
-        return float(evaluate(fresh, params, n_users, seed=seeds.eval_seed(0)).means()["return"])
-
-    fitted = mean_return(result.params())
+    fitted = policy_return(agent, result.params(), n_users)
     with tempfile.TemporaryDirectory() as catalogs:
-        values = [mean_return(params) for params in result.draw_params(draws, seed, catalog_dir=catalogs)]
+        values = [policy_return(agent, params, n_users)
+                  for params in result.draw_params(draws, seed, catalog_dir=catalogs)]
     low, high = np.percentile(values, [2.5, 97.5])
     return {"fitted": fitted, "low": float(low), "high": float(high), "draws": values}
 

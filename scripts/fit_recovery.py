@@ -22,19 +22,19 @@ have on the same log (:func:`oracle_churn_se`), and how far that moves two polic
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import chi2
 
 from recsim_gym.agents import registry
 from recsim_gym.env import seeds
 from recsim_gym.env.logs import generate_logs
 from recsim_gym.env.simulator import make_simulator
-from recsim_gym.experiments.evaluate import evaluate, make_train_env
+from recsim_gym.experiments.evaluate import make_train_env
 from recsim_gym.experiments.fit import (
     CHURN_FIELDS,
     FIT_FIELDS,
@@ -45,7 +45,13 @@ from recsim_gym.experiments.fit import (
     item_evidence,
     last_rows,
 )
-from recsim_gym.experiments.fit_report import compare, return_interval, simulate_fitted, split_for_fit
+from recsim_gym.experiments.fit_report import (
+    compare,
+    policy_return,
+    return_interval,
+    simulate_fitted,
+    split_for_fit,
+)
 
 POLICIES = ("random", "oracle_myopic", "logreg")
 
@@ -171,7 +177,7 @@ def churn_sensitivity(params, se: float, users: int) -> dict[str, tuple[float, f
         values = []
         for shift in (-se, 0.0, se):
             world = params.replace(churn_base=max(0.0, params.churn_base + shift))
-            values.append(mean_return(registry.make(name, params=world, seed=0), world, users))
+            values.append(policy_return(registry.make(name, params=world, seed=0), world, users))
         out[name] = tuple(values)
     return out
 
@@ -189,14 +195,6 @@ def trained_policies(params, train_steps: int) -> dict:
             agent.learn(make_train_env(agent, params, 64, seeds.train_seed(0)), train_steps)
         out[name] = agent
     return out
-
-
-def mean_return(agent, params, users: int) -> float:
-    """Mean lifetime return of ``agent`` on ``users`` evaluation users of ``params``; a copy of
-    ``agent`` is run, so a stochastic policy starts from the same random state on every world
-    (as in :func:`return_interval`)."""
-    fresh = copy.deepcopy(agent)
-    return float(evaluate(fresh, params, users, seed=seeds.eval_seed(0)).means()["return"])
 
 
 def main() -> None:
@@ -256,20 +254,19 @@ def main() -> None:
             checks = compare(heldout, simulate_fitted(result, meta, len(logs["user"]), 0.2), 16)
             on_true = trained_policies(true, args.train_steps)
             on_fit = trained_policies(result.params(), args.train_steps)
-            returns_true = {name: mean_return(agent, true, args.users) for name, agent in on_true.items()}
+            returns_true = {name: policy_return(agent, true, args.users) for name, agent in on_true.items()}
             intervals = {name: return_interval(agent, result, args.users, args.draws)
                          for name, agent in on_fit.items()}
             returns_fit = {name: iv["fitted"] for name, iv in intervals.items()}
-            transfer = {name: mean_return(agent, true, args.users) for name, agent in on_fit.items()}
+            transfer = {name: policy_return(agent, true, args.users) for name, agent in on_fit.items()}
         fields = []
         for name in FIT_FIELDS:
             iv, value = result.intervals[name], float(getattr(true, name))
             fields.append({"field": name, "true": value, "fit": iv["value"], "low": iv["low"],
                            "high": iv["high"], "inside": iv["low"] <= value <= iv["high"],
                            "within_10pct": abs(iv["value"] - value) <= 0.1 * abs(value)})
-        error = np.array([f["fit"] - f["true"] for f in fields])
         row = {"world": seed, "choice_model": hidden["choice_model"],
-               "mahalanobis2": float(error @ np.linalg.solve(result.covariance, error)),
+               "mahalanobis2": result.distance_to(true),
                "fitted_choice": result.overrides["choice_model"],
                "fit_seconds": seconds, "train_rows": len(train["user"]), "affinity_proxy": proxy,
                "fields": fields,
@@ -288,7 +285,7 @@ def main() -> None:
             print(f"  {f['field']:22s} true {f['true']:9.4g}  fit {f['fit']:9.4g} [{f['low']:9.4g}, "
                   f"{f['high']:9.4g}]  {mark}")
         print(f"  all fields at once: squared Mahalanobis distance of the truth {row['mahalanobis2']:.1f} "
-              f"(chi-square, {len(fields)} degrees of freedom: 95% point 25.0)")
+              f"(chi-square, {len(fields)} degrees of freedom: 95% point {chi2.ppf(0.95, len(fields)):.1f})")
         print(f"  held-out checks within sampling error: {row['checks_within']}/{row['checks']} "
               f"(outside: {row['checks_outside']})")
         for name in POLICIES:

@@ -173,6 +173,21 @@ def test_a_fit_round_trips_with_its_covariance_and_draws_worlds_from_it(tmp_path
     assert -0.88 < r < -0.72
 
 
+def test_the_distance_to_a_world_weighs_each_field_by_the_fits_covariance(tmp_path: Path) -> None:
+    result = _fit_result(tmp_path)
+    fitted = result.params()
+    assert result.distance_to(fitted) == 0.0
+    se = result.intervals["conversion_bias"]["se"]
+    # two standard errors on conversion_bias, which is correlated -0.8 with conversion_quality:
+    # 4 / (1 - 0.8^2), more than 4 because the fit says the two move against each other; on
+    # both in the same direction, (2, 2) @ inv([[1, -0.8], [-0.8, 1]]) @ (2, 2) = 8 / 0.2
+    one = fitted.replace(conversion_bias=fitted.conversion_bias + 2 * se)
+    assert result.distance_to(one) == pytest.approx(4.0 / (1 - 0.8**2))
+    q = result.intervals["conversion_quality"]["se"]
+    both = one.replace(conversion_quality=fitted.conversion_quality + 2 * q)
+    assert result.distance_to(both) == pytest.approx(8.0 / 0.2)
+
+
 @pytest.mark.parametrize("name", ["oracle_myopic", "random"])
 def test_a_return_interval_is_a_point_when_the_fit_is_certain(tmp_path: Path, name: str) -> None:
     from recsim_gym.agents import registry
@@ -847,8 +862,7 @@ def test_a_fit_recovers_a_hidden_world(tmp_path: Path, seed: int) -> None:
     # 25.2 today; world 2 gave 51.5 with 20 bootstrap resamples, docs/fit.md)
     from scipy.stats import chi2
 
-    error = np.array([result.intervals[name]["value"] - getattr(true, name) for name in FIT_FIELDS])
-    distance = float(error @ np.linalg.solve(result.covariance, error))
+    distance = result.distance_to(true)
     assert distance < chi2.ppf(0.999, len(FIT_FIELDS)), distance
     checks = compare(heldout, simulate_fitted(result, meta, len(logs["user"]), 0.2), 16)
     outside = [c["statistic"] for c in checks if not c["within_sampling_error"]]
