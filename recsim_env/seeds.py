@@ -14,6 +14,7 @@ tuning training users        ``s * TUNE_STRIDE``, ``s >= FIRST_TUNING_SEED``  ``
 tuning evaluation users      ``TUNE_SEED_BASE + s * TUNE_STRIDE``          ``scripts/tune.py``
 off-policy evaluation logs   ``OPE_SEED_BASE + r * OPE_STRIDE``, repetition r  ``recsim ope``
 simulated logs of a fit      ``FIT_SIM_SEED`` on (the same users every time)  ``recsim fit``
+its bias-correction logs     ``FIT_REPLICATE_BASE + r * FIT_REPLICATE_STRIDE``  ``recsim fit``
 its reward model's log       ``OPE_SEED_BASE + r * OPE_STRIDE + OPE_MODEL``  ``recsim ope``
 ============================ ============================================= ===================
 
@@ -42,6 +43,8 @@ OPE_SEED_BASE = 600_000_000
 OPE_STRIDE = 10_000_000
 OPE_MODEL = 5_000_000
 FIT_SIM_SEED = 700_000_000
+FIT_REPLICATE_BASE = 760_000_000
+FIT_REPLICATE_STRIDE = 10_000_000
 
 
 def agent_train_seed(seed: int) -> int:
@@ -52,6 +55,12 @@ def agent_train_seed(seed: int) -> int:
 def click_log_seed(seed: int, round_index: int = 0) -> int:
     """First logged user of a click model seeded ``seed``, in refit round ``round_index``."""
     return 10**7 + seed * 10**6 + round_index * 500_000
+
+
+def fit_replicate_seed(replicate: int) -> int:
+    """First user of a fit's bias-correction log ``replicate`` (each holds fewer than
+    ``FIT_REPLICATE_STRIDE`` users)."""
+    return FIT_REPLICATE_BASE + replicate * FIT_REPLICATE_STRIDE
 
 
 def ope_log_seed(repetition: int, model: bool = False) -> int:
