@@ -13,9 +13,9 @@ click models' logged users   ``10**7 + s * 10**6 + r * 500_000``, round r  click
 tuning training users        ``s * TUNE_STRIDE``, ``s >= FIRST_TUNING_SEED``  ``scripts/tune.py``
 tuning evaluation users      ``TUNE_SEED_BASE + s * TUNE_STRIDE``          ``scripts/tune.py``
 off-policy evaluation logs   ``OPE_SEED_BASE + r * OPE_STRIDE``, repetition r  ``recsim ope``
-simulated logs of a fit      ``FIT_SIM_SEED`` on (the same users every time)  ``recsim fit``
-its bias-correction logs     ``FIT_REPLICATE_BASE + r * FIT_REPLICATE_STRIDE``  ``recsim fit``
 its reward model's log       ``OPE_SEED_BASE + r * OPE_STRIDE + OPE_MODEL``  ``recsim ope``
+simulated logs of a fit      ``FIT_SIM_SEED`` on (the same users every time)  ``recsim fit``
+a fit's bias-correction logs ``FIT_REPLICATE_BASE + r * FIT_REPLICATE_STRIDE``  ``recsim fit``
 ============================ ============================================= ===================
 
 Worlds are split the same way (:mod:`recsim_gym.env.suite`): world seeds below
