@@ -474,6 +474,7 @@ def item_quality(items: ItemTable, params: Any, price_feature: np.ndarray, seed:
 #: logged session ends (:func:`session_end_fit`) after the conversion fields and before the
 #: indirect inference fits the rest: the auxiliary statistics say little about them (docs/fit.md).
 CHURN_FIELDS = ("churn_base", "churn_scale", "satisfaction_rate", "no_click_penalty")
+_CHURN_AT = [list(FIT_FIELDS).index(name) for name in CHURN_FIELDS]  # their places in theta
 
 
 @dataclass
@@ -612,6 +613,7 @@ def session_end_fit(ends: SessionEnds, qualities: list[np.ndarray], initial: flo
 #: (:func:`conversion_fit`): the auxiliary statistics cannot tell them apart from the imputed
 #: qualities, which adapt to any conversion model (docs/fit.md).
 CONVERSION_FIELDS = ("conversion_bias", "conversion_affinity", "conversion_quality", "conversion_price")
+_CONVERSION_AT = [list(FIT_FIELDS).index(name) for name in CONVERSION_FIELDS]  # their places in theta
 
 
 @dataclass
@@ -952,14 +954,18 @@ class FitProblem:
         logged, _ = self._simulated_log(theta)
         return auxiliary_statistics(logged, self.num_topics, start=self.observed)[0]
 
-    def _simulated_log(self, theta: np.ndarray, wrap: Any = None) -> tuple[dict[str, np.ndarray], Any]:
-        """The log simulated under ``theta`` (the same users every time) and its simulator,
-        wrapped by ``wrap`` when given."""
-        params = self.world(theta)
+    def _simulated_log(self, theta: np.ndarray, wrap: Any = None, replicate: int | None = None
+                       ) -> tuple[dict[str, np.ndarray], Any]:
+        """The log simulated under ``theta`` and its simulator, wrapped by ``wrap`` when given:
+        the fit's users and quality draw 0 (the same every time), or with ``replicate`` r,
+        bias-correction log r's own users (:func:`seeds.fit_replicate_seed`) and draw r + 1."""
+        draw, first_user, seed = ((0, seeds.FIT_SIM_SEED, 0) if replicate is None
+                                  else (replicate + 1, seeds.fit_replicate_seed(replicate), replicate + 1))
+        params = self.world(theta, draw)
         sim = make_simulator(params=params)
         sim = wrap(sim) if wrap is not None else sim
         logged = generate_logs(n_steps=self.rows, batch_size=self.batch, sim=sim, policy=self.logging,
-                               epsilon=self.epsilon, first_user=seeds.FIT_SIM_SEED, seed=0)
+                               epsilon=self.epsilon, first_user=first_user, seed=seed)
         Path(params.catalog_file).unlink()  # read into the cached catalog already
         return logged, sim
 
@@ -995,21 +1001,17 @@ class FitProblem:
         logs simulated there (the log's size, batch and logging policy; each log its own users
         and its own draw of the imputed qualities), read exactly as the log is read (the same
         interest proxy), minus ``theta``'s conversion fields; and the covariance of that mean."""
-        at = [list(FIT_FIELDS).index(name) for name in CONVERSION_FIELDS]
+        params = _with(self.base, theta)
         estimates, covariances = [], []
         for r in range(replicates):
-            params = self.world(theta, draw=r + 1)
-            sim = make_simulator(params=params)
-            logged = generate_logs(n_steps=self.rows, batch_size=self.batch, sim=sim, policy=self.logging,
-                                   epsilon=self.epsilon, first_user=seeds.fit_replicate_seed(r), seed=r + 1)
-            Path(params.catalog_file).unlink()
+            logged, _ = self._simulated_log(theta, replicate=r)
             items = item_table(logged, self.num_topics, self.base.price_min, self.base.price_max)
             items = replace(items, affinity_proxy=self.items.affinity_proxy)
             clicks = conversion_clicks(logged, items.index, self.num_topics)
             estimate, covariance = conversion_fit(clicks, items, params, _price_feature(items, self.base))
             estimates.append(estimate)
             covariances.append(covariance)
-        return np.mean(estimates, axis=0) - theta[at], np.mean(covariances, axis=0) / replicates
+        return np.mean(estimates, axis=0) - theta[_CONVERSION_AT], np.mean(covariances, axis=0) / replicates
 
     def distance(self, statistics: np.ndarray) -> float:
         """The weighted squared distance of ``statistics`` from the logged ones."""
@@ -1036,13 +1038,11 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     # the conversion fields by the likelihood of the logged conversions (qualities summed out),
     # then the churn fields by that of the logged session ends (qualities drawn under the
     # fitted conversion model); the indirect inference fits the other fields with those held
-    conversion_at = [list(FIT_FIELDS).index(name) for name in CONVERSION_FIELDS]
-    churn_at = [list(FIT_FIELDS).index(name) for name in CHURN_FIELDS]
-    theta[conversion_at], conversion_covariance = problem.conversion_fit(theta)
-    held = list(conversion_at)
+    theta[_CONVERSION_AT], conversion_covariance = problem.conversion_fit(theta)
+    held = list(_CONVERSION_AT)
     if problem.ends is not None:
-        theta[churn_at], churn_covariance = problem.session_end_fit(theta)
-        held += churn_at
+        theta[_CHURN_AT], churn_covariance = problem.session_end_fit(theta)
+        held += _CHURN_AT
     else:
         warnings.warn("the log does not show its session ends (no 'terminated' column): the churn "
                       "fields are fitted from the session-length statistics, which a log's cut "
@@ -1061,10 +1061,10 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     # logs simulated at the fitted world is taken off (a parametric-bootstrap correction), and
     # the mean's noise added to the covariance
     bias, bias_covariance = problem.conversion_bias(theta)
-    theta[conversion_at] = np.clip(theta[conversion_at] - bias, _LOW[conversion_at], _HIGH[conversion_at])
+    theta[_CONVERSION_AT] = np.clip(theta[_CONVERSION_AT] - bias, _LOW[_CONVERSION_AT], _HIGH[_CONVERSION_AT])
     conversion_covariance = conversion_covariance + bias_covariance
     if problem.ends is not None:  # the churn fields again, at the qualities of the corrected model
-        theta[churn_at], churn_covariance = problem.session_end_fit(theta)
+        theta[_CHURN_AT], churn_covariance = problem.session_end_fit(theta)
     simulated = simulate(theta)
     jacobian = _jacobian(theta, simulate)  # in field units, for the intervals
     final = _with(base, theta)
@@ -1079,9 +1079,9 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     covariance = _sandwich(jacobian, weight, sigma)
     covariance[held, :] = 0.0
     covariance[:, held] = 0.0
-    covariance[np.ix_(conversion_at, conversion_at)] = conversion_covariance
+    covariance[np.ix_(_CONVERSION_AT, _CONVERSION_AT)] = conversion_covariance
     if problem.ends is not None:
-        covariance[np.ix_(churn_at, churn_at)] = churn_covariance
+        covariance[np.ix_(_CHURN_AT, _CHURN_AT)] = churn_covariance
     covariance = (covariance + covariance.T) / 2  # exactly symmetric, as the file check wants
     se = np.sqrt(np.maximum(np.diag(covariance), 0.0))
     intervals = {name: {"value": float(v), "se": float(e), "low": float(v - 1.96 * e),
