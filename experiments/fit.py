@@ -41,7 +41,9 @@ gives the uncertainty: the simulated-method-of-moments sandwich
 users) of the logged statistics and ``W`` the inverse of its diagonal; 95% intervals per field
 (for the conversion and churn fields, their likelihood's inverse information).
 The choice model (MNL or cascade) is picked by which auxiliary model, a conditional logit or a
-cascade of logits on the same features, explains the logged clicks better.
+cascade of logits on the same features (the first position always examined, a continuation
+probability per later position), explains the logged clicks better. The auxiliary logits run
+to their optimum by Newton's method, so the statistics do not depend on where they start.
 
 **Catalog.** Items are known by their logged features (topic vector, appeal, price feature,
 observed popularity). Each item's hidden quality is drawn from its posterior given its clicks
@@ -61,6 +63,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -98,10 +101,10 @@ _GRID = np.linspace(0.0, 1.0, 51)  # quality grid of the item posteriors
 def _slate_terms(logs: dict[str, np.ndarray], t: int) -> dict[str, np.ndarray]:
     """Per shown item (n, k): declared-topic match, appeal, price, popularity, match with the
     last two clicked items (fatigue) and with older clicked items (interest)."""
-    shown = logs["slate_features"].astype(np.float32)
+    shown = np.asarray(logs["slate_features"], dtype=np.float32)  # no copy if float32 already
     topic = shown[..., :t]
     declared = logs["user_features"][:, :t].astype(np.float32)
-    hist = logs["history"].astype(np.float32)
+    hist = np.asarray(logs["history"], dtype=np.float32)
     clicked = (hist[..., -3] * hist[..., -1])[..., None] * hist[..., :t]
     recent, older = clicked[:, -2:].sum(1), clicked[:, :-2].sum(1)
     return {"declared": np.einsum("nkt,nt->nk", topic, declared),
@@ -123,48 +126,88 @@ def _fit_logit(nll, size: int, start: np.ndarray | None = None) -> tuple[np.ndar
     return result.x, float(result.fun)
 
 
+def _newton(objective, start: np.ndarray, iterations: int = 50, tolerance: float = 1e-14
+            ) -> tuple[np.ndarray, float]:
+    """Minimise a smooth convex loss by Newton's method with backtracking; ``objective(theta)``
+    returns (loss, gradient, Hessian). Stops when the Newton decrement is below ``tolerance``:
+    the optimum to about machine precision, whatever the start (a singular Hessian, a feature
+    that never varies, takes the least-norm step)."""
+    theta = np.asarray(start, dtype=float).copy()
+    loss, grad, hess = objective(theta)
+    for _ in range(iterations):
+        step = np.linalg.lstsq(hess, -grad, rcond=None)[0]
+        decrement = -float(grad @ step)
+        if decrement <= tolerance:
+            break
+        t = 1.0
+        while True:
+            trial = objective(theta + t * step)
+            if trial[0] <= loss - 0.25 * t * decrement:
+                break
+            t /= 2
+            if t < 1e-6:  # no descent left along Newton's direction: the optimum, to rounding
+                return theta, float(loss)
+        theta, (loss, grad, hess) = theta + t * step, trial
+    return theta, float(loss)
+
+
 def choice_logit(x: np.ndarray, position: np.ndarray, cascade: bool = False,
                  start: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Auxiliary choice model on shown slates: item utility ``x b + delta_j`` (x: (n, k, F),
-    ``delta_0 = 0``); conditional logit with no-click utility 0, or (``cascade``) a cascade of
-    attractions ``sigmoid(x b)`` examined with probability ``sigmoid(delta_j)``. Returns the
-    coefficients and the mean negative log-likelihood."""
+    ``delta_0 = 0``); conditional logit with no-click utility 0 (fitted by Newton's method to
+    its optimum), or (``cascade``) a cascade of attractions ``sigmoid(x b)`` scanned in order,
+    going on past position j - 1 with probability ``sigmoid(delta_j)`` (:func:`_cascade_loss`;
+    L-BFGS). Returns the coefficients and the mean negative log-likelihood."""
     n, k, f = x.shape
     chosen = np.where(position >= 0, position, k)
+    if not cascade:
+        x = x.astype(float)
+        flat = x.reshape(n * k, f)
+        onehot = np.zeros((n, k + 1))
+        onehot[np.arange(n), chosen] = 1.0
+        picked = onehot[:, :k]
 
-    def nll(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        b, delta = theta[:f], np.concatenate([[0.0], theta[f:]])
-        if not cascade:
-            u = x @ b + delta
+        def objective(theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+            u = x @ theta[:f] + np.concatenate([[0.0], theta[f:]])
             top = np.maximum(u.max(1), 0.0)
             e = np.exp(u - top[:, None])
-            total = e.sum(1) + np.exp(-top)
-            p = np.concatenate([e, np.exp(-top)[:, None]], 1) / total[:, None]
-            loss = -np.mean(np.log(np.maximum(p[np.arange(n), chosen], 1e-300)))
-            onehot = np.zeros((n, k + 1))
-            onehot[np.arange(n), chosen] = 1.0
-            diff = (p - onehot)[:, :k]  # d loss / d u_j per row
+            log_total = np.log(e.sum(1) + np.exp(-top)) + top
+            loss = float(np.mean(log_total - (u * picked).sum(1)))
+            p = e * np.exp(top - log_total)[:, None]  # the items' choice probabilities
+            diff = p - picked
             grad = np.concatenate([np.einsum("nk,nkf->f", diff, x), diff.sum(0)[1:]]) / n
-            return float(loss), grad
-        a = 1.0 / (1.0 + np.exp(-(x @ b)))
-        s = 1.0 / (1.0 + np.exp(-delta))
-        reach = np.concatenate([np.ones((n, 1)), np.cumprod(1.0 - a * s, axis=1)[:, :-1]], axis=1)
-        p_items = reach * a * s
-        p = np.concatenate([p_items, np.maximum(1.0 - p_items.sum(1), 1e-300)[:, None]], 1)
-        loss = -np.mean(np.log(np.maximum(p[np.arange(n), chosen], 1e-300)))
-        return float(loss), _numeric_grad(lambda th: _cascade_loss(th, x, chosen, f), theta)
+            mean_x = np.einsum("nk,nkf->nf", p, x)
+            hess = np.empty((f + k - 1, f + k - 1))
+            hess[:f, :f] = (flat * p.reshape(-1, 1)).T @ flat - mean_x.T @ mean_x
+            cross = np.einsum("nk,nkf->kf", p, x)[1:].T - mean_x.T @ p[:, 1:]
+            hess[:f, f:], hess[f:, :f] = cross, cross.T
+            hess[f:, f:] = np.diag(p[:, 1:].sum(0)) - p[:, 1:].T @ p[:, 1:]
+            return loss, grad, hess / n
+
+        return _newton(objective, np.zeros(f + k - 1) if start is None else start)
+
+    def nll(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        def loss(th: np.ndarray) -> float:
+            return _cascade_loss(th, x, chosen, f)
+
+        return loss(theta), _numeric_grad(loss, theta)
 
     theta, loss = _fit_logit(nll, f + k - 1, start)
     return theta, loss
 
 
 def _cascade_loss(theta: np.ndarray, x: np.ndarray, chosen: np.ndarray, f: int) -> float:
+    """Mean negative log-likelihood of the auxiliary cascade: the first position always
+    examined, item j attractive with probability ``a_j = sigmoid(x_j b)``, the scan going on
+    from position j - 1 to j after an unattractive item with probability
+    ``sigmoid(delta_j)`` (the simulator's cascade is the case of one continuation
+    probability, ``position_decay``, for every j)."""
     n, k, _ = x.shape
-    b, delta = theta[:f], np.concatenate([[0.0], theta[f:]])
-    a = 1.0 / (1.0 + np.exp(-(x @ b)))
-    s = 1.0 / (1.0 + np.exp(-delta))
-    reach = np.concatenate([np.ones((n, 1)), np.cumprod(1.0 - a * s, axis=1)[:, :-1]], axis=1)
-    p_items = reach * a * s
+    a = 1.0 / (1.0 + np.exp(-(x @ theta[:f])))
+    go_on = 1.0 / (1.0 + np.exp(-theta[f:]))
+    reach = np.ones((n, k))
+    reach[:, 1:] = np.cumprod((1.0 - a[:, :-1]) * go_on, axis=1)
+    p_items = reach * a
     p = np.concatenate([p_items, np.maximum(1.0 - p_items.sum(1), 1e-300)[:, None]], 1)
     return float(-np.mean(np.log(np.maximum(p[np.arange(n), chosen], 1e-300))))
 
@@ -179,16 +222,17 @@ def _numeric_grad(loss, theta: np.ndarray, h: float = 1e-5) -> np.ndarray:
 
 
 def _logistic(x: np.ndarray, y: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
-    """Logistic regression coefficients (x: (n, F) with an intercept column)."""
+    """Logistic regression coefficients (x: (n, F) with an intercept column), by Newton's
+    method to the likelihood's optimum."""
     n = len(y)
 
-    def nll(b: np.ndarray) -> tuple[float, np.ndarray]:
+    def objective(b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         z = x @ b
-        loss = np.mean(np.logaddexp(0.0, z) - y * z)
+        loss = float(np.mean(np.logaddexp(0.0, z) - y * z))
         p = 1.0 / (1.0 + np.exp(-z))
-        return float(loss), x.T @ (p - y) / n
+        return loss, x.T @ (p - y) / n, (x * (p * (1.0 - p))[:, None]).T @ x / n
 
-    return _fit_logit(nll, x.shape[1], start)[0]
+    return _newton(objective, np.zeros(x.shape[1]) if start is None else start)[0]
 
 
 def last_rows(logs: dict[str, np.ndarray]) -> np.ndarray:
@@ -232,17 +276,30 @@ def distant_clicks(logs: dict[str, np.ndarray], num_topics: int, lag: int = DIST
     return out
 
 
+#: The log's columns that :func:`auxiliary_statistics` reads.
+_AUXILIARY_COLUMNS = ("user", "step", "position", "conversion", "slate_features", "history", "user_features")
+
+
+def _widened(logs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The log's half-float arrays that the auxiliary statistics read, as float32 (no copy
+    if they are already)."""
+    return {key: np.asarray(logs[key], dtype=np.float32) for key in ("slate_features", "history")}
+
+
 def auxiliary_statistics(logs: dict[str, np.ndarray], num_topics: int, start: np.ndarray | None = None
                          ) -> tuple[np.ndarray, list[str]]:
     """The auxiliary statistics of a log (values, names): the choice logit's coefficients,
     the conversion logit's, the session-end hazard's, mean rows per user, CTR and drift
     summaries. Computed the same way on the logs and on the simulated ones (the auxiliary
     models need not be right, only informative: the conditional logit serves cascade worlds
-    too). ``start``: the statistics of a similar log, where the auxiliary fits start."""
+    too). ``start``: the statistics of a similar log, where the auxiliary fits start (a speed
+    hint only: they run to their optimum, so the answer does not depend on it)."""
     t = num_topics
+    # the stored half floats widened once, for every use below
+    logs = {**logs, **_widened(logs)}
     terms = _slate_terms(logs, t)
     n, k = terms["appeal"].shape
-    distant = np.einsum("nkt,nt->nk", logs["slate_features"][..., :t].astype(np.float32),
+    distant = np.einsum("nkt,nt->nk", logs["slate_features"][..., :t],
                         distant_clicks(logs, t).astype(np.float32))
     x = np.concatenate([_choice_features(terms), distant[..., None]], axis=2)
     position = logs["position"].astype(np.int64)
@@ -262,7 +319,7 @@ def auxiliary_statistics(logs: dict[str, np.ndarray], num_topics: int, start: np
     # which the simulated logs repeat)
     users = logs["user"]
     last = last_rows(logs)
-    hist = logs["history"].astype(np.float32)
+    hist = logs["history"]
     valid, hist_click = hist[..., -1], hist[..., -3]
     no_clicks = (valid * (1 - hist_click)).sum(1) / hist.shape[1]
     clicked_appeal = (hist[..., t] * hist_click * valid).sum(1) / np.maximum((hist_click * valid).sum(1), 1)
@@ -277,7 +334,7 @@ def auxiliary_statistics(logs: dict[str, np.ndarray], num_topics: int, start: np
     last_entry = hist[:, -1]
     follow = np.flatnonzero(clicked & (last_entry[:, t + 3] > 0) & (last_entry[:, -1] > 0))
     previous = last_entry[follow, :t]
-    current = logs["slate_features"][follow, position[follow], :t].astype(np.float32)
+    current = logs["slate_features"][follow, position[follow], :t]
     cosine = (previous * current).sum(1) / np.maximum(
         np.linalg.norm(previous, axis=1) * np.linalg.norm(current, axis=1), 1e-9)
     _, per_user = np.unique(users, return_counts=True)
@@ -808,15 +865,21 @@ class FitResult:
         """The fitted world's Params."""
         return make_params("default", **self.overrides)
 
-    def distance_to(self, params: Any) -> float:
-        """The squared Mahalanobis distance of ``params``' fitted fields from the fit under
-        :attr:`covariance`: chi-square with ``len(FIT_FIELDS)`` degrees of freedom when
-        ``params`` is the truth and the covariance is right (docs/fit.md)."""
+    def distance_to(self, params: Any, fields: Sequence[str] = tuple(FIT_FIELDS)) -> float:
+        """The squared Mahalanobis distance of ``params``' values of ``fields`` (by default all
+        fitted fields) from the fit under their block of :attr:`covariance`: chi-square with
+        ``len(fields)`` degrees of freedom when ``params`` is the truth and the covariance is
+        right (docs/fit.md)."""
         if self.covariance is None:
             raise ValueError("distance_to: this fit has no covariance (a file written before "
                              "recsim-fit/1 stored it); fit again")
-        error = np.array([self.intervals[name]["value"] - getattr(params, name) for name in FIT_FIELDS])
-        return float(error @ np.linalg.solve(self.covariance, error))
+        unknown = sorted(set(fields) - set(FIT_FIELDS))
+        if unknown or not fields:
+            raise ValueError(f"distance_to: fields must be a non-empty subset of {list(FIT_FIELDS)}, "
+                             f"got unknown {unknown}")
+        at = [list(FIT_FIELDS).index(name) for name in fields]
+        error = np.array([self.intervals[name]["value"] - getattr(params, name) for name in fields])
+        return float(error @ np.linalg.solve(self.covariance[np.ix_(at, at)], error))
 
     def draw_params(self, n: int, seed: int = 0, catalog_dir: str | Path | None = None) -> list[Any]:
         """``n`` worlds drawn from the fit's uncertainty: field vectors from the normal with the
@@ -1178,6 +1241,8 @@ def _sandwich(jacobian: np.ndarray, weight: np.ndarray, sigma: np.ndarray, ratio
 def _bootstrap_covariance(logs: dict[str, np.ndarray], t: int, reps: int, start: np.ndarray) -> np.ndarray:
     """Covariance of the auxiliary statistics over resamples of users."""
     gen = np.random.default_rng(0)
+    # the columns the statistics read, half floats widened once rather than in every resample
+    logs = {**{key: logs[key] for key in _AUXILIARY_COLUMNS}, **_widened(logs)}
     users, inverse = np.unique(logs["user"], return_inverse=True)
     rows_of = np.argsort(inverse, kind="stable")
     bounds = np.r_[0, np.cumsum(np.bincount(inverse))]
