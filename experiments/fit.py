@@ -73,7 +73,7 @@ from numba import njit
 from scipy.optimize import minimize
 
 from recsim_gym.env import seeds
-from recsim_gym.env.catalog import load_item_table, save_item_table
+from recsim_gym.env.catalog import load_item_table, price_feature_of, save_item_table
 from recsim_gym.env.logs import generate_logs
 from recsim_gym.env.presets import make_params
 from recsim_gym.env.simulator import make_simulator
@@ -163,9 +163,7 @@ def choice_logit(x: np.ndarray, position: np.ndarray, cascade: bool = False,
     if not cascade:
         x = x.astype(float)
         flat = x.reshape(n * k, f)
-        onehot = np.zeros((n, k + 1))
-        onehot[np.arange(n), chosen] = 1.0
-        picked = onehot[:, :k]
+        picked = (position[:, None] == np.arange(k)).astype(float)  # the clicked item, if any
 
         def objective(theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
             u = x @ theta[:f] + np.concatenate([[0.0], theta[f:]])
@@ -955,11 +953,6 @@ BOOTSTRAP_REPS = 100
 CONVERSION_REPLICATES = 8
 
 
-def _price_feature(items: ItemTable, base: Any) -> np.ndarray:
-    """Each item's price feature, log price on ``base``'s price range scaled to [0, 1]."""
-    return np.log(items.price / base.price_min) / np.log(base.price_max / base.price_min)
-
-
 class FitProblem:
     """The fit's objective: the log's auxiliary statistics, their bootstrap covariance, and the
     statistics of the log simulated under any candidate field vector ``theta`` (in
@@ -989,7 +982,7 @@ class FitProblem:
                                 choice_model=self.family)
         self.rows, self.slate_size, self.num_topics, self.num_candidates = n, k, t, m
         self.items = item_table(logs, t, self.base.price_min, self.base.price_max)
-        self.price_feature = _price_feature(self.items, self.base)
+        self.price_feature = price_feature_of(self.items.price, self.base.price_min, self.base.price_max)
         self.observed, self.names = auxiliary_statistics(logs, t)
         self.sigma = _bootstrap_covariance(logs, t, bootstrap, self.observed)
         self.weight = 1.0 / np.maximum(np.diag(self.sigma), 1e-12)
@@ -1071,7 +1064,8 @@ class FitProblem:
             items = item_table(logged, self.num_topics, self.base.price_min, self.base.price_max)
             items = replace(items, affinity_proxy=self.items.affinity_proxy)
             clicks = conversion_clicks(logged, items.index, self.num_topics)
-            estimate, covariance = conversion_fit(clicks, items, params, _price_feature(items, self.base))
+            price_feature = price_feature_of(items.price, self.base.price_min, self.base.price_max)
+            estimate, covariance = conversion_fit(clicks, items, params, price_feature)
             estimates.append(estimate)
             covariances.append(covariance)
         return np.mean(estimates, axis=0) - theta[_CONVERSION_AT], np.mean(covariances, axis=0) / replicates

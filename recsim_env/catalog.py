@@ -104,13 +104,19 @@ def make_catalog(params: Params) -> Catalog:
     return _assemble(params, topics, appeal, price, popularity, quality, clickbait, generations)
 
 
+def price_feature_of(price: np.ndarray, price_min: float, price_max: float) -> np.ndarray:
+    """The observed price feature of prices in ``[price_min, price_max]``: log price scaled to
+    [0, 1], ``log(price / price_min) / log(price_max / price_min)``."""
+    return np.log(price / price_min) / np.log(price_max / price_min)
+
+
 def _assemble(params: Params, topics: np.ndarray, appeal: np.ndarray, price: np.ndarray,
               popularity: np.ndarray, quality: np.ndarray, clickbait: np.ndarray,
               generations: int) -> Catalog:
     """The catalog arrays of items (rows = slot * generations; ``popularity`` per slot)."""
     n, t = len(popularity), params.num_topics
     rows = n * generations
-    price_feature = np.log(price / params.price_min) / np.log(params.price_max / params.price_min)
+    price_feature = price_feature_of(price, params.price_min, params.price_max)
     # One extra all-zero row (id ``rows``) pads empty history entries.
     features = np.zeros((rows + 1, t + 3), dtype=np.float32)
     features[:rows, :t] = topics

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from recsim_gym.env.catalog import price_feature_of
 from recsim_gym.env.logs import LogFormatError, validate_logs
 
 #: Required columns of the events and items tables.
@@ -96,7 +97,7 @@ def _items(table: Any, source: str, price_min: float, price_max: float
     if problems:
         raise LogFormatError(f"items table {source}: " + "; ".join(problems))
     topics = topics / topics.sum(1, keepdims=True)
-    price_feature = np.log(scalars["price"] / price_min) / np.log(price_max / price_min)
+    price_feature = price_feature_of(scalars["price"], price_min, price_max)
     features = np.column_stack([topics, scalars["appeal"], price_feature, scalars["popularity"]])
     return {item: i for i, item in enumerate(ids)}, features.astype(np.float32)
 
