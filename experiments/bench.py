@@ -14,6 +14,8 @@ process, so their ratios are measured in one run. The rate counts the steps actu
 (PPO trains whole rollouts). The variant ``sb3_cartpole`` is the floor a PPO user knows:
 stable-baselines3's own PPO with its MLP policy on ``CartPole-v1``, on PPO-attention's schedule
 (users as envs, rollout, minibatch, epochs); ``ppo_attention sb3_cartpole`` prints their ratio.
+``sb3_mlp`` is SB3's own PPO (``MultiInputPolicy``) on the preset itself, on the same schedule:
+the floor on the same observations and slates.
 ``--compare REF`` (``env`` and ``train``) runs the same
 measurements at git commit REF too, alternated with this checkout, and prints this/REF ratios.
 
@@ -39,14 +41,19 @@ from recsim_gym.env.spaces import random_slates
 DEFAULT_BATCH_SIZES = (1, 64, 1024, 4096)
 #: ``bench train`` variant: SB3's PPO-MLP on CartPole on PPO-attention's default schedule.
 SB3_CARTPOLE = "sb3_cartpole"
+#: ``bench train`` variant: SB3's PPO ``MultiInputPolicy`` on the bench's preset (through
+#: :class:`~recsim_gym.agents.sb3_vecenv.RecSimVecEnv`), on PPO-attention's default schedule.
+SB3_MLP = "sb3_mlp"
+SB3_VARIANTS = (SB3_CARTPOLE, SB3_MLP)
 
 
-class _SB3CartPole:
-    """SB3's ``PPO("MlpPolicy")`` on ``CartPole-v1`` with PPO-attention's schedule (envs,
-    ``n_steps``, ``batch_size``, ``n_epochs``; keyword overrides replace them), so that
-    ``bench train ppo_attention sb3_cartpole`` measures PPO-attention against SB3's floor."""
+class _SB3PPO:
+    """SB3's own PPO with its MLP policy on PPO-attention's schedule (envs, ``n_steps``,
+    ``batch_size``, ``n_epochs``; keyword overrides replace them): on ``CartPole-v1`` when
+    ``preset`` is None (``sb3_cartpole``), else ``MultiInputPolicy`` on that preset's batched
+    vector env (``sb3_mlp``: what SB3 itself costs on the same observations and slates)."""
 
-    def __init__(self, seed: int = 0, **overrides: Any):
+    def __init__(self, seed: int = 0, preset: str | None = None, **overrides: Any):
         from recsim_gym.agents.ppo_attention import PPOSlateConfig
 
         config = PPOSlateConfig()
@@ -54,18 +61,26 @@ class _SB3CartPole:
                          "batch_size": config.batch_size, "n_epochs": config.n_epochs}
         unknown = sorted(set(overrides) - set(self.schedule))
         if unknown:
-            raise SystemExit(f"{SB3_CARTPOLE} takes only {sorted(self.schedule)}, got {unknown}")
+            name = SB3_CARTPOLE if preset is None else SB3_MLP
+            raise SystemExit(f"{name} takes only {sorted(self.schedule)}, got {unknown}")
         self.schedule.update(overrides)
-        self.seed, self.model = seed, None
+        self.seed, self.preset, self.model = seed, preset, None
 
     def learn(self, env: Any, steps: int) -> None:
-        """Train for ``steps`` env-steps (``env`` is ignored: CartPole's own)."""
+        """Train for ``steps`` env-steps (``env`` is ignored: the variant makes its own)."""
         from stable_baselines3 import PPO
-        from stable_baselines3.common.env_util import make_vec_env
 
         s = self.schedule
-        vec = make_vec_env("CartPole-v1", n_envs=s["num_envs"], seed=self.seed)
-        self.model = PPO("MlpPolicy", vec, n_steps=s["n_steps"], batch_size=s["batch_size"],
+        if self.preset is None:
+            from stable_baselines3.common.env_util import make_vec_env
+
+            vec, policy = make_vec_env("CartPole-v1", n_envs=s["num_envs"], seed=self.seed), "MlpPolicy"
+        else:
+            from recsim_gym.agents.sb3_vecenv import make_vec_env as make_recsim_vec_env
+
+            vec = make_recsim_vec_env(s["num_envs"], preset=self.preset, seed=self.seed)
+            policy = "MultiInputPolicy"
+        self.model = PPO(policy, vec, n_steps=s["n_steps"], batch_size=s["batch_size"],
                          n_epochs=s["n_epochs"], seed=self.seed, device="cpu", verbose=0)
         self.model.learn(total_timesteps=steps)
 
@@ -222,7 +237,7 @@ def bench_train(preset: str, variants: list[tuple[str, dict[str, Any]]], steps: 
 
     torch.set_num_threads(threads)  # process-wide, as the CLI wants
     params = make_simulator(preset).params
-    agents = [_SB3CartPole(seed, **kwargs) if name == SB3_CARTPOLE
+    agents = [_SB3PPO(seed, None if name == SB3_CARTPOLE else preset, **kwargs) if name in SB3_VARIANTS
               else registry.make(name, params=params, seed=seed, **kwargs) for name, kwargs in variants]
     for (name, _), agent in zip(variants, agents, strict=True):  # check all before timing any
         if not callable(getattr(agent, "learn", None)):
@@ -236,7 +251,7 @@ def bench_train(preset: str, variants: list[tuple[str, dict[str, Any]]], steps: 
     for (name, kwargs), agent in zip(variants, agents, strict=True):
         # as the runner trains, on the same users for every variant (agents that step their own
         # number of users, as PPO does, take the env's params)
-        env = None if name == SB3_CARTPOLE else make_train_env(agent, preset, 64, seed)
+        env = None if name in SB3_VARIANTS else make_train_env(agent, preset, 64, seed)
         start = time.perf_counter()
         agent.learn(env, steps)
         seconds = time.perf_counter() - start
@@ -405,7 +420,8 @@ def main(argv: list[str] | None = None) -> None:
     tr = sub.add_parser("train", help="training throughput (env-steps/s of learn) per agent variant")
     tr.add_argument("variants", nargs="+", type=_variant, metavar="AGENT[:JSON]",
                     help='agents to time, e.g. ppo_attention \'ppo_attention:{"item_stats_buckets": 0}\' '
-                         f'(and {SB3_CARTPOLE}: SB3\'s PPO-MLP on CartPole on PPO-attention\'s schedule)')
+                         f'(and, on PPO-attention\'s schedule, SB3\'s own PPO-MLP: {SB3_CARTPOLE} on '
+                         f'CartPole, {SB3_MLP} on the preset)')
     tr.add_argument("--preset", default="default", choices=all_preset_names())
     tr.add_argument("--steps", type=int, default=100_000, help="env-steps per variant (default: 100000)")
     tr.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
@@ -420,7 +436,7 @@ def main(argv: list[str] | None = None) -> None:
         from recsim_gym.agents import registry
 
         unknown = [name for name, _ in args.variants
-                   if name not in registry.list_agents() and name != SB3_CARTPOLE]
+                   if name not in registry.list_agents() and name not in SB3_VARIANTS]
         if unknown:
             parser.error(f"unknown agent(s) {unknown}; registered: {sorted(registry.list_agents())}")
         if args.steps < 1 or args.threads < 1 or args.rounds < 1:

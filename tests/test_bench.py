@@ -43,8 +43,23 @@ def test_sb3_cartpole_runs_sb3_ppo_on_the_given_schedule(tmp_path) -> None:
     from recsim_gym.agents.ppo_attention import PPOSlateConfig
 
     c = PPOSlateConfig()  # PPO-attention's schedule unless overridden
-    assert bench._SB3CartPole().schedule == {"num_envs": c.num_envs, "n_steps": c.n_steps,
-                                             "batch_size": c.batch_size, "n_epochs": c.n_epochs}
+    assert bench._SB3PPO().schedule == {"num_envs": c.num_envs, "n_steps": c.n_steps,
+                                        "batch_size": c.batch_size, "n_epochs": c.n_epochs}
+
+
+def test_sb3_mlp_runs_sb3_ppo_on_the_preset(tmp_path) -> None:
+    out = tmp_path / "train.json"
+    tiny = '{"num_envs": 4, "n_steps": 16, "batch_size": 32, "n_epochs": 1}'
+    bench.main(["train", f"sb3_mlp:{tiny}", "--preset", "static", "--steps", "100", "--out", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["agent"] == "sb3_mlp" and row["preset"] == "static" and row["steps_trained"] == 128
+    from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+
+    agent = bench._SB3PPO(0, "static", num_envs=4, n_steps=16, batch_size=32, n_epochs=1)
+    agent.learn(None, 64)
+    assert isinstance(agent.model.policy, MultiInputActorCriticPolicy)
+    assert agent.model.env.num_envs == 4  # the preset's batched env, not CartPole
+    assert agent.model.observation_space["candidates"].shape[0] == 20  # static's candidates
 
 
 @pytest.mark.slow  # four fresh processes
@@ -81,6 +96,7 @@ def test_without_options_drops_options_and_their_values() -> None:
     (["train", "random", "--steps", "0"], "--steps"),
     (["train", "random"], "has no learn()"),
     (["train", 'sb3_cartpole:{"gamma": 0.9}'], "takes only"),
+    (["train", 'sb3_mlp:{"gamma": 0.9}'], "sb3_mlp takes only"),
 ])
 def test_train_benchmark_rejects_bad_arguments(argv: list[str], message: str, capsys) -> None:
     with pytest.raises(SystemExit) as raised:
