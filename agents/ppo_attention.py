@@ -41,8 +41,9 @@ Speed (default preset and config, CPU, one torch thread; cProfile of 98k trainin
 86% of training time is the PPO update and ~14% the rollouts (the simulator and adapter ~3%).
 Across both, the network's forward passes take ~40% (torch's fused attention kernel alone ~17%
 at width 16) and the backward passes ~38%. The encoder therefore uses a hand-written pre-norm
-block (fused QKV, unmasked ``scaled_dot_product_attention`` -> torch's fused CPU kernel; ~25%
-faster than ``nn.TransformerEncoderLayer`` with a padding mask) and, in the last layer, only
+block (fused QKV, unmasked attention: ~25% faster than ``nn.TransformerEncoderLayer`` with a
+padding mask; below :data:`FUSED_ATTENTION_FROM` context tokens as plain matrix products, which
+made training 1.1-1.3x faster than torch's fused CPU kernel there) and, in the last layer, only
 the user and candidate tokens query (history outputs are never read). The default width
 16 trains about 1.3x faster than width 32 (``recsim bench train``). On a shared
 2-core machine, prefer ``torch_threads=1`` per process: two threads on oversubscribed cores
@@ -78,10 +79,19 @@ ENCODERS = ("attention", "mlp")
 # Networks: observation dict -> (per-candidate logits (B, m, outputs), value (B,))
 # ---------------------------------------------------------------------------------------------
 
+#: From this many context tokens on, attention runs in torch's fused CPU kernel
+#: (``scaled_dot_product_attention``); below it as two batched matrix products and a softmax.
+#: Whole PPO-attention training on ``default`` (torch 2.13, one thread, in one process), the two
+#: forms' rates alternated: 1.09-1.17x for the matrix products at m = 10 (19 context tokens),
+#: 1.15-1.37x at m = 20 (29), 1.14-1.17x at m = 30, 1.06-1.14x at m = 40 (49), and 0.86-0.93x
+#: at m = 50 (59), where the fused kernel's not materialising the (queries x keys) weights wins.
+FUSED_ATTENTION_FROM = 54
+
+
 class AttentionBlock(nn.Module):
     """Pre-norm transformer block: queries attend to ``context`` (itself for self-attention), then a
-    feed-forward layer. Fused QKV and ``scaled_dot_product_attention`` without a mask, so torch
-    uses its fused CPU kernel (see :class:`AttentionSlateNetwork` on why nothing is masked)."""
+    feed-forward layer. Fused QKV; no mask (see :class:`AttentionSlateNetwork` on why nothing is
+    masked), so long contexts take torch's fused CPU kernel (:data:`FUSED_ATTENTION_FROM`)."""
 
     def __init__(self, d_model: int, num_heads: int, ff_dim: int):
         super().__init__()
@@ -103,7 +113,11 @@ class AttentionBlock(nn.Module):
         context = queries if context is None else self.norm_query(context)
         q = self.query(queries).view(b, length, h, d // h).transpose(1, 2)
         k, v = self.key_value(context).view(b, context.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
-        attended = nn.functional.scaled_dot_product_attention(q, k, v)
+        if context.shape[1] >= FUSED_ATTENTION_FROM:
+            attended = nn.functional.scaled_dot_product_attention(q, k, v)
+        else:  # the same attention; at these sizes the fused kernel's overhead dominates
+            weights = th.softmax((q * (d // h) ** -0.5) @ k.transpose(-1, -2), dim=-1)
+            attended = weights @ v
         x = x + self.out(attended.transpose(1, 2).reshape(b, length, d))
         return x + self.feed_forward(self.norm_ff(x))
 
@@ -113,8 +127,8 @@ class AttentionSlateNetwork(nn.Module):
 
     Every layer is self-attention over all 1 + H + m tokens. Empty history slots (start of an
     episode) are not masked: they are zero feature vectors with their ``valid`` flag 0 plus a
-    recency embedding, which the model can learn to ignore, and leaving attention unmasked
-    keeps torch on its fused kernel.
+    recency embedding, which the model can learn to ignore; leaving attention unmasked keeps
+    long contexts on torch's fused kernel and saves the masking everywhere.
 
     :param observation_space: the per-user ``Dict`` space (``candidates``, ``history``, ``user``)
     :param outputs: logits per candidate (1: the Plackett-Luce score)

@@ -11,6 +11,8 @@ import torch as th
 
 from recsim_gym.agents import reference, slates
 from recsim_gym.agents.ppo_attention import (
+    FUSED_ATTENTION_FROM,
+    AttentionBlock,
     AttentionSlateNetwork,
     ItemStats,
     PPOSlateAgent,
@@ -80,6 +82,25 @@ def test_log_prob_and_entropy_have_gradients() -> None:
 
 
 # --- policy -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("context", [29, FUSED_ATTENTION_FROM - 1, FUSED_ATTENTION_FROM, 59])
+def test_the_attention_block_is_scaled_dot_product_attention_at_every_context_length(context: int) -> None:
+    th.manual_seed(0)
+    block = AttentionBlock(d_model=16, num_heads=2, ff_dim=32)
+    x, memory = th.randn(5, 21, 16, requires_grad=True), th.randn(5, context, 16)
+    out = block(x, memory)
+    # the block written out with torch's own attention (its fused kernel at any length)
+    queries, keys = block.norm_query(x), block.norm_query(memory)
+    q = block.query(queries).view(5, 21, 2, 8).transpose(1, 2)
+    k, v = block.key_value(keys).view(5, context, 2, 2, 8).permute(2, 0, 3, 1, 4)
+    attended = th.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(5, 21, 16)
+    mid = x + block.out(attended)
+    expected = mid + block.feed_forward(block.norm_ff(mid))
+    th.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    grad, = th.autograd.grad(out.square().sum(), x)
+    expected_grad, = th.autograd.grad(expected.square().sum(), x)
+    th.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)
+
 
 @pytest.mark.parametrize("num_layers", [1, 2])
 def test_permuting_candidates_permutes_scores(num_layers: int) -> None:
