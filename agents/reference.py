@@ -21,6 +21,7 @@ import numpy as np
 
 from recsim_gym.agents.base import BaseAgent, Observation
 from recsim_gym.agents.slates import cascade_best_slate, dinkelbach_slate, random_slates, top_k
+from recsim_gym.env.catalog import price_of
 from recsim_gym.env.params import Params
 
 
@@ -91,7 +92,7 @@ def item_terms(obs: dict[str, np.ndarray], params: Params) -> dict[str, np.ndarr
     p_convert = 1.0 / (1.0 + np.exp(-logit))
     conv_value = 1.0
     if params.reward_mode == "revenue":
-        conv_value = params.price_min * (params.price_max / params.price_min) ** price_feature
+        conv_value = price_of(price_feature, params.price_min, params.price_max)
     value = params.click_weight + params.conversion_weight * p_convert * conv_value
     return {"utility": utility, "p_convert": p_convert, "value": value, "quality": quality}
 

@@ -73,7 +73,7 @@ from numba import njit
 from scipy.optimize import minimize
 
 from recsim_gym.env import seeds
-from recsim_gym.env.catalog import load_item_table, price_feature_of, save_item_table
+from recsim_gym.env.catalog import load_item_table, price_feature_of, price_of, save_item_table
 from recsim_gym.env.logs import generate_logs
 from recsim_gym.env.presets import make_params
 from recsim_gym.env.simulator import make_simulator
@@ -92,6 +92,12 @@ FIT_FORMAT = "recsim-fit/1"
 #: Logging policies a fit can simulate (the log's meta names one).
 SIMULATED_LOGGING = ("epsilon_popularity", "epsilon_affinity", "uniform", "epsilon_slate")
 _GRID = np.linspace(0.0, 1.0, 51)  # quality grid of the item posteriors
+
+
+def _places(names: Sequence[str]) -> list[int]:
+    """Where the fields ``names`` sit in a field vector ``theta`` (the order of :data:`FIT_FIELDS`)."""
+    order = list(FIT_FIELDS)
+    return [order.index(name) for name in names]
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,7 +433,7 @@ def item_table(logs: dict[str, np.ndarray], num_topics: int, price_min: float, p
     spread = np.sqrt(np.clip(second / np.maximum(clicks, 1) - declared_at_click ** 2, 0.0, 0.25))
     price_feature = np.clip(flat[first, t + 1].astype(np.float64), 0.0, 1.0)
     return ItemTable(topics=topics, appeal=np.clip(flat[first, t].astype(np.float64), 0.0, 1.0),
-                     price=price_min * (price_max / price_min) ** price_feature,
+                     price=price_of(price_feature, price_min, price_max),
                      popularity=np.clip(popularity / max(popularity.max(), 1e-12), 1e-9, 1.0),
                      clicks=clicks, conversions=conversions, declared_at_click=declared_at_click,
                      declared_sd_at_click=spread, index=index)
@@ -529,7 +535,7 @@ def item_quality(items: ItemTable, params: Any, price_feature: np.ndarray, seed:
 #: logged session ends (:func:`session_end_fit`) after the conversion fields and before the
 #: indirect inference fits the rest: the auxiliary statistics say little about them (docs/fit.md).
 CHURN_FIELDS = ("churn_base", "churn_scale", "satisfaction_rate", "no_click_penalty")
-_CHURN_AT = [list(FIT_FIELDS).index(name) for name in CHURN_FIELDS]  # their places in theta
+_CHURN_AT = _places(CHURN_FIELDS)
 
 
 @dataclass
@@ -668,7 +674,7 @@ def session_end_fit(ends: SessionEnds, qualities: list[np.ndarray], initial: flo
 #: (:func:`conversion_fit`): the auxiliary statistics cannot tell them apart from the imputed
 #: qualities, which adapt to any conversion model (docs/fit.md).
 CONVERSION_FIELDS = ("conversion_bias", "conversion_affinity", "conversion_quality", "conversion_price")
-_CONVERSION_AT = [list(FIT_FIELDS).index(name) for name in CONVERSION_FIELDS]  # their places in theta
+_CONVERSION_AT = _places(CONVERSION_FIELDS)
 
 
 @dataclass
@@ -875,7 +881,7 @@ class FitResult:
         if unknown or not fields:
             raise ValueError(f"distance_to: fields must be a non-empty subset of {list(FIT_FIELDS)}, "
                              f"got unknown {unknown}")
-        at = [list(FIT_FIELDS).index(name) for name in fields]
+        at = _places(fields)
         error = np.array([self.intervals[name]["value"] - getattr(params, name) for name in fields])
         return float(error @ np.linalg.solve(self.covariance[np.ix_(at, at)], error))
 

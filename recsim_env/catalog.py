@@ -110,6 +110,11 @@ def price_feature_of(price: np.ndarray, price_min: float, price_max: float) -> n
     return np.log(price / price_min) / np.log(price_max / price_min)
 
 
+def price_of(price_feature: np.ndarray, price_min: float, price_max: float) -> np.ndarray:
+    """The price behind a price feature: the inverse of :func:`price_feature_of`."""
+    return price_min * (price_max / price_min) ** price_feature
+
+
 def _assemble(params: Params, topics: np.ndarray, appeal: np.ndarray, price: np.ndarray,
               popularity: np.ndarray, quality: np.ndarray, clickbait: np.ndarray,
               generations: int) -> Catalog:
