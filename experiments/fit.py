@@ -37,9 +37,11 @@ price came back off by 2-3 standard errors in most fits); both likelihoods read 
 
 The simulator is the model (no second implementation of the dynamics), and the Jacobian also
 gives the uncertainty: the simulated-method-of-moments sandwich
-``(1 + 1/S) (J'WJ)^-1 J'W Sigma W J (J'WJ)^-1`` with ``Sigma`` the bootstrap covariance (over
-users) of the logged statistics and ``W`` the inverse of its diagonal; 95% intervals per field
-(for the conversion and churn fields, their likelihood's inverse information).
+``(1 + 1/S) (J'WJ)^-1 J'W (Sigma + D) W J (J'WJ)^-1`` with ``Sigma`` the bootstrap covariance
+(over users) of the logged statistics, ``D`` that of the simulated statistics over draws of the
+imputed qualities (the log's real qualities are another such draw as far as the fit can tell;
+:meth:`FitProblem.draw_covariance`) and ``W`` the inverse of ``Sigma``'s diagonal; 95% intervals
+per field (for the conversion and churn fields, their likelihood's inverse information).
 The choice model (MNL or cascade) is picked by which auxiliary model, a conditional logit or a
 cascade of logits on the same features (the first position always examined, a continuation
 probability per later position), explains the logged clicks better. The auxiliary logits run
@@ -957,6 +959,9 @@ BOOTSTRAP_REPS = 100
 #: Simulated logs that measure the conversion likelihood's bias at the fitted world
 #: (:meth:`FitProblem.conversion_bias`; docs/fit.md).
 CONVERSION_REPLICATES = 8
+#: Draws of the imputed qualities whose spread of simulated statistics enters the intervals
+#: (:meth:`FitProblem.draw_covariance`).
+QUALITY_DRAWS = 8
 
 
 class FitProblem:
@@ -1076,6 +1081,20 @@ class FitProblem:
             covariances.append(covariance)
         return np.mean(estimates, axis=0) - theta[_CONVERSION_AT], np.mean(covariances, axis=0) / replicates
 
+    def draw_covariance(self, theta: np.ndarray, draws: int = QUALITY_DRAWS) -> np.ndarray:
+        """The covariance of the simulated statistics at ``theta`` over draws of the imputed
+        qualities (the fit's users each time): the noise of simulating with one draw, which the
+        logged statistics' bootstrap over users does not hold."""
+        simulated = []
+        for draw in range(1, draws + 1):
+            params = self.world(theta, draw)
+            logged = generate_logs(n_steps=self.rows, batch_size=self.batch,
+                                   sim=make_simulator(params=params), policy=self.logging,
+                                   epsilon=self.epsilon, first_user=seeds.FIT_SIM_SEED, seed=0)
+            Path(params.catalog_file).unlink()
+            simulated.append(auxiliary_statistics(logged, self.num_topics, start=self.observed)[0])
+        return np.cov(np.array(simulated), rowvar=False)
+
     def distance(self, statistics: np.ndarray) -> float:
         """The weighted squared distance of ``statistics`` from the logged ones."""
         residual = self.observed - statistics
@@ -1139,7 +1158,9 @@ def fit_world(logs: dict[str, np.ndarray], meta: dict[str, Any] | None = None, o
     # the indirect inference's sandwich for the other fields (the held fields' columns kept in
     # the Jacobian, so the intervals still carry what their collinearity leaves open), each
     # likelihood's for its own fields, no covariance between the blocks
-    covariance = _sandwich(jacobian, weight, sigma)
+    # the simulated statistics' noise at the fit: the users' (as the log's: sigma) and that of
+    # simulating with one draw of the qualities, which stand in for the log's unknown ones
+    covariance = _sandwich(jacobian, weight, sigma + problem.draw_covariance(theta))
     covariance[held, :] = 0.0
     covariance[:, held] = 0.0
     covariance[np.ix_(_CONVERSION_AT, _CONVERSION_AT)] = conversion_covariance

@@ -360,6 +360,52 @@ def test_the_fit_takes_the_conversion_likelihoods_measured_bias_off(tmp_path: Pa
         assert result.overrides[name] == pytest.approx(estimate[i] - bias[i])
 
 
+def test_the_draw_covariance_is_nothing_where_every_draw_of_the_qualities_is_the_same(
+        tmp_path: Path, monkeypatch) -> None:
+    # every draw imputes quality 0.5: the simulated logs are one log (the same users and random
+    # numbers), so their statistics cannot spread
+    import recsim_gym.experiments.fit as fit_module
+
+    monkeypatch.setattr(fit_module, "item_quality",
+                        lambda items, params, price_feature, seed=0: np.full(len(items.appeal), 0.5))
+    logs = generate_logs(n_steps=3000, batch_size=50, sim=make_simulator("default"), seed=0)
+    problem = FitProblem(logs, {"batch_size": 50, "num_candidates": 20}, tmp_path, bootstrap=4)
+    draws = problem.draw_covariance(_vector(problem.base), draws=3)
+    # nothing but the rounding of np.cov's mean
+    np.testing.assert_allclose(draws, 0.0, atol=1e-12 * np.diag(problem.sigma).max())
+
+
+def test_the_draw_covariance_spreads_with_the_real_imputation(tmp_path: Path) -> None:
+    # the qualities drawn as the fit draws them differ between draws, so the statistics spread:
+    # a positive semi-definite covariance with a positive diagonal somewhere
+    logs = generate_logs(n_steps=3000, batch_size=50, sim=make_simulator("default"), seed=0)
+    problem = FitProblem(logs, {"batch_size": 50, "num_candidates": 20}, tmp_path, bootstrap=4)
+    draws = problem.draw_covariance(_vector(problem.base), draws=3)
+    assert draws.shape == (len(problem.observed),) * 2
+    assert np.diag(draws).max() > 0 and np.all(np.linalg.eigvalsh(draws) > -1e-12)
+    assert not list(tmp_path.glob("*.npz"))  # the drawn catalogs are cleaned up
+
+
+def test_the_draw_covariance_widens_the_indirect_inference_intervals(tmp_path: Path, monkeypatch) -> None:
+    # the same fit with the draw noise as large as the users' (D = Sigma): the sandwich doubles,
+    # so the indirect-inference fields' standard errors grow by sqrt(2) and nothing else moves
+    from recsim_gym.experiments.fit import CONVERSION_FIELDS
+
+    logs = generate_logs(n_steps=2000, batch_size=50, sim=make_simulator("default"), seed=0)
+    meta = {"batch_size": 50, "num_candidates": 20}
+    monkeypatch.setattr(FitProblem, "draw_covariance", lambda problem, theta, draws=8: 0 * problem.sigma)
+    without = fit_world(logs, meta, tmp_path / "a", iterations=1, bootstrap=4)
+    monkeypatch.setattr(FitProblem, "draw_covariance", lambda problem, theta, draws=8: problem.sigma.copy())
+    with_draws = fit_world(logs, meta, tmp_path / "b", iterations=1, bootstrap=4)
+    for name in FIT_FIELDS:
+        before, after = without.intervals[name], with_draws.intervals[name]
+        assert after["value"] == before["value"]
+        if name in CHURN_FIELDS or name in CONVERSION_FIELDS or before["se"] == 0:
+            assert after["se"] == pytest.approx(before["se"])
+        else:
+            assert after["se"] == pytest.approx(np.sqrt(2) * before["se"])
+
+
 def test_a_fit_file_without_every_interval_is_refused(tmp_path: Path) -> None:
     path = save_fit(_fit_result(tmp_path), tmp_path)
     data = json.loads(path.read_text())
