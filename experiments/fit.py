@@ -1016,17 +1016,19 @@ class FitProblem:
                         item_quality(items, params, self.price_feature, seed=draw))
         return params.replace(catalog_file=str(table.resolve()), num_items=len(items.appeal))
 
-    def simulate(self, theta: np.ndarray) -> np.ndarray:
-        """The auxiliary statistics of the log simulated under ``theta`` (same users every time)."""
-        logged, _ = self._simulated_log(theta)
+    def simulate(self, theta: np.ndarray, draw: int = 0) -> np.ndarray:
+        """The auxiliary statistics of the log simulated under ``theta`` (same users every time),
+        with quality draw ``draw`` (the fit's own is 0)."""
+        logged, _ = self._simulated_log(theta, draw=draw)
         return auxiliary_statistics(logged, self.num_topics, start=self.observed)[0]
 
-    def _simulated_log(self, theta: np.ndarray, wrap: Any = None, replicate: int | None = None
-                       ) -> tuple[dict[str, np.ndarray], Any]:
+    def _simulated_log(self, theta: np.ndarray, wrap: Any = None, replicate: int | None = None,
+                       draw: int = 0) -> tuple[dict[str, np.ndarray], Any]:
         """The log simulated under ``theta`` and its simulator, wrapped by ``wrap`` when given:
-        the fit's users and quality draw 0 (the same every time), or with ``replicate`` r,
-        bias-correction log r's own users (:func:`seeds.fit_replicate_seed`) and draw r + 1."""
-        draw, first_user, seed = ((0, seeds.FIT_SIM_SEED, 0) if replicate is None
+        the fit's users and quality draw ``draw`` (0, the same every time, for the fit itself),
+        or with ``replicate`` r, bias-correction log r's own users
+        (:func:`seeds.fit_replicate_seed`) and draw r + 1."""
+        draw, first_user, seed = ((draw, seeds.FIT_SIM_SEED, 0) if replicate is None
                                   else (replicate + 1, seeds.fit_replicate_seed(replicate), replicate + 1))
         params = self.world(theta, draw)
         sim = make_simulator(params=params)
@@ -1085,14 +1087,7 @@ class FitProblem:
         """The covariance of the simulated statistics at ``theta`` over draws of the imputed
         qualities (the fit's users each time): the noise of simulating with one draw, which the
         logged statistics' bootstrap over users does not hold."""
-        simulated = []
-        for draw in range(1, draws + 1):
-            params = self.world(theta, draw)
-            logged = generate_logs(n_steps=self.rows, batch_size=self.batch,
-                                   sim=make_simulator(params=params), policy=self.logging,
-                                   epsilon=self.epsilon, first_user=seeds.FIT_SIM_SEED, seed=0)
-            Path(params.catalog_file).unlink()
-            simulated.append(auxiliary_statistics(logged, self.num_topics, start=self.observed)[0])
+        simulated = [self.simulate(theta, draw) for draw in range(1, draws + 1)]
         return np.cov(np.array(simulated), rowvar=False)
 
     def distance(self, statistics: np.ndarray) -> float:
