@@ -50,7 +50,9 @@ to their optimum by Newton's method, so the statistics do not depend on where th
 **Catalog.** Items are known by their logged features (topic vector, appeal, price feature,
 observed popularity). Each item's hidden quality is drawn from its posterior given its clicks
 and conversions under the candidate conversion model, with the default family's prior given
-its appeal (clickbait: high appeal, low quality); a draw, not the posterior mean, keeps the
+its appeal (clickbait: high appeal, low quality), each click's affinity read as the interest
+proxy's line in the declared-topic match with a latent residual (:func:`affinity_proxy`,
+summed out by two-point quadrature); a draw, not the posterior mean, keeps the
 spread of quality that policies seeking quality depend on. The catalog is thus a function of the Params,
 imputed anew for every simulated world.
 
@@ -94,6 +96,7 @@ FIT_FORMAT = "recsim-fit/1"
 #: Logging policies a fit can simulate (the log's meta names one).
 SIMULATED_LOGGING = ("epsilon_popularity", "epsilon_affinity", "uniform", "epsilon_slate")
 _GRID = np.linspace(0.0, 1.0, 51)  # quality grid of the item posteriors
+_LOG_2 = float(np.log(2.0))
 
 
 def _places(names: Sequence[str]) -> list[int]:
@@ -372,10 +375,12 @@ def choice_family(logs: dict[str, np.ndarray], num_topics: int) -> tuple[str, di
 # The fitted catalog
 # --------------------------------------------------------------------------------------------
 
-#: The interest proxy before a fit measures one: ``0 + 0.75 x`` the declared-topic match.
-PRIOR_PROXY = (0.0, 0.75)
-#: The range a stored proxy is checked against: level ``a`` and slope ``b`` of ``a + b x match``.
-PROXY_RANGE = ((-1.0, 1.0), (-2.0, 2.0))
+#: The interest proxy before a fit measures one: ``0 + 0.75 x`` the declared-topic match, no
+#: residual spread.
+PRIOR_PROXY = (0.0, 0.75, 0.0)
+#: The range a stored proxy is checked against: level ``a`` and slope ``b`` of ``a + b x match``,
+#: and the residual standard deviation ``r`` of the affinity around it.
+PROXY_RANGE = ((-1.0, 1.0), (-2.0, 2.0), (0.0, 1.0))
 
 
 @dataclass
@@ -383,8 +388,9 @@ class ItemTable:
     """The items of a log, known by their features: topic vector, appeal, price (from the
     price feature), observed popularity, and per item its clicks, conversions and the mean and
     standard deviation over its clicks of the clicking user's declared-topic match, and the
-    proxy ``(a, b)`` that maps a match to the affinity at a click, ``a + b x match`` (the
-    quality posterior's interest proxy; :func:`affinity_proxy`)."""
+    proxy ``(a, b, r)`` that maps a match to the affinity at a click, ``a + b x match`` with a
+    residual standard deviation ``r`` (the quality posterior's interest proxy;
+    :func:`affinity_proxy`)."""
 
     topics: np.ndarray
     appeal: np.ndarray
@@ -395,7 +401,7 @@ class ItemTable:
     declared_at_click: np.ndarray
     declared_sd_at_click: np.ndarray
     index: np.ndarray = field(repr=False)  #: (n, k) item row of every shown slot
-    affinity_proxy: tuple[float, float] = PRIOR_PROXY
+    affinity_proxy: tuple[float, float, float] = PRIOR_PROXY
 
 
 def _clicked(logs: dict[str, np.ndarray], index: np.ndarray, num_topics: int
@@ -444,29 +450,42 @@ def item_table(logs: dict[str, np.ndarray], num_topics: int, price_min: float, p
 def quality_log_likelihood(items: ItemTable, params: Any, price_feature: np.ndarray) -> np.ndarray:
     """Each item's log-likelihood of its clicks' conversions on the quality grid (``(items,
     grid)``, up to a constant per item) under ``params``' conversion model. The interest at a
-    click is approximated by ``a + b x`` the clicking user's declared-topic match,
-    ``items.affinity_proxy`` (before a fit measures it, :data:`PRIOR_PROXY`: favourite topics'
-    interest averages 0.75, the others' 0); the sum over an item's clicks is taken by two-point
-    quadrature at the mean match +- its standard deviation, exact in the first three moments of
-    the match (the mean alone would put the mean interest inside the logistic: a Jensen gap)."""
-    level, slope = items.affinity_proxy
+    click is approximated by ``a + b x`` the clicking user's declared-topic match, plus a latent
+    residual of standard deviation ``r`` (``items.affinity_proxy``; before a fit measures it,
+    :data:`PRIOR_PROXY`: favourite topics' interest averages 0.75, the others' 0, no residual).
+    The sum over an item's clicks is taken by two-point quadrature at the mean match +- its
+    standard deviation, exact in the first three moments of the match (the mean alone would put
+    the mean interest inside the logistic: a Jensen gap); at each point a click converts with
+    the mean probability over the residual's two points, as :func:`conversion_fit` reads it."""
+    level, slope, residual = items.affinity_proxy
     per_match = params.conversion_affinity * slope  # the logit's change per unit of declared match
     centre = (params.conversion_bias + params.conversion_affinity * level
               + per_match * items.declared_at_click[:, None]
               + params.conversion_quality * _GRID[None, :] - params.conversion_price * price_feature[:, None])
     spread = per_match * items.declared_sd_at_click[:, None]
-    softplus = 0.5 * (np.logaddexp(0.0, centre + spread) + np.logaddexp(0.0, centre - spread))
-    # log p = x - softplus(x) and log (1 - p) = -softplus(x), summed over the clicks
-    return items.conversions[:, None] * centre - items.clicks[:, None] * softplus
+    if residual == 0.0:
+        softplus = 0.5 * (np.logaddexp(0.0, centre + spread) + np.logaddexp(0.0, centre - spread))
+        # log p = x - softplus(x) and log (1 - p) = -softplus(x), summed over the clicks
+        return items.conversions[:, None] * centre - items.clicks[:, None] * softplus
+    latent = params.conversion_affinity * residual
+    log_p = log_q = 0.0
+    for x in (centre - spread, centre + spread):
+        # log of the mean of sigmoid (and of 1 - sigmoid) at x -+ latent, half for each match point
+        log_p = log_p + 0.5 * (np.logaddexp(-np.logaddexp(0.0, latent - x), -np.logaddexp(0.0, -latent - x))
+                               - _LOG_2)
+        log_q = log_q + 0.5 * (np.logaddexp(-np.logaddexp(0.0, x - latent), -np.logaddexp(0.0, x + latent))
+                               - _LOG_2)
+    return items.conversions[:, None] * log_p + (items.clicks - items.conversions)[:, None] * log_q
 
 
 def affinity_proxy(logs: dict[str, np.ndarray], interest: np.ndarray, topics: np.ndarray,
-                   min_clicks: int = 100) -> tuple[float, float]:
+                   min_clicks: int = 100) -> tuple[float, float, float]:
     """Least squares ``affinity ~ a + b x match`` over the clicks of a simulated log whose users'
-    latent ``interest`` (rows, T) before each step is known: ``affinity`` is the interest's dot
-    product with the clicked item's topics (``topics``: the catalog's, by ``slate_items``), the
-    conversion model's input; ``match`` is the declared-topic match that a real log shows.
-    Fewer than ``min_clicks`` clicks, or matches without spread, give :data:`PRIOR_PROXY`."""
+    latent ``interest`` (rows, T) before each step is known, and the residuals' standard
+    deviation ``r``: ``affinity`` is the interest's dot product with the clicked item's topics
+    (``topics``: the catalog's, by ``slate_items``), the conversion model's input; ``match`` is
+    the declared-topic match that a real log shows. Fewer than ``min_clicks`` clicks, or matches
+    without spread, give :data:`PRIOR_PROXY`."""
     t = topics.shape[1]
     rows = np.flatnonzero(logs["position"] >= 0)
     position = logs["position"][rows].astype(np.int64)
@@ -479,7 +498,8 @@ def affinity_proxy(logs: dict[str, np.ndarray], interest: np.ndarray, topics: np
     if match.std() < 1e-6:
         return PRIOR_PROXY
     slope, level = np.polyfit(match, affinity, 1)
-    return float(level), float(slope)
+    residual = affinity - (level + slope * match)
+    return float(level), float(slope), float(min(residual.std(), PROXY_RANGE[2][1]))
 
 
 class _InterestRecorder:
@@ -711,13 +731,40 @@ def _quality_log_prior(items: ItemTable, params: Any) -> np.ndarray:
         return np.log(prior)
 
 
+@njit(cache=True, inline="always")
+def _log_sigmoids(x):  # pragma: no cover - numba
+    """``log sigmoid(x)``, ``log (1 - sigmoid(x))``, ``sigmoid(x)`` and ``1 - sigmoid(x)``, stably."""
+    if x > 0.0:
+        e = np.exp(-x)
+        return -np.log1p(e), -x - np.log1p(e), 1.0 / (1.0 + e), e / (1.0 + e)
+    e = np.exp(x)
+    return x - np.log1p(e), -np.log1p(e), e / (1.0 + e), 1.0 / (1.0 + e)
+
+
+@njit(cache=True, inline="always")
+def _two_point(x, spread, a, residual):  # pragma: no cover - numba
+    """The mean ``p`` of ``sigmoid`` at ``x - spread`` and ``x + spread``, ``log p``, ``log (1 -
+    p)``, ``1 - p``, and ``p``'s derivatives in ``x`` and in the affinity weight (the two points'
+    affinities ``a -+ residual``)."""
+    lp_low, lq_low, p_low, q_low = _log_sigmoids(x - spread)
+    lp_high, lq_high, p_high, q_high = _log_sigmoids(x + spread)
+    top = max(lp_low, lp_high)
+    log_p = top + np.log1p(np.exp(-abs(lp_low - lp_high))) - _LOG_2
+    top = max(lq_low, lq_high)
+    log_q = top + np.log1p(np.exp(-abs(lq_low - lq_high))) - _LOG_2
+    d_low, d_high = 0.5 * p_low * q_low, 0.5 * p_high * q_high
+    return (log_p, log_q, 0.5 * (p_low + p_high), 0.5 * (q_low + q_high), d_low + d_high,
+            d_low * (a - residual) + d_high * (a + residual))
+
+
 @njit(cache=True)
-def _conversion_terms(item, match, converted, price_feature, log_prior, grid, theta, level, slope
-                      ):  # pragma: no cover - numba
+def _conversion_terms(item, match, converted, price_feature, log_prior, grid, theta, level, slope,
+                      residual):  # pragma: no cover - numba
     """Negative log marginal likelihood of the logged conversions and its gradient in ``theta``
-    = (bias, affinity, quality, price): each click converts with ``sigmoid(bias + affinity (level
-    + slope match) + quality q - price price_feature)``, and each item's ``q`` is summed out
-    over ``grid`` with the item's ``log_prior`` (clicks sorted by item)."""
+    = (bias, affinity, quality, price): each click converts with ``sigmoid(bias + affinity a +
+    quality q - price price_feature)`` averaged over its latent affinity ``a = level + slope match
+    +- residual`` (two-point quadrature), and each item's ``q`` is summed out over ``grid`` with
+    the item's ``log_prior`` (clicks sorted by item)."""
     bias, affinity, quality, price = theta[0], theta[1], theta[2], theta[3]
     g_count = grid.shape[0]
     ll = np.zeros(g_count)
@@ -739,20 +786,31 @@ def _conversion_terms(item, match, converted, price_feature, log_prior, grid, th
             y = converted[j]
             for g in range(g_count):
                 x = centre + quality * grid[g]
-                if x > 0.0:
-                    e = np.exp(-x)
-                    softplus = x + np.log1p(e)
-                    p = 1.0 / (1.0 + e)
-                else:
-                    e = np.exp(x)
-                    softplus = np.log1p(e)
-                    p = e / (1.0 + e)
-                ll[g] += y * x - softplus
-                r = y - p
-                dll[g, 0] += r
-                dll[g, 1] += r * a
-                dll[g, 2] += r * grid[g]
-                dll[g, 3] -= r * pf
+                if residual == 0.0:
+                    if x > 0.0:
+                        e = np.exp(-x)
+                        softplus = x + np.log1p(e)
+                        p = 1.0 / (1.0 + e)
+                    else:
+                        e = np.exp(x)
+                        softplus = np.log1p(e)
+                        p = e / (1.0 + e)
+                    ll[g] += y * x - softplus
+                    r = y - p
+                    dll[g, 0] += r
+                    dll[g, 1] += r * a
+                    dll[g, 2] += r * grid[g]
+                    dll[g, 3] -= r * pf
+                    continue
+                # the affinity's residual is latent: the click converts with the mean of the
+                # probabilities at x -+ affinity residual (two-point quadrature)
+                log_p, log_q, p, q, d, d_affinity = _two_point(x, affinity * residual, a, residual)
+                ll[g] += log_p if y > 0.5 else log_q
+                w = 1.0 / p if y > 0.5 else -1.0 / q
+                dll[g, 0] += w * d
+                dll[g, 1] += w * d_affinity
+                dll[g, 2] += w * d * grid[g]
+                dll[g, 3] -= w * d * pf
             j += 1
         top = -np.inf
         for g in range(g_count):
@@ -775,15 +833,15 @@ def conversion_fit(clicks: ConversionClicks, items: ItemTable, params: Any, pric
     """Maximum likelihood of :data:`CONVERSION_FIELDS` from the logged conversions, from
     ``params``' values (L-BFGS-B inside the search bounds), and its covariance (the inverse of
     the observed information, by differences of the exact gradient). Each click's interest is
-    ``items.affinity_proxy`` of its declared-topic match (measured by the fit in a simulated
-    world); each item's quality is integrated over the default family's prior given its
+    ``items.affinity_proxy`` of its declared-topic match, with its residual spread (measured by
+    the fit in a simulated world); each item's quality is integrated over the default family's prior given its
     appeal, so the qualities cannot absorb the conversion model as imputed ones do."""
-    level, slope = (float(v) for v in items.affinity_proxy)
+    level, slope, residual = (float(v) for v in items.affinity_proxy)
     args = (clicks.item, clicks.match, clicks.converted, np.asarray(price_feature, np.float64),
             np.ascontiguousarray(_quality_log_prior(items, params)), _GRID)
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        return _conversion_terms(*args, np.asarray(theta, np.float64), level, slope)
+        return _conversion_terms(*args, np.asarray(theta, np.float64), level, slope, residual)
 
     bounds = [FIT_FIELDS[name] for name in CONVERSION_FIELDS]
     start = np.array([getattr(params, name) for name in CONVERSION_FIELDS], dtype=float)
@@ -810,7 +868,8 @@ def item_evidence(catalog_file: str | Path) -> tuple[ItemTable, np.ndarray] | No
     the posterior it was made with), one finite value per item, ``0 <= conversions <= clicks``,
     the match's mean and the price feature in [0, 1] and its standard deviation in [0, 0.5], the
     interest proxy ``affinity_proxy`` inside :data:`PROXY_RANGE` (a fit written before it was
-    measured reads as :data:`PRIOR_PROXY`), and the item table itself (:func:`load_item_table`);
+    measured reads as :data:`PRIOR_PROXY`, one written before its residual was, as residual 0),
+    and the item table itself (:func:`load_item_table`);
     ``ValueError`` names the column."""
     columns = load_item_table(str(catalog_file))  # every column of the file, the table's checked
     present = [name for name in ITEM_EVIDENCE if name in columns]
@@ -832,15 +891,18 @@ def item_evidence(catalog_file: str | Path) -> tuple[ItemTable, np.ndarray] | No
         if ((columns[name] < 0) | (columns[name] > high)).any():
             raise ValueError(f"catalog_file {catalog_file}: {name} must be in [0, {high:g}]")
     proxy = columns.get("affinity_proxy", np.array(PRIOR_PROXY))  # before the fit measured it
+    if proxy.shape == (2,):  # written before the residual was measured: the posterior it was made with
+        proxy = np.append(proxy, 0.0)
     bounds = np.array(PROXY_RANGE)
-    if proxy.shape != (2,) or not ((bounds[:, 0] <= proxy) & (proxy <= bounds[:, 1])).all():
-        raise ValueError(f"catalog_file {catalog_file}: affinity_proxy must be 2 values, level in "
-                         f"{list(PROXY_RANGE[0])} and slope in {list(PROXY_RANGE[1])}, got {proxy.tolist()}")
+    if proxy.shape != (3,) or not ((bounds[:, 0] <= proxy) & (proxy <= bounds[:, 1])).all():
+        raise ValueError(f"catalog_file {catalog_file}: affinity_proxy must be 3 values (2 before the "
+                         f"residual), level in {list(PROXY_RANGE[0])}, slope in {list(PROXY_RANGE[1])} and "
+                         f"residual in {list(PROXY_RANGE[2])}, got {proxy.tolist()}")
     table = ItemTable(topics=columns["topics"], appeal=columns["appeal"], price=columns["price"],
                       popularity=columns["popularity"], clicks=clicks, conversions=conversions,
                       declared_at_click=columns["declared_at_click"],
                       declared_sd_at_click=columns["declared_sd_at_click"], index=np.empty((0, 0), np.int64),
-                      affinity_proxy=(float(proxy[0]), float(proxy[1])))
+                      affinity_proxy=(float(proxy[0]), float(proxy[1]), float(proxy[2])))
     return table, columns["price_feature"]
 
 
@@ -1038,7 +1100,7 @@ class FitProblem:
         Path(params.catalog_file).unlink()  # read into the cached catalog already
         return logged, sim
 
-    def calibrate(self, theta: np.ndarray) -> tuple[float, float]:
+    def calibrate(self, theta: np.ndarray) -> tuple[float, float, float]:
         """The interest proxy measured at ``theta``'s world (:func:`affinity_proxy` on the log
         that :meth:`simulate` would give there, with its users' latent interests), made the one
         the imputed catalogs use from now on; returns it. The fit measures it once, at its

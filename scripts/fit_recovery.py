@@ -284,7 +284,7 @@ def main() -> None:
         report.append(row)
         print(f"\nworld {seed} ({hidden['choice_model']}; fitted {row['fitted_choice']}), "
               f"fit {seconds:.0f} s on {len(train['user']):,} rows; interest proxy (measured at the start) "
-              f"{proxy[0]:+.3f} + {proxy[1]:.3f} x match")
+              f"{proxy[0]:+.3f} + {proxy[1]:.3f} x match, residual sd {proxy[2]:.3f}")
         for f in fields:
             mark = "inside" if f["inside"] else ("within 10%" if f["within_10pct"] else "MISS")
             print(f"  {f['field']:22s} true {f['true']:9.4g}  fit {f['fit']:9.4g} [{f['low']:9.4g}, "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -254,8 +255,9 @@ def test_a_certain_fit_still_ranges_over_its_items_qualities(tmp_path: Path) -> 
     ({"declared_at_click": "nan"}, "declared_at_click must be 50 finite"),
     ({"declared_sd_at_click": "wide"}, r"declared_sd_at_click must be in \[0, 0.5\]"),
     ({"clicks": "short"}, "clicks must be 50 finite"),
-    ({"affinity_proxy": "steep"}, r"affinity_proxy must be 2 values, level in \[-1.0, 1.0\]"),
-    ({"affinity_proxy": "one"}, "affinity_proxy must be 2 values"),
+    ({"affinity_proxy": "steep"}, r"affinity_proxy must be 3 values \(2 before the residual\), level in "),
+    ({"affinity_proxy": "one"}, "affinity_proxy must be 3 values"),
+    ({"affinity_proxy": "negative"}, r"residual in \[0.0, 1.0\]"),
 ])
 def test_bad_item_evidence_is_refused(tmp_path: Path, change: dict, message: str) -> None:
     path = save_fit(_fit_result(tmp_path, evidence=True), tmp_path)
@@ -272,7 +274,9 @@ def test_bad_item_evidence_is_refused(tmp_path: Path, change: dict, message: str
         elif how == "wide":
             columns[name] = np.full(50, 0.6)
         elif how == "steep":
-            columns[name] = np.array([0.1, 2.5])
+            columns[name] = np.array([0.1, 2.5, 0.1])
+        elif how == "negative":
+            columns[name] = np.array([0.1, 0.7, -0.1])
         elif how == "one":
             columns[name] = np.array([0.1])
         else:
@@ -437,8 +441,9 @@ def test_recsim_fit_writes_a_world_with_its_covariance_and_a_report(tmp_path: Pa
     np.testing.assert_allclose(np.sqrt(np.diag(result.covariance)), se, rtol=1e-9)
     table, _ = item_evidence(result.params().catalog_file)  # the fit keeps its items' evidence
     assert 0 < table.clicks.sum() < (logs["position"] >= 0).sum()  # the fitted 80% of the users' clicks
-    level, slope = table.affinity_proxy  # and the interest proxy it measured at the start
+    level, slope, residual = table.affinity_proxy  # and the interest proxy it measured at the start
     assert table.affinity_proxy != PRIOR_PROXY and -0.2 < level < 0.3 and 0.3 < slope < 1.0
+    assert 0.02 < residual < 0.4  # the affinity is not a function of the declared match
     env = gym.make("recsim/default-v0", **load_fit(tmp_path / "fit" / "world.json"))
     env.reset(seed=0)
     report = (tmp_path / "fit" / "report.md").read_text()
@@ -635,10 +640,12 @@ def test_item_quality_stays_finite_when_the_evidence_contradicts_the_prior() -> 
     assert quality[1] > 0.9  # the same evidence on a regular item: near the top
 
 
-def test_the_quality_likelihood_sums_over_each_clicks_own_match() -> None:
-    # each item's clicks split evenly between two declared-topic matches: the two-point
-    # quadrature is then exact, and the per-click sum is what the posterior must use (the
-    # mean match inside the logistic differs from it: the Jensen gap)
+@pytest.mark.parametrize("residual", [0.0, 0.15])
+def test_the_quality_likelihood_sums_over_each_clicks_own_match(residual: float) -> None:
+    # each item's clicks split evenly between two declared-topic matches, and each click's
+    # affinity off the proxy by -+ residual with equal chance (latent): the two-point
+    # quadratures are then exact, and the per-click sum of log marginal probabilities is what
+    # the posterior must use (the mean match inside the logistic differs from it: the Jensen gap)
     params = make_simulator("default").params
     gen = np.random.default_rng(3)
     n = 6
@@ -648,14 +655,16 @@ def test_the_quality_likelihood_sums_over_each_clicks_own_match() -> None:
     items = ItemTable(topics=np.full((n, 2), 0.5), appeal=np.full(n, 0.3), price=np.ones(n),
                       popularity=np.ones(n), clicks=clicks, conversions=conversions,
                       declared_at_click=(low + high) / 2, declared_sd_at_click=(high - low) / 2,
-                      index=np.zeros((1, 1), dtype=np.int64))
+                      index=np.zeros((1, 1), dtype=np.int64), affinity_proxy=(0.0, 0.75, residual))
     price_feature = gen.random(n)
     grid = np.linspace(0.0, 1.0, 51)
 
     def per_click(match: np.ndarray, converted: np.ndarray) -> np.ndarray:
-        logit = (params.conversion_bias + params.conversion_affinity * 0.75 * match[:, None]
-                 + params.conversion_quality * grid - params.conversion_price * price_feature[:, None])
-        p = 1.0 / (1.0 + np.exp(-logit))
+        p = 0.0
+        for latent in (-residual, residual):
+            logit = (params.conversion_bias + params.conversion_affinity * (0.75 * match[:, None] + latent)
+                     + params.conversion_quality * grid - params.conversion_price * price_feature[:, None])
+            p = p + 0.5 / (1.0 + np.exp(-logit))
         return converted[:, None] * np.log(p) + (200.0 - converted)[:, None] * np.log(1.0 - p)
 
     # half the conversions at each match; only differences along the grid are identified
@@ -685,9 +694,15 @@ def test_the_interest_proxy_is_the_line_through_the_affinity_at_clicks() -> None
     user_features[np.arange(n), declared] = 1.0
     logs = {"position": position.astype(np.int8), "slate_items": item_topic.astype(np.int32),
             "slate_features": slate_features, "user_features": user_features}
-    level, slope = affinity_proxy(logs, interest, topics)
+    level, slope, residual = affinity_proxy(logs, interest, topics)
     assert level == pytest.approx(0.1, abs=1e-9) and slope == pytest.approx(0.5, abs=1e-9)
+    assert residual == pytest.approx(0.0, abs=1e-6)
     assert affinity_proxy({**logs, "position": np.full(n, -1, np.int8)}, interest, topics) == PRIOR_PROXY
+    # an interest off its declared level by -+0.1 (the same in both topics, so the affinity at
+    # a click moves by it whatever the item): the same line, and a residual of 0.1
+    off = np.where(gen.random(n) < 0.5, -0.1, 0.1)
+    level, slope, residual = affinity_proxy(logs, interest + off[:, None], topics)
+    assert slope == pytest.approx(0.5, abs=0.04) and residual == pytest.approx(0.1, abs=0.005)
 
 
 def test_the_proxy_measured_in_the_world_predicts_its_conversions() -> None:
@@ -706,18 +721,20 @@ def test_the_proxy_measured_in_the_world_predicts_its_conversions() -> None:
         truth[problem.items.index.ravel()] = sim.catalog.quality[logs["slate_items"].ravel()]
 
         def z_score(items: ItemTable) -> float:
-            level, slope = items.affinity_proxy
+            level, slope, residual = items.affinity_proxy
             interest = level + slope * items.declared_at_click
             centre = (params.conversion_bias + params.conversion_affinity * interest
                       + params.conversion_quality * truth - params.conversion_price * problem.price_feature)
-            spread = params.conversion_affinity * slope * items.declared_sd_at_click
-            p = 0.5 * (1 / (1 + np.exp(-centre - spread)) + 1 / (1 + np.exp(spread - centre)))
+            p = 0.0
+            for spread in (slope * items.declared_sd_at_click, -slope * items.declared_sd_at_click):
+                for latent in (-residual, residual):
+                    p = p + 0.25 / (1 + np.exp(-centre - params.conversion_affinity * (spread + latent)))
             expected, sd = (items.clicks * p).sum(), np.sqrt((items.clicks * p * (1 - p)).sum())
             return (expected - items.conversions.sum()) / sd
 
         prior = z_score(problem.items)
-        level, slope = problem.calibrate(_vector(params))
-        assert problem.items.affinity_proxy == (level, slope)
+        level, slope, residual = problem.calibrate(_vector(params))
+        assert problem.items.affinity_proxy == (level, slope, residual) and residual > 0.02
         measured = z_score(problem.items)
     assert prior < -3.0, prior
     assert abs(measured) < 2.0, (level, slope, measured)
@@ -771,9 +788,9 @@ def test_session_end_likelihood_gradient_matches_finite_differences() -> None:
     assert np.isfinite(nll) and np.all(np.linalg.eigvalsh(info) > 0)
 
 
-def _conversion_world(seed: int, n_items: int = 400, clicks_per_item: int = 60):
+def _conversion_world(seed: int, n_items: int = 400, clicks_per_item: int = 60, residual: float = 0.0):
     """Clicks generated by the conversion model itself: qualities from the default family's
-    prior given appeal, an affinity that is exactly the proxy of the match."""
+    prior given appeal, an affinity off the proxy of the match by -+ ``residual`` (equal chance)."""
     params = make_simulator("default").params
     gen = np.random.default_rng(seed)
     appeal = gen.random(n_items)
@@ -783,9 +800,10 @@ def _conversion_world(seed: int, n_items: int = 400, clicks_per_item: int = 60):
     price_feature = gen.random(n_items)
     item = np.repeat(np.arange(n_items), clicks_per_item)
     match = gen.random(len(item))
-    proxy = (0.05, 0.7)
+    proxy = (0.05, 0.7, residual)
     theta = np.array([-1.5, 1.2, 3.0, 0.8])
-    logit = (theta[0] + theta[1] * (proxy[0] + proxy[1] * match) + theta[2] * quality[item]
+    latent = np.where(gen.random(len(item)) < 0.5, -residual, residual)
+    logit = (theta[0] + theta[1] * (proxy[0] + proxy[1] * match + latent) + theta[2] * quality[item]
              - theta[3] * price_feature[item])
     converted = (gen.random(len(item)) < 1 / (1 + np.exp(-logit))).astype(float)
     items = ItemTable(topics=np.ones((n_items, 1)), appeal=appeal, price=np.ones(n_items),
@@ -796,8 +814,10 @@ def _conversion_world(seed: int, n_items: int = 400, clicks_per_item: int = 60):
     return ConversionClicks(item=item, match=match, converted=converted), items, price_feature, theta, params
 
 
-def test_conversion_likelihood_gradient_matches_finite_differences() -> None:
-    clicks, items, price_feature, theta, params = _conversion_world(0, n_items=60, clicks_per_item=20)
+@pytest.mark.parametrize("residual", [0.0, 0.3])
+def test_conversion_likelihood_gradient_matches_finite_differences(residual: float) -> None:
+    clicks, items, price_feature, theta, params = _conversion_world(0, n_items=60, clicks_per_item=20,
+                                                                    residual=residual)
     args = (clicks.item, clicks.match, clicks.converted, price_feature, _quality_log_prior(items, params),
             np.linspace(0.0, 1.0, 51))
     nll, grad = _conversion_terms(*args, theta, *items.affinity_proxy)
@@ -819,6 +839,21 @@ def test_conversion_fit_recovers_the_conversion_fields_with_qualities_unknown() 
         z = (estimate - theta) / np.sqrt(np.diag(covariance))
         assert np.all(np.abs(z) < 3.0), (seed, estimate, z)
         assert np.all(np.sqrt(np.diag(covariance)) < [0.3, 0.3, 0.4, 0.3])
+
+
+def test_conversion_fit_reads_the_affinitys_latent_residual() -> None:
+    # each click's affinity off the proxy by -+0.5: told the residual, the likelihood is exact
+    # and the fields come back within 3 standard errors; read as if the affinity were the proxy,
+    # the flatter response is put on the other fields: quality's weight comes back well below
+    # the truth (about 6 standard errors here)
+    clicks, items, price_feature, theta, params = _conversion_world(1, n_items=600, clicks_per_item=100,
+                                                                    residual=0.5)
+    estimate, covariance = conversion_fit(clicks, items, params, price_feature)
+    se = np.sqrt(np.diag(covariance))
+    assert np.all(np.abs(estimate - theta) < 3.0 * se), (estimate, (estimate - theta) / se)
+    unaware = replace(items, affinity_proxy=(0.05, 0.7, 0.0))
+    ignored, _ = conversion_fit(clicks, unaware, params, price_feature)
+    assert ignored[2] < theta[2] - 3.0 * se[2], (ignored, se)
 
 
 def test_session_end_fit_recovers_the_churn_fields_from_true_qualities() -> None:
@@ -972,8 +1007,9 @@ def test_a_fit_recovers_a_hidden_world(tmp_path: Path, seed: int) -> None:
     np.testing.assert_allclose(np.sqrt(np.diag(result.covariance)), se, rtol=1e-9)
     table, _ = item_evidence(result.params().catalog_file)  # the fit keeps its items' evidence
     assert 0 < table.clicks.sum() < (logs["position"] >= 0).sum()  # the fitted 80% of the users' clicks
-    level, slope = table.affinity_proxy  # and the interest proxy it measured at the start
+    level, slope, residual = table.affinity_proxy  # and the interest proxy it measured at the start
     assert table.affinity_proxy != PRIOR_PROXY and -0.2 < level < 0.3 and 0.3 < slope < 1.0
+    assert 0.02 < residual < 0.4  # the affinity is not a function of the declared match
     misses = {}
     for name in FIT_FIELDS:
         interval, value = result.intervals[name], getattr(true, name)
