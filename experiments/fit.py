@@ -498,8 +498,8 @@ def affinity_proxy(logs: dict[str, np.ndarray], interest: np.ndarray, topics: np
     if match.std() < 1e-6:
         return PRIOR_PROXY
     slope, level = np.polyfit(match, affinity, 1)
-    residual = affinity - (level + slope * match)
-    return float(level), float(slope), float(min(residual.std(), PROXY_RANGE[2][1]))
+    residual = affinity - (level + slope * match)  # sd <= 1: interests and affinities are in [-1, 1]
+    return float(level), float(slope), float(residual.std())
 
 
 class _InterestRecorder:
@@ -787,15 +787,8 @@ def _conversion_terms(item, match, converted, price_feature, log_prior, grid, th
             for g in range(g_count):
                 x = centre + quality * grid[g]
                 if residual == 0.0:
-                    if x > 0.0:
-                        e = np.exp(-x)
-                        softplus = x + np.log1p(e)
-                        p = 1.0 / (1.0 + e)
-                    else:
-                        e = np.exp(x)
-                        softplus = np.log1p(e)
-                        p = e / (1.0 + e)
-                    ll[g] += y * x - softplus
+                    _, log_q, p, _ = _log_sigmoids(x)
+                    ll[g] += y * x + log_q  # log p = x - softplus(x), log (1 - p) = -softplus(x)
                     r = y - p
                     dll[g, 0] += r
                     dll[g, 1] += r * a

@@ -297,6 +297,17 @@ def test_a_fit_written_before_the_match_spread_was_kept_still_draws(tmp_path: Pa
     assert items.affinity_proxy == PRIOR_PROXY  # nor was the interest proxy measured then
 
 
+def test_a_fit_written_before_the_residual_was_measured_reads_as_none(tmp_path: Path) -> None:
+    save_fit(_fit_result(tmp_path, evidence=True), tmp_path)
+    table = tmp_path / "items.npz"
+    with np.load(table) as archive:
+        columns = {name: archive[name] for name in archive.files}
+    columns["affinity_proxy"] = np.array([0.05, 0.66])  # (a, b) only: the posterior it was made with
+    np.savez(table, **columns)
+    items, _ = item_evidence(table)
+    assert items.affinity_proxy == (0.05, 0.66, 0.0)
+
+
 @pytest.mark.parametrize(("covariance", "message"), [
     (None, "no covariance"),
     ([[1.0, 2.0], [2.0, 1.0]], "must be 15 x 15"),
