@@ -8,7 +8,9 @@ cost ~1 us each of fixed overhead at B = 1 and a memory pass each at large B.
 Random numbers are those of :func:`recsim_gym.env.rng.uniforms` (column ``j`` of user ``b`` is
 ``lowbias32(stream_b XOR code_j) / 2^24``): step columns 0 (choice), 1 (interest direction),
 then ``m`` topic draws and ``m`` quality draws of the next documents; reset columns ``0..T``
-(interest), then the first documents' ``m`` topic and ``m`` quality draws. A quality draw is
+(interest), then the first documents' ``m`` topic and ``m`` quality draws. A document's quality
+is a pure function of the state (:func:`candidate_quality`), drawn only where it is read: a
+step reads the k shown documents', so it makes k normal draws rather than m. A quality draw is
 the standard normal quantile (:func:`ndtri`) at the midpoint ``(j + 1/2) / 2^24`` of its
 24-bit uniform ``j / 2^24``, so ``|z| <= 5.42`` and never infinite.
 """
@@ -48,6 +50,7 @@ _Q2 = np.array([6.02427039364742014255e0, 3.67983563856160859403e0, 1.3770209948
                 2.16236993594496635890e-1, 1.34204006088543189037e-2, 3.28014464682127739104e-4,
                 2.89247864745380683936e-6, 6.79019408009981274425e-9])
 _EXP_MINUS_2 = 0.13533528323661269189
+_WEYL32_BACK = 0x100000000 - 0x9E3779B9  # adding it undoes one step's rng.WEYL32, mod 2^32
 _SQRT_2PI = 2.50662827463100050242
 
 
@@ -211,32 +214,54 @@ def normal_draw(u):
 
 
 @njit(cache=True, inline="always")
-def _documents(s, codes, first, means, quality_std, topic_out, quality_out):
-    """The next ``m`` documents of a user: topics from columns ``first .. first + m``, quality
-    draws from the next ``m`` (a topic uniform ``u``: ``int(u T)`` in float32, as RecSim's
-    ``np.random`` draw would round)."""
-    m = topic_out.shape[0]
-    n_topics = means.shape[0]
-    for j in range(m):
+def _topics(s, codes, first, n_topics, topic_out):
+    """The topics of a user's next ``m`` documents, from columns ``first .. first + m`` (a
+    topic uniform ``u``: ``int(u T)`` in float32, as RecSim's ``np.random`` draw would round).
+    Their qualities are drawn from the next ``m`` columns when they are read (:func:`_quality`)."""
+    for j in range(topic_out.shape[0]):
         u = np.float32(_uniform(s, codes[first + j]))
-        topic = min(int(u * np.float32(n_topics)), n_topics - 1)
-        topic_out[j] = topic
-        quality_out[j] = means[topic] + quality_std * normal_draw(_uniform(s, codes[first + m + j]))
+        topic_out[j] = min(int(u * np.float32(n_topics)), n_topics - 1)
+
+
+@njit(cache=True, inline="always")
+def _quality(stream_b, t_b, topic, j, m, step_codes, reset_codes, means, quality_std):
+    """The quality of document ``j`` (topic ``topic``) that a user holds: its normal draw is in
+    the column after the ``m`` topic columns of the draw that made the documents, the reset's
+    (stream ``stream_b``, at ``t_b = 0``) or the last step's (the stream one ``WEYL32`` back).
+    Only the shown documents' qualities enter a step, so they are drawn there, not for all m."""
+    if t_b == 0:
+        u = _uniform(np.uint64(stream_b), reset_codes[means.shape[0] + m + j])
+    else:
+        before = (np.uint64(stream_b) + np.uint64(_WEYL32_BACK)) & np.uint64(0xFFFFFFFF)
+        u = _uniform(before, step_codes[2 + m + j])
+    return means[topic] + quality_std * normal_draw(u)
+
+
+@njit(cache=True)
+def candidate_quality(stream, t, cand_topic, step_codes, reset_codes, means, quality_std, out):
+    """The qualities (B, m) of the documents every user holds, into ``out``."""
+    m = cand_topic.shape[1]
+    for b in range(cand_topic.shape[0]):
+        for j in range(m):
+            out[b, j] = _quality(stream[b], t[b], cand_topic[b, j], j, m, step_codes, reset_codes,
+                                 means, quality_std)
 
 
 @njit(cache=True, nogil=True)
-def step_kernel(codes, means, quality_std, stream, t, interest, budget, watched, topic_minutes,
-                no_clicks, cand_topic, cand_quality, history, response, slate, c, flags, new_stream,
+def step_kernel(codes, reset_codes, means, quality_std, stream, t, interest, budget, watched,
+                topic_minutes, no_clicks, cand_topic, history, response, slate, c, flags, new_stream,
                 new_t, new_interest, new_budget, new_watched, new_topic_minutes, new_no_clicks,
-                new_topic, new_quality, new_history, new_response, reward, click, position, item,
-                probs, terminated, truncated, end_reason):
+                new_topic, new_history, new_response, reward, click, position, item, probs,
+                terminated, truncated, end_reason):
     """One step for every user: reads the state arrays and ``slate``, writes the new state and
     the per-user outcome into the ``new_*`` and outcome arrays (never the inputs)."""
     b_size, n_topics = interest.shape
     k = slate.shape[1]
     h_len = history.shape[1]
     choice = flags[I_CHOICE]
+    m = cand_topic.shape[1]
     scores = np.empty(k)
+    shown_quality = np.empty(k)
     p = np.empty(k + 1)
     video_length = c[C_VIDEO_LENGTH]
     slope = c[C_STEP_MAX] / c[C_STEP_ZERO]
@@ -248,6 +273,8 @@ def step_kernel(codes, means, quality_std, stream, t, interest, budget, watched,
             new_topic_minutes[b, d] = topic_minutes[b, d]
         for i in range(k):
             scores[i] = interest[b, cand_topic[b, slate[b, i]]]
+            shown_quality[i] = _quality(stream[b], t[b], cand_topic[b, slate[b, i]], slate[b, i], m,
+                                        codes, reset_codes, means, quality_std)
         choice_probs(scores, choice, c, p)
         # --- choice: the position whose cumulative probability first exceeds the draw ----------
         u = np.float64(np.float32(_uniform(s, codes[0])))
@@ -261,7 +288,7 @@ def step_kernel(codes, means, quality_std, stream, t, interest, budget, watched,
         did_click = chosen < k
         pos = min(chosen, k - 1)
         topic = cand_topic[b, slate[b, pos]]
-        quality = cand_quality[b, slate[b, pos]]
+        quality = shown_quality[pos]
         theta = scores[pos]
         # --- watch time and budget (IEvUserModel) ------------------------------------------------
         watch = min(max(budget[b], 0.0), video_length) if did_click else 0.0
@@ -304,19 +331,17 @@ def step_kernel(codes, means, quality_std, stream, t, interest, budget, watched,
         new_response[b] = 0.0
         for i in range(k):
             new_response[b, i, cand_topic[b, slate[b, i]]] = 1.0
-            new_response[b, i, n_topics + 2] = np.float32(
-                min(max(cand_quality[b, slate[b, i]], -100.0), 100.0))
+            new_response[b, i, n_topics + 2] = np.float32(min(max(shown_quality[i], -100.0), 100.0))
             new_response[b, i, n_topics + 3] = 1.0
         new_response[b, pos, n_topics] = 1.0 if did_click else 0.0
         new_response[b, pos, n_topics + 1] = np.float32(watch)
         # --- RecSim resamples the documents every step ---------------------------------------
-        _documents(s, codes, 2, means, quality_std, new_topic[b], new_quality[b])
+        _topics(s, codes, 2, n_topics, new_topic[b])
 
 
 @njit(cache=True, nogil=True)
-def reset_kernel(rows, streams, codes, means, quality_std, time_budget, stream, t, interest,
-                 budget, watched, topic_minutes, no_clicks, cand_topic, cand_quality, history,
-                 response):
+def reset_kernel(rows, streams, codes, time_budget, stream, t, interest, budget, watched,
+                 topic_minutes, no_clicks, cand_topic, history, response):
     """Start new episodes IN PLACE in ``rows`` of the state arrays (``streams``: their new
     counters): interest ``2u - 1`` per topic from columns ``0..T``, then the first documents."""
     n_topics = interest.shape[1]
@@ -333,7 +358,7 @@ def reset_kernel(rows, streams, codes, means, quality_std, time_budget, stream, 
         no_clicks[b] = 0
         history[b] = 0.0
         response[b] = 0.0
-        _documents(s, codes, n_topics, means, quality_std, cand_topic[b], cand_quality[b])
+        _topics(s, codes, n_topics, n_topics, cand_topic[b])
 
 
 def constants(params) -> tuple[np.ndarray, np.ndarray]:

@@ -201,8 +201,8 @@ class IEState(UserBatch):
     watched: np.ndarray  #: (B,) float64 minutes watched so far
     topic_minutes: np.ndarray  #: (B, T) float64 minutes watched so far per topic
     no_clicks: np.ndarray  #: (B,) int64 steps without a click so far
-    cand_topic: np.ndarray  #: (B, m) int64 candidates' topics
-    cand_quality: np.ndarray  #: (B, m) float64 candidates' qualities
+    cand_topic: np.ndarray  #: (B, m) int64 candidates' topics (their qualities follow from the
+    #: state: InterestEvolutionWorld.candidate_quality)
     history: np.ndarray  #: (B, H, T+3) float32 last H steps, oldest first
     response: np.ndarray  #: (B, k, T+4) float32 last step's response per slate position
 
@@ -238,7 +238,7 @@ class InterestEvolutionWorld(WorldModel):
             key=np.empty(b, np.uint64), stream=np.empty(b, np.uint32), t=np.empty(b, np.int64),
             interest=np.empty((b, t)), budget=np.empty(b), watched=np.empty(b),
             topic_minutes=np.empty((b, t)), no_clicks=np.empty(b, np.int64),
-            cand_topic=np.empty((b, m), np.int64), cand_quality=np.empty((b, m)),
+            cand_topic=np.empty((b, m), np.int64),
             history=np.empty((b, p.history_length, t + len(HISTORY_FLAGS)), np.float32),
             response=np.empty((b, k, t + len(RESPONSE_FIELDS)), np.float32))
 
@@ -247,10 +247,19 @@ class InterestEvolutionWorld(WorldModel):
         keys = np.asarray(keys, dtype=np.uint64)
         state.key[index] = keys
         ie_kernel.reset_kernel(
-            np.asarray(index, dtype=np.int64), rng.stream_start(keys), self._reset_codes, self._means,
-            self.params.quality_std, self.params.time_budget, state.stream, state.t, state.interest,
-            state.budget, state.watched, state.topic_minutes, state.no_clicks, state.cand_topic,
-            state.cand_quality, state.history, state.response)
+            np.asarray(index, dtype=np.int64), rng.stream_start(keys), self._reset_codes,
+            self.params.time_budget, state.stream, state.t, state.interest, state.budget,
+            state.watched, state.topic_minutes, state.no_clicks, state.cand_topic, state.history,
+            state.response)
+
+    def candidate_quality(self, state: IEState) -> np.ndarray:
+        """The hidden qualities (B, m) of the documents each user of ``state`` holds. They are
+        not stored: each is drawn from the state's random stream when read (a step reads only
+        the shown ones), the same values every time."""
+        out = np.empty(state.cand_topic.shape)
+        ie_kernel.candidate_quality(state.stream, state.t, state.cand_topic, self._step_codes,
+                                    self._reset_codes, self._means, self.params.quality_std, out)
+        return out
 
     # ------------------------------------------------------------------ choice
     def choice_probs(self, scores: np.ndarray) -> np.ndarray:
@@ -275,14 +284,14 @@ class InterestEvolutionWorld(WorldModel):
         result.conversion[:] = False  # no conversions or revenue in RecSim's world
         result.revenue[:] = 0.0
         ie_kernel.step_kernel(
-            self._step_codes, self._means, self.params.quality_std, state.stream, state.t,
-            state.interest, state.budget, state.watched, state.topic_minutes, state.no_clicks,
-            state.cand_topic, state.cand_quality, state.history, state.response, slates,
+            self._step_codes, self._reset_codes, self._means, self.params.quality_std, state.stream,
+            state.t, state.interest, state.budget, state.watched, state.topic_minutes,
+            state.no_clicks, state.cand_topic, state.history, state.response, slates,
             self._constants, self._flags, new_state.stream, new_state.t, new_state.interest,
             new_state.budget, new_state.watched, new_state.topic_minutes, new_state.no_clicks,
-            new_state.cand_topic, new_state.cand_quality, new_state.history,
-            new_state.response, result.reward, result.click, result.position, result.item,
-            result.choice_probs, result.terminated, result.truncated, result.end_reason)
+            new_state.cand_topic, new_state.history, new_state.response, result.reward,
+            result.click, result.position, result.item, result.choice_probs, result.terminated,
+            result.truncated, result.end_reason)
         return new_state, result
 
     def user_view(self, state: IEState, index: int) -> UserView:
@@ -292,7 +301,7 @@ class InterestEvolutionWorld(WorldModel):
                         level_name="time budget",
                         level=float(state.budget[index]) / max(p.time_budget, 1e-12),
                         candidate_topic=state.cand_topic[index],
-                        candidate_quality=state.cand_quality[index],
+                        candidate_quality=self.candidate_quality(state.take(slice(index, index + 1)))[0],
                         candidate_item=np.arange(p.num_candidates))
 
     # ------------------------------------------------------------------ observation
@@ -346,8 +355,8 @@ class InterestEvolutionWorld(WorldModel):
             np.copyto(out["response"], state.response)
         if p.observe_latent:
             np.copyto(out["time_budget"][:, 0], state.budget, casting="same_kind")
-            np.clip(state.cand_quality, -QUALITY_BOUND, QUALITY_BOUND, out=out["candidate_quality"],
-                    casting="same_kind")
+            np.clip(self.candidate_quality(state), -QUALITY_BOUND, QUALITY_BOUND,
+                    out=out["candidate_quality"], casting="same_kind")
         return out
 
 

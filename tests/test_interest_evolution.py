@@ -76,7 +76,7 @@ def test_recsim_defaults():
 def test_documents_distribution():
     sim = make_simulator(num_candidates=50)
     state = sim.reset(seed_to_key(np.arange(4000)))
-    topic, quality = state.cand_topic.ravel(), state.cand_quality.ravel()
+    topic, quality = state.cand_topic.ravel(), sim.candidate_quality(state).ravel()
     counts = np.bincount(topic, minlength=20)
     assert counts.min() > 0.9 * topic.size / 20 and counts.max() < 1.1 * topic.size / 20
     residual = quality - sim.params.quality_means()[topic]
@@ -84,6 +84,34 @@ def test_documents_distribution():
     assert np.all((state.interest >= -1) & (state.interest <= 1))
     assert abs(state.interest.mean()) < 0.01 and state.interest.std() == pytest.approx(
         1 / np.sqrt(3), rel=0.02)
+
+
+def test_candidate_quality_is_the_documented_draw():
+    """The qualities the state implies (drawn only where read) are the documented columns of
+    the draw that made the documents: the reset's, then each step's (the stream before it),
+    reproduced here with numpy and scipy; the step reads the same values for the shown ones."""
+    from scipy.special import ndtri
+
+    from recsim_gym.env import rng
+
+    sim = make_simulator(num_candidates=7, slate_size=3, exposure="recsim")
+    p, m = sim.params, 7
+    means = p.quality_means()
+    state, before = sim.reset(seed_to_key(np.arange(500))), None
+    for step in range(3):
+        if before is None:
+            u = rng.uniforms(state.stream, p.num_topics + 2 * m, rng.SALT_RESET)[:, p.num_topics + m:]
+        else:
+            u = rng.uniforms(before.stream, 2 + 2 * m, rng.SALT_STEP)[:, 2 + m:]
+        expected = means[state.cand_topic] + p.quality_std * ndtri(u.astype(np.float64) + 2.0**-25)
+        quality = sim.candidate_quality(state)
+        np.testing.assert_array_equal(quality, expected)
+        np.testing.assert_array_equal(sim.candidate_quality(state), quality)  # a function of the state
+        slates = random_slates(np.random.default_rng(step), 500, m, 3)
+        before = state
+        state, _ = sim.step(state, slates)
+        shown = np.take_along_axis(quality, slates, axis=1).astype(np.float32)
+        np.testing.assert_array_equal(state.response[:, :, p.num_topics + 2], shown)
 
 
 @pytest.mark.parametrize("choice_model", CHOICE_MODELS)
@@ -112,7 +140,7 @@ def test_step_dynamics_follow_recsim():
     assert 0.2 < click.mean() < 0.6
     rows = np.flatnonzero(click)
     item = result.item[rows]
-    quality = state.cand_quality[rows, item]
+    quality = sim.candidate_quality(state)[rows, item]
     topic = state.cand_topic[rows, item]
     assert np.allclose(result.reward[rows], 4.0) and np.all(result.reward[~click] == 0)
     assert np.allclose(new.budget[rows], 200 - 4 + p.user_update_alpha * 4 * quality)
