@@ -21,6 +21,7 @@ import numpy as np
 from numba import njit
 
 from recsim_gym.env.kernel import _uniform
+from recsim_gym.env.rng import WEYL32
 
 #: Choice model codes (the order of ``interest_evolution.CHOICE_MODELS``).
 PROPORTIONAL, LOGIT, PROPORTIONAL_CASCADE, EXPONENTIAL_CASCADE = range(4)
@@ -50,7 +51,7 @@ _Q2 = np.array([6.02427039364742014255e0, 3.67983563856160859403e0, 1.3770209948
                 2.16236993594496635890e-1, 1.34204006088543189037e-2, 3.28014464682127739104e-4,
                 2.89247864745380683936e-6, 6.79019408009981274425e-9])
 _EXP_MINUS_2 = 0.13533528323661269189
-_WEYL32_BACK = 0x100000000 - 0x9E3779B9  # adding it undoes one step's rng.WEYL32, mod 2^32
+_WEYL32_BACK = (1 << 32) - int(WEYL32)  # adding it undoes one step's rng.WEYL32, mod 2^32
 _SQRT_2PI = 2.50662827463100050242
 
 
