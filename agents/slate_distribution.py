@@ -14,12 +14,21 @@ default m=20, k=5), so training uses the chain rule ``H = sum_i E[H(a_i | a_<i)]
 the slate being scored: the sum of the k conditional (masked-softmax) entropies along that slate.
 It is an unbiased, differentiable estimate of the exact entropy with far lower variance than
 ``-log p``. :func:`exact_entropy` enumerates small instances (used by the tests).
+
+**Click credit** (``click_credit=True``): the policy gradient of a slate multiplies its advantage
+by the slate's whole log-probability, so each of the k candidates shown shares the credit for
+whatever the user did. When the user clicked one of them, the step's outcome went through that
+item, and the clicked position's conditional term alone is credited: ``log p(a_j | a_<j)`` for
+the clicked position j. Steps without a click keep the whole slate's log-probability. The
+slates carry the click in their encoding (:func:`encode_clicks`: the clicked entry is its
+candidate index plus m), which the agent writes after each step.
 """
 
 from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import torch as th
 from stable_baselines3.common.distributions import Distribution
 from torch import nn
@@ -43,6 +52,30 @@ def plackett_luce_log_prob(scores: th.Tensor, actions: th.Tensor) -> th.Tensor:
     """Exact log-probability (B,) of ordered slates ``actions`` (B, k) under PL with ``scores`` (B, m)."""
     log_p = conditional_log_probs(scores, actions)
     return log_p.gather(-1, actions[..., None]).squeeze(-1).sum(-1)
+
+
+def encode_clicks(actions: np.ndarray, positions: np.ndarray, num_candidates: int) -> None:
+    """Mark, in place, the clicked entry of each slate: ``actions[b, positions[b]] += m`` where
+    ``positions[b] >= 0`` (the env's ``info["position"]``; -1: no click)."""
+    rows = np.flatnonzero(positions >= 0)
+    actions[rows, positions[rows]] += num_candidates
+
+
+def click_credit_log_prob(scores: th.Tensor, actions: th.Tensor) -> th.Tensor:
+    """(B,) log-probability credited for slates whose clicked entry is marked by
+    :func:`encode_clicks`: the clicked position's conditional term where a click is marked, the
+    whole slate's (:func:`plackett_luce_log_prob`) elsewhere."""
+    num_candidates = scores.shape[-1]
+    clicked = actions >= num_candidates
+    items = actions - num_candidates * clicked.long()
+    terms = conditional_log_probs(scores, items).gather(-1, items[..., None]).squeeze(-1)
+    weight = th.where(clicked.any(-1, keepdim=True), clicked.to(terms.dtype), th.ones_like(terms))
+    return (terms * weight).sum(-1)
+
+
+def decode_clicks(actions: th.Tensor, num_candidates: int) -> th.Tensor:
+    """The slates (B, k) of :func:`encode_clicks`'s encoding, click marks removed."""
+    return actions % num_candidates
 
 
 def plackett_luce_entropy(scores: th.Tensor, actions: th.Tensor) -> th.Tensor:
@@ -77,12 +110,14 @@ class PlackettLuceDistribution(Distribution):
 
     Parameterised by one score per candidate (B, m), so it stays permutation-equivariant when
     the scores are. ``entropy()`` is the chain-rule estimate along the last slate passed to
-    :meth:`log_prob` (or sampled); see the module docstring.
+    :meth:`log_prob` (or sampled); see the module docstring. With ``click_credit``,
+    :meth:`log_prob` reads click-marked slates (:func:`click_credit_log_prob`).
     """
 
-    def __init__(self, slate_size: int):
+    def __init__(self, slate_size: int, click_credit: bool = False):
         super().__init__()
         self.slate_size = slate_size
+        self.click_credit = click_credit
         self.scores: th.Tensor | None = None
         self._last_actions: th.Tensor | None = None
 
@@ -97,8 +132,13 @@ class PlackettLuceDistribution(Distribution):
         return self
 
     def log_prob(self, actions: th.Tensor) -> th.Tensor:
-        """Exact log-probability (B,) of slates (B, k)."""
-        self._last_actions = actions.long()
+        """Exact log-probability (B,) of slates (B, k); with ``click_credit``, the credited one of
+        click-marked slates."""
+        actions = actions.long()
+        if self.click_credit:
+            self._last_actions = decode_clicks(actions, self.scores.shape[-1])
+            return click_credit_log_prob(self.scores, actions)
+        self._last_actions = actions
         return plackett_luce_log_prob(self.scores, self._last_actions)
 
     def entropy(self) -> th.Tensor | None:

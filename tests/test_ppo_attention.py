@@ -23,6 +23,9 @@ from recsim_gym.agents.sb3_vecenv import RecSimVecEnv
 from recsim_gym.agents.slate_distribution import (
     PlackettLuceDistribution,
     all_slates,
+    click_credit_log_prob,
+    conditional_log_probs,
+    encode_clicks,
     exact_entropy,
     plackett_luce_entropy,
     plackett_luce_log_prob,
@@ -79,6 +82,63 @@ def test_log_prob_and_entropy_have_gradients() -> None:
     actions = dist.sample()
     (dist.log_prob(actions).sum() + dist.entropy().sum()).backward()
     assert th.isfinite(scores.grad).all() and scores.grad.abs().sum() > 0
+
+
+def test_click_credit_credits_the_clicked_position_only() -> None:
+    scores = th.randn(3, 6, dtype=th.float64)
+    slates = np.array([[4, 0, 2], [1, 5, 3], [2, 3, 0]])
+    marked = slates.copy()
+    encode_clicks(marked, np.array([1, -1, 0]), 6)  # user 0 clicked position 1, user 1 nothing
+    np.testing.assert_array_equal(marked, [[4, 6, 2], [1, 5, 3], [8, 3, 0]])
+    credited = click_credit_log_prob(scores, th.as_tensor(marked))
+    shown = th.as_tensor(slates)
+    terms = conditional_log_probs(scores, shown).gather(-1, shown[..., None])[..., 0]
+    th.testing.assert_close(credited, th.stack([terms[0, 1], terms[1].sum(), terms[2, 0]]))
+    th.testing.assert_close(credited[1], plackett_luce_log_prob(scores, th.as_tensor(slates))[1])
+    dist = PlackettLuceDistribution(3, click_credit=True).proba_distribution(scores)
+    th.testing.assert_close(dist.log_prob(th.as_tensor(marked)), credited)
+    # the entropy is the slates' own, whatever the marks
+    th.testing.assert_close(dist.entropy(), plackett_luce_entropy(scores, th.as_tensor(slates)))
+
+
+def test_click_credit_marks_the_rollout_and_keeps_unclicked_log_probs() -> None:
+    """The buffer's slates carry the clicks the env reported, and its log-probabilities are
+    recomputed under the credit: unchanged where nobody clicked, the clicked term elsewhere."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Record(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.log_probs: list[np.ndarray] = []
+            self.positions: list[np.ndarray] = []
+
+        def _on_step(self) -> bool:
+            self.log_probs.append(self.locals["log_probs"].numpy().copy())
+            self.positions.append(self.training_env.unwrapped.last_info["position"].copy())
+            return True
+
+    record = Record()
+    agent = PPOSlateAgent(seed=0, num_envs=16, n_steps=16, batch_size=64, n_epochs=1,
+                          click_credit=True, env_overrides=SMALL)
+    agent.learn("default", 256, callback=record)  # one rollout: the buffer is the one trained on
+    buffer, m = agent.model.rollout_buffer, SMALL["num_candidates"]
+    # PPO's update flattened the buffer user by user: (users x steps) rows
+    positions = np.stack(record.positions).T.reshape(-1)
+    sampled = np.stack(record.log_probs).T.reshape(-1)
+    log_probs, actions = buffer.log_probs.reshape(-1), buffer.actions.reshape(-1, 3)
+    clicked = positions >= 0
+    assert 0 < clicked.mean() < 1
+    marks = actions >= m
+    np.testing.assert_array_equal(marks.sum(-1), clicked)
+    np.testing.assert_array_equal(np.argmax(marks, -1)[clicked], positions[clicked])
+    np.testing.assert_allclose(log_probs[~clicked], sampled[~clicked], atol=1e-5)
+    assert (log_probs[clicked] > sampled[clicked]).all()  # one term of the k
+    assert (log_probs <= 0).all()
+    assert PPOSlateAgent().config.click_credit  # the default, chosen on tuning worlds
+    off = PPOSlateAgent(seed=0, num_envs=16, n_steps=16, batch_size=64, n_epochs=1, click_credit=False,
+                        env_overrides=SMALL)
+    off.learn("default", 256)
+    assert (off.model.rollout_buffer.actions < m).all()  # off: nothing marked
 
 
 # --- policy -------------------------------------------------------------------------------------
@@ -152,6 +212,9 @@ def test_cross_features_are_on_for_recsim_worlds_and_unused_without_topics() -> 
     other = PPOSlateAgent(seed=0, n_steps=8, batch_size=16, n_epochs=1)
     other.learn(foreign, 16)
     assert other.model.policy.network.cross_topics is None
+    # click credit reads the clicks from each env's info there: at most one mark per slate
+    marks = (other.model.rollout_buffer.actions >= SMALL["num_candidates"]).sum(-1)
+    assert marks.max() == 1 and marks.sum() > 0
 
 
 def test_item_stats_count_clicks_and_conversions_only_once_committed() -> None:
