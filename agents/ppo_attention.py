@@ -38,6 +38,12 @@ the rollout buffer's slates and recomputes the rollout's log-probabilities under
 before PPO's update. Chosen on 11 tuning worlds (docs/suite.md): ahead where the slate space
 is large, slightly behind with 10 candidates and slates of 3-5.
 
+**Auxiliary click loss** (``click_aux``, weight 1.0 by default): a second output per candidate
+is a click utility, fit once per rollout (before PPO's update) to the marked clicks by their
+multinomial-logit likelihood among the shown items, the no-click utility 0. It shares the
+encoder with the policy, so the clicks, a dense and nearly noise-free signal, shape the
+representation that the noisy policy gradient reads.
+
 Ablation: ``encoder="mlp"`` (the ``ppo_mlp`` agent), an MLP over the flattened observation
 (not equivariant) that emits the m scores.
 
@@ -326,9 +332,10 @@ class SlatePolicy(ActorCriticPolicy):
 
     def __init__(self, observation_space: spaces.Dict, action_space: spaces.MultiDiscrete,
                  lr_schedule: Any, network_kwargs: dict[str, Any] | None = None,
-                 click_credit: bool = False, **kwargs: Any):
+                 click_credit: bool = False, click_aux: float = 0.0, **kwargs: Any):
         self.network_kwargs = {**PPOSlateConfig().network_kwargs(), **(network_kwargs or {})}
         self.click_credit = bool(click_credit)
+        self.click_aux = float(click_aux)
         if self.network_kwargs["encoder"] not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {self.network_kwargs['encoder']!r}")
         kwargs.setdefault("features_extractor_class", _NoFeatures)
@@ -339,24 +346,26 @@ class SlatePolicy(ActorCriticPolicy):
         slate_size = int(self.action_space.nvec.shape[0])
         net = self.network_kwargs
         item_stats = None if net["item_stats"] is None else tuple(net["item_stats"])
+        outputs = 2 if self.click_aux > 0 else 1  # channel 1: the click utility
         if net["encoder"] == "attention":
             self.network: nn.Module = AttentionSlateNetwork(
-                self.observation_space, 1, net["d_model"], net["num_heads"], net["num_layers"],
+                self.observation_space, outputs, net["d_model"], net["num_heads"], net["num_layers"],
                 net["ff_dim"], cross_topics=net["cross_topics"], item_stats=item_stats)
         else:
-            self.network = MlpSlateNetwork(self.observation_space, 1, tuple(net["mlp_hidden"]),
+            self.network = MlpSlateNetwork(self.observation_space, outputs, tuple(net["mlp_hidden"]),
                                            net["cross_topics"], item_stats)
         self.action_dist: Distribution = PlackettLuceDistribution(slate_size, self.click_credit)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(network_kwargs=dict(self.network_kwargs), click_credit=self.click_credit)
+        data.update(network_kwargs=dict(self.network_kwargs), click_credit=self.click_credit,
+                    click_aux=self.click_aux)
         return data
 
     def _distribution(self, obs: dict[str, th.Tensor]) -> tuple[Distribution, th.Tensor]:
         logits, values = self.network(obs)
-        return self.action_dist.proba_distribution(logits.squeeze(-1)), values
+        return self.action_dist.proba_distribution(logits[..., 0]), values
 
     def forward(self, obs: dict[str, th.Tensor], deterministic: bool = False
                 ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
@@ -416,6 +425,9 @@ class PPOSlateConfig(Config):
                                   "products (unused when the env does not give its topics).")
     click_credit: bool = option(True, "Credit a step with a click to the clicked item's "
                                 "position in the slate's log-probability, not to the whole slate.")
+    click_aux: float = option(1.0, "Weight of an auxiliary loss: the clicks' multinomial-logit "
+                              "likelihood on a second per-candidate output (0: off; needs click_credit).",
+                              0.0)
     item_stats_buckets: int = option(65_536, "Hashed buckets of the per-item click/conversion "
                                      "counters on candidate tokens (0: off; unused without a catalog).", 0)
     deterministic: bool = option(True, "act() shows the most likely slate (False: samples).")
@@ -431,6 +443,8 @@ class PPOSlateConfig(Config):
         """Cross-field rules."""
         self.require(self.d_model % self.num_heads == 0, "d_model",
                      f"({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+        self.require(self.click_aux == 0 or self.click_credit, "click_aux",
+                     f"({self.click_aux}) needs click_credit=True (the loss reads the clicks it marks)")
         for i, width in enumerate(self.mlp_hidden):
             ok = isinstance(width, int | np.integer) and not isinstance(width, bool) and width >= 1
             self.require(ok, f"mlp_hidden[{i}]", f"must be an integer in [1, inf), got {width!r}")
@@ -504,7 +518,7 @@ class PPOSlateAgent(BaseAgent):
                          gae_lambda=c.gae_lambda, clip_range=c.clip_range, ent_coef=c.ent_coef,
                          vf_coef=c.vf_coef, max_grad_norm=c.max_grad_norm,
                          policy_kwargs={"network_kwargs": c.network_kwargs(num_topics, id_columns),
-                                        "click_credit": c.click_credit},
+                                        "click_credit": c.click_credit, "click_aux": c.click_aux},
                          tensorboard_log=c.tensorboard_log, seed=c.seed, verbose=c.verbose, device="cpu")
 
     def _set_logger(self) -> None:
@@ -611,6 +625,7 @@ class PPOSlateAgent(BaseAgent):
             cross_features=net["cross_topics"] is not None,
             item_stats_buckets=0 if net["item_stats"] is None else net["item_stats"][0],
             click_credit=bool(getattr(policy, "click_credit", False)),
+            click_aux=float(getattr(policy, "click_aux", 0.0)),
             num_envs=model.n_envs,
             n_steps=model.n_steps, batch_size=model.batch_size, n_epochs=model.n_epochs, gamma=model.gamma,
             gae_lambda=model.gae_lambda)
@@ -693,12 +708,40 @@ class _CreditClicks(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         buffer, policy = self.model.rollout_buffer, self.model.policy
+        if policy.click_aux > 0:
+            self._fit_clicks(buffer, policy)
         policy.set_training_mode(False)
         with th.no_grad():
             for t in range(buffer.buffer_size):  # one step of every user at a time
                 obs = {key: th.as_tensor(value[t]) for key, value in buffer.observations.items()}
                 log_prob = policy.get_distribution(obs).log_prob(th.as_tensor(buffer.actions[t]))
                 buffer.log_probs[t] = log_prob.numpy()
+
+    def _fit_clicks(self, buffer: Any, policy: SlatePolicy) -> None:
+        """One pass of the auxiliary click loss over the rollout: the clicked item's (or no
+        click's) multinomial-logit likelihood among the shown ones, utilities from the network's
+        second output, the no-click utility 0."""
+        policy.set_training_mode(True)
+        m = int(self.model.action_space.nvec[0])
+        n = buffer.buffer_size * buffer.n_envs
+        space = self.model.observation_space
+        obs_all = {key: th.as_tensor(value.reshape(n, *space[key].shape))
+                   for key, value in buffer.observations.items()}
+        actions_all = th.as_tensor(buffer.actions.reshape(n, -1)).long()
+        order = th.randperm(n)
+        for start in range(0, n, self.model.batch_size):
+            idx = order[start:start + self.model.batch_size]
+            obs = {key: value[idx] for key, value in obs_all.items()}
+            actions = actions_all[idx]
+            clicked = actions >= m
+            utility = policy.network(obs)[0][..., 1].gather(-1, actions % m)  # (b, k)
+            log_z = th.logsumexp(th.cat([th.zeros_like(utility[:, :1]), utility], 1), 1)
+            log_lik = (utility * clicked).sum(1) - log_z
+            loss = -policy.click_aux * log_lik.mean()
+            policy.optimizer.zero_grad()
+            loss.backward()
+            th.nn.utils.clip_grad_norm_(policy.parameters(), self.model.max_grad_norm)
+            policy.optimizer.step()
 
 
 class _TorchThreads:

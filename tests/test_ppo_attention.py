@@ -119,7 +119,7 @@ def test_click_credit_marks_the_rollout_and_keeps_unclicked_log_probs() -> None:
 
     record = Record()
     agent = PPOSlateAgent(seed=0, num_envs=16, n_steps=16, batch_size=64, n_epochs=1,
-                          click_credit=True, env_overrides=SMALL)
+                          click_credit=True, click_aux=0, env_overrides=SMALL)  # no update in between
     agent.learn("default", 256, callback=record)  # one rollout: the buffer is the one trained on
     buffer, m = agent.model.rollout_buffer, SMALL["num_candidates"]
     # PPO's update flattened the buffer user by user: (users x steps) rows
@@ -136,10 +136,45 @@ def test_click_credit_marks_the_rollout_and_keeps_unclicked_log_probs() -> None:
     assert (log_probs <= 0).all()
     assert PPOSlateAgent().config.click_credit  # the default, chosen on tuning worlds
     off = PPOSlateAgent(seed=0, num_envs=16, n_steps=16, batch_size=64, n_epochs=1, click_credit=False,
-                        env_overrides=SMALL)
+                        click_aux=0, env_overrides=SMALL)
     off.learn("default", 256)
     assert (off.model.rollout_buffer.actions < m).all()  # off: nothing marked
+    assert off.model.policy.network.score_head.out_features == 1  # no click output without the loss
 
+
+
+def test_the_auxiliary_click_loss_fits_the_clicks_and_round_trips(tmp_path) -> None:
+    """click_aux: a second per-candidate output learns the clicks' multinomial logit among the
+    shown items (its pass over a rollout lowers the clicks' negative log-likelihood)."""
+    from recsim_gym.agents.ppo_attention import _CreditClicks
+
+    with pytest.raises(ValueError, match="click_aux"):
+        PPOSlateAgent(click_aux=1.0, click_credit=False)
+    assert PPOSlateAgent().config.click_aux == 1.0  # the default, chosen on tuning worlds
+    agent = PPOSlateAgent(seed=0, num_envs=16, n_steps=16, batch_size=64, n_epochs=1, click_aux=1.0,
+                          env_overrides=SMALL)
+    agent.learn("default", 512)
+    policy, buffer = agent.model.policy, agent.model.rollout_buffer
+    assert policy.network.score_head.out_features == 2
+
+    def click_nll() -> float:
+        obs = {key: th.as_tensor(value.reshape(-1, *agent.model.observation_space[key].shape))
+               for key, value in buffer.observations.items()}
+        actions = th.as_tensor(buffer.actions.reshape(-1, 3)).long()
+        with th.no_grad():
+            utility = policy.network(obs)[0][..., 1].gather(-1, actions % 8)
+        log_z = th.logsumexp(th.cat([th.zeros_like(utility[:, :1]), utility], 1), 1)
+        return float(-((utility * (actions >= 8)).sum(1) - log_z).mean())
+
+    before = click_nll()
+    callback = _CreditClicks()
+    callback.init_callback(agent.model)
+    for _ in range(5):
+        callback._fit_clicks(buffer, policy)
+    assert click_nll() < before - 0.01, (before, click_nll())
+    agent.save(tmp_path / "model.zip")
+    loaded = PPOSlateAgent.load(tmp_path / "model.zip", allow_pickle=True)
+    assert loaded.config.click_aux == 1.0 and loaded.config.click_credit
 
 # --- policy -------------------------------------------------------------------------------------
 
