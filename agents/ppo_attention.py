@@ -82,7 +82,7 @@ from torch import nn
 
 from recsim_gym.agents.base import BaseAgent
 from recsim_gym.agents.features import cross_feature_dim, cross_features, hashed_item_ids, item_id_columns
-from recsim_gym.agents.slate_distribution import PlackettLuceDistribution, encode_clicks
+from recsim_gym.agents.slate_distribution import PlackettLuceDistribution, decode_clicks, encode_clicks
 from recsim_gym.env.fields import Config, option
 
 ENCODERS = ("attention", "mlp")
@@ -734,7 +734,7 @@ class _CreditClicks(BaseCallback):
             obs = {key: value[idx] for key, value in obs_all.items()}
             actions = actions_all[idx]
             clicked = actions >= m
-            utility = policy.network(obs)[0][..., 1].gather(-1, actions % m)  # (b, k)
+            utility = policy.network(obs)[0][..., 1].gather(-1, decode_clicks(actions, m))  # (b, k)
             log_z = th.logsumexp(th.cat([th.zeros_like(utility[:, :1]), utility], 1), 1)
             log_lik = (utility * clicked).sum(1) - log_z
             loss = -policy.click_aux * log_lik.mean()

@@ -61,21 +61,20 @@ def encode_clicks(actions: np.ndarray, positions: np.ndarray, num_candidates: in
     actions[rows, positions[rows]] += num_candidates
 
 
+def decode_clicks(actions: th.Tensor, num_candidates: int) -> th.Tensor:
+    """The slates (B, k) of :func:`encode_clicks`'s encoding, click marks removed."""
+    return actions % num_candidates
+
+
 def click_credit_log_prob(scores: th.Tensor, actions: th.Tensor) -> th.Tensor:
     """(B,) log-probability credited for slates whose clicked entry is marked by
     :func:`encode_clicks`: the clicked position's conditional term where a click is marked, the
     whole slate's (:func:`plackett_luce_log_prob`) elsewhere."""
-    num_candidates = scores.shape[-1]
-    clicked = actions >= num_candidates
-    items = actions - num_candidates * clicked.long()
+    clicked = actions >= scores.shape[-1]
+    items = decode_clicks(actions, scores.shape[-1])
     terms = conditional_log_probs(scores, items).gather(-1, items[..., None]).squeeze(-1)
     weight = th.where(clicked.any(-1, keepdim=True), clicked.to(terms.dtype), th.ones_like(terms))
     return (terms * weight).sum(-1)
-
-
-def decode_clicks(actions: th.Tensor, num_candidates: int) -> th.Tensor:
-    """The slates (B, k) of :func:`encode_clicks`'s encoding, click marks removed."""
-    return actions % num_candidates
 
 
 def plackett_luce_entropy(scores: th.Tensor, actions: th.Tensor) -> th.Tensor:
