@@ -82,7 +82,7 @@ from torch import nn
 
 from recsim_gym.agents.base import BaseAgent
 from recsim_gym.agents.features import cross_feature_dim, cross_features, hashed_item_ids, item_id_columns
-from recsim_gym.agents.slate_distribution import PlackettLuceDistribution, decode_clicks, encode_clicks
+from recsim_gym.agents.slate_distribution import PlackettLuceDistribution, click_log_likelihood, encode_clicks
 from recsim_gym.env.fields import Config, option
 
 ENCODERS = ("attention", "mlp")
@@ -722,7 +722,6 @@ class _CreditClicks(BaseCallback):
         click's) multinomial-logit likelihood among the shown ones, utilities from the network's
         second output, the no-click utility 0."""
         policy.set_training_mode(True)
-        m = int(self.model.action_space.nvec[0])
         n = buffer.buffer_size * buffer.n_envs
         space = self.model.observation_space
         obs_all = {key: th.as_tensor(value.reshape(n, *space[key].shape))
@@ -732,11 +731,7 @@ class _CreditClicks(BaseCallback):
         for start in range(0, n, self.model.batch_size):
             idx = order[start:start + self.model.batch_size]
             obs = {key: value[idx] for key, value in obs_all.items()}
-            actions = actions_all[idx]
-            clicked = actions >= m
-            utility = policy.network(obs)[0][..., 1].gather(-1, decode_clicks(actions, m))  # (b, k)
-            log_z = th.logsumexp(th.cat([th.zeros_like(utility[:, :1]), utility], 1), 1)
-            log_lik = (utility * clicked).sum(1) - log_z
+            log_lik = click_log_likelihood(policy.network(obs)[0][..., 1], actions_all[idx])
             loss = -policy.click_aux * log_lik.mean()
             policy.optimizer.zero_grad()
             loss.backward()

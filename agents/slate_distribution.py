@@ -77,6 +77,17 @@ def click_credit_log_prob(scores: th.Tensor, actions: th.Tensor) -> th.Tensor:
     return (terms * weight).sum(-1)
 
 
+def click_log_likelihood(utilities: th.Tensor, actions: th.Tensor) -> th.Tensor:
+    """(B,) multinomial-logit log-likelihood of the marked click (or of no click, utility 0)
+    among each slate's shown items, from per-candidate click ``utilities`` (B, m) and slates
+    marked by :func:`encode_clicks`."""
+    num_candidates = utilities.shape[-1]
+    clicked = actions >= num_candidates
+    utility = utilities.gather(-1, decode_clicks(actions, num_candidates))  # (B, k)
+    log_z = th.logsumexp(th.cat([th.zeros_like(utility[:, :1]), utility], 1), 1)
+    return (utility * clicked).sum(1) - log_z
+
+
 def plackett_luce_entropy(scores: th.Tensor, actions: th.Tensor) -> th.Tensor:
     """Chain-rule entropy estimate (B,): the k conditional entropies along ``actions``, summed."""
     log_p = conditional_log_probs(scores, actions)

@@ -147,6 +147,7 @@ def test_the_auxiliary_click_loss_fits_the_clicks_and_round_trips(tmp_path) -> N
     """click_aux: a second per-candidate output learns the clicks' multinomial logit among the
     shown items (its pass over a rollout lowers the clicks' negative log-likelihood)."""
     from recsim_gym.agents.ppo_attention import _CreditClicks
+    from recsim_gym.agents.slate_distribution import click_log_likelihood
 
     with pytest.raises(ValueError, match="click_aux"):
         PPOSlateAgent(click_aux=1.0, click_credit=False)
@@ -162,9 +163,7 @@ def test_the_auxiliary_click_loss_fits_the_clicks_and_round_trips(tmp_path) -> N
                for key, value in buffer.observations.items()}
         actions = th.as_tensor(buffer.actions.reshape(-1, 3)).long()
         with th.no_grad():
-            utility = policy.network(obs)[0][..., 1].gather(-1, actions % 8)
-        log_z = th.logsumexp(th.cat([th.zeros_like(utility[:, :1]), utility], 1), 1)
-        return float(-((utility * (actions >= 8)).sum(1) - log_z).mean())
+            return float(-click_log_likelihood(policy.network(obs)[0][..., 1], actions).mean())
 
     before = click_nll()
     callback = _CreditClicks()
